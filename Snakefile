@@ -1,0 +1,24 @@
+# shiftad DAG: data -> split -> fit -> score -> evaluate -> report.
+# Rules only call the `shiftad` CLI; every number lives in params.yaml.
+# `--configfile my.yaml` overrides params.yaml key by key, and the CLI sees the same files.
+
+from shiftad.params import validate_params
+
+configfile: "params.yaml"
+
+P = validate_params(config, source="params.yaml + --configfile")
+PARAMS = " ".join(["--params params.yaml"] + [f"--params {f}" for f in workflow.overwrite_configfiles])
+
+
+include: "workflow/rules/data.smk"
+include: "workflow/rules/split.smk"
+include: "workflow/rules/fit.smk"
+include: "workflow/rules/score.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        rules.report.output,
+    default_target: True

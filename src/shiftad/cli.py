@@ -1,0 +1,117 @@
+"""`shiftad <stage>`: one subcommand per DAG stage. Thin: parse, load params, call the stage."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Callable, Sequence
+
+from shiftad.errors import ShiftadError
+from shiftad.params import Params, load_params
+
+log = logging.getLogger("shiftad")
+
+
+def _configure_threads(params: Params) -> None:
+    import torch
+
+    torch.set_num_threads(params.threads)
+    try:
+        import faiss
+
+        faiss.omp_set_num_threads(params.threads)
+    except ImportError:  # faiss is a dependency; only scoring needs it
+        pass
+
+
+def cmd_data(params: Params, args: argparse.Namespace) -> None:
+    from shiftad.data.stage import run_data_stage
+
+    records = run_data_stage(params, progress=not args.quiet)
+    log.info("manifest: %d images", len(records))
+
+
+def cmd_split(params: Params, args: argparse.Namespace) -> None:
+    from shiftad.paths import MANIFEST, SPLITS
+    from shiftad.split import run_split_stage
+
+    splits = run_split_stage(params, MANIFEST, SPLITS)
+    for category, parts in splits["categories"].items():
+        log.info("%s: %s", category, ", ".join(f"{k} {len(v)}" for k, v in parts.items()))
+
+
+def cmd_fit(params: Params, args: argparse.Namespace) -> None:
+    from shiftad.fit import run_fit_stage
+
+    _configure_threads(params)
+    run_fit_stage(params, args.detector, args.regime, args.domain, progress=not args.quiet)
+
+
+def cmd_score(params: Params, args: argparse.Namespace) -> None:
+    from shiftad.score import run_score_stage
+
+    _configure_threads(params)
+    run_score_stage(params, args.detector, args.regime, args.model, args.data, progress=not args.quiet)
+
+
+def cmd_evaluate(params: Params, args: argparse.Namespace) -> None:
+    from shiftad.evaluate.stage import run_evaluate_stage
+
+    run_evaluate_stage(params, progress=not args.quiet)
+
+
+def cmd_report(params: Params, args: argparse.Namespace) -> None:
+    from shiftad.report.stage import run_report_stage
+
+    run_report_stage(params)
+
+
+def cmd_check_params(params: Params, args: argparse.Namespace) -> None:
+    print("params are valid")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="shiftad", description="Anomaly detection under domain shift: one subcommand per DAG stage.")
+    parser.add_argument("--version", action="version", version=f"shiftad {__import__('shiftad').__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="STAGE")
+
+    def add(name: str, func: Callable, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--params", action="append", metavar="YAML", help="params file; repeat to override in order (default: params.yaml)")
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+        p.set_defaults(func=func)
+        return p
+
+    add("check-params", cmd_check_params, "validate params.yaml (and overrides) and exit")
+    add("data", cmd_data, "generate / download / scan the data set and write data/processed/manifest.json")
+    add("split", cmd_split, "write seeded train/val/test splits to data/processed/splits.json")
+    fit = add("fit", cmd_fit, "fit one detector on every category's training images")
+    fit.add_argument("--detector", required=True)
+    fit.add_argument("--regime", required=True)
+    fit.add_argument("--domain", required=True, help="domain of the training images")
+    score = add("score", cmd_score, "score val and test images with fitted models (once per model and data domain)")
+    score.add_argument("--detector", required=True)
+    score.add_argument("--regime", required=True)
+    score.add_argument("--model", required=True, help="domain the model was fitted on")
+    score.add_argument("--data", required=True, help="domain of the images to score")
+    add("evaluate", cmd_evaluate, "thresholds from val, metrics on test, per-image records and heatmaps")
+    add("report", cmd_report, "tables and figures in report/")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it logs a harmless failed AVX2 import
+    try:
+        params = load_params(args.params)
+        args.func(params, args)
+    except ShiftadError as exc:
+        print(f"shiftad {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Parts that several detectors share: aggregation, coreset, kNN, maps."""

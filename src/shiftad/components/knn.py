@@ -1,0 +1,29 @@
+"""Exact nearest-neighbour search over a memory bank (faiss, flat L2)."""
+
+from __future__ import annotations
+
+import faiss
+import numpy as np
+
+
+class NearestNeighbours:
+    """Exact k-NN in euclidean distance; returns true (not squared) distances."""
+
+    def __init__(self, bank: np.ndarray, batch_size: int = 8192) -> None:
+        self.bank = np.ascontiguousarray(bank, dtype=np.float32)
+        self.batch_size = batch_size
+        self.index = faiss.IndexFlatL2(self.bank.shape[1])
+        self.index.add(self.bank)
+
+    def query(self, queries: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """(distances, indices), each (M, k)."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        k = min(k, self.bank.shape[0])
+        distances = np.empty((len(queries), k), dtype=np.float32)
+        indices = np.empty((len(queries), k), dtype=np.int64)
+        for start in range(0, len(queries), self.batch_size):
+            stop = start + self.batch_size
+            sq, idx = self.index.search(queries[start:stop], k)
+            distances[start:stop] = np.sqrt(np.maximum(sq, 0.0))
+            indices[start:stop] = idx
+        return distances, indices

@@ -1,0 +1,1 @@
+"""The data stage: every source becomes one manifest of ImageRecords."""

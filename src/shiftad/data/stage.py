@@ -1,0 +1,80 @@
+"""The data stage: read the configured source, check it, write the manifest.
+
+Outputs: the manifest (`data/processed/manifest.json`) and `data/raw/source.json`, which
+records the source, its root and the images per category. The DVC stage declares `data/raw`
+as an output, so that file is written for every source, also where the data lie elsewhere.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from pathlib import Path
+
+from shiftad.data.csv_source import read_csv_source
+from shiftad.data.folder import scan_folder
+from shiftad.data.mvtec import download_mvtec, scan_mvtec_layout
+from shiftad.data.records import ImageRecord, relative_to_cwd, sort_records, write_manifest
+from shiftad.data.validate import validate_records
+from shiftad.errors import DataError
+from shiftad.io import write_json
+from shiftad.params import Params
+
+log = logging.getLogger(__name__)
+
+SOURCE_INFO = Path("data/raw/source.json")
+
+
+def _existing_root(root: Path) -> Path:
+    if not root.is_dir():
+        raise DataError(f"dataset.root: folder {root} not found ({root.absolute()}); point dataset.root at your data folder")
+    return root
+
+
+def _csv_path(root: Path, csv_file: str) -> Path:
+    path = Path(csv_file)
+    return path if path.is_absolute() else root / path
+
+
+def collect_records(params: Params, progress: bool = True) -> list[ImageRecord]:
+    """The records of the configured source, before validation."""
+    dataset = params.dataset
+    root = Path(dataset.root)
+    if dataset.source == "synthetic":
+        from shiftad.data.synthetic import generate_synthetic  # imported here: the generator is optional for other sources
+
+        generate_synthetic(root, dataset.synthetic, params.seed, progress=progress)
+        return scan_mvtec_layout(root, list(dataset.synthetic.categories))
+    if dataset.source == "mvtec":
+        download_mvtec(dataset, progress=progress)
+        return scan_mvtec_layout(root, list(dataset.mvtec.categories))
+    if dataset.source == "folder":
+        return scan_folder(_existing_root(root), dataset.folder.category)
+    if dataset.source == "csv":
+        root = _existing_root(root)
+        return read_csv_source(root, _csv_path(root, dataset.csv.file), dataset.csv.category)
+    raise DataError(f"dataset.source: unknown source '{dataset.source}'")
+
+
+def run_data_stage(
+    params: Params,
+    manifest_path: Path = Path("data/processed/manifest.json"),
+    progress: bool = True,
+    source_info_path: Path = SOURCE_INFO,
+) -> list[ImageRecord]:
+    """Collect, validate and record the data set; return its records, sorted."""
+    records = sort_records(collect_records(params, progress))
+    validate_records(records, progress=progress)
+    write_manifest(manifest_path, records, source=params.dataset.source)
+    per_category = Counter(r.category for r in records)
+    write_json(
+        source_info_path,
+        {
+            "source": params.dataset.source,
+            "root": relative_to_cwd(params.dataset.root),
+            "images_per_category": dict(sorted(per_category.items())),
+            "images": len(records),
+        },
+    )
+    log.info("%d images in %d categories -> %s", len(records), len(per_category), manifest_path)
+    return records

@@ -1,0 +1,23 @@
+"""Detector registry: params name -> class. Adding a detector touches its module and this dict."""
+
+from __future__ import annotations
+
+from shiftad.detectors.base import Detector, Scores
+from shiftad.detectors.patchcore import PatchCore
+from shiftad.params import Params
+
+DETECTORS: dict[str, type[Detector]] = {cls.name: cls for cls in (PatchCore,)}
+
+
+def detector_class(name: str) -> type[Detector]:
+    try:
+        return DETECTORS[name]
+    except KeyError:
+        raise KeyError(f"unknown detector '{name}'; known: {sorted(DETECTORS)}") from None
+
+
+def build_detector(name: str, params: Params) -> Detector:
+    return detector_class(name).from_params(params)
+
+
+__all__ = ["DETECTORS", "Detector", "Scores", "build_detector", "detector_class"]

@@ -1,0 +1,1 @@
+"""The evaluate stage: thresholds from validation, metrics on test."""

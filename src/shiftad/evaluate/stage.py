@@ -1,0 +1,157 @@
+"""The evaluate stage: one loop over (detector, regime, scenario, category) reading score files.
+
+A scenario names the domain of the model, of the validation images that set the threshold,
+and of the test images the metrics are computed on. Thresholds see validation scores only.
+Outputs: `results/metrics/scenarios.{csv,json}` (one tidy row per run and category),
+`results/metrics/summary.json` (macro means, for `dvc metrics show`), `results/plots/roc.csv`,
+per-image records in `results/predictions/` and heatmap overlays in `results/heatmaps/`.
+"""
+
+from __future__ import annotations
+
+import logging
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from sklearn.metrics import roc_curve
+from tqdm.auto import tqdm
+
+from shiftad.data.images import read_image, read_mask
+from shiftad.data.records import ImageRecord
+from shiftad.evaluate.metrics import image_metrics, pixel_metrics
+from shiftad.evaluate.thresholds import compute_thresholds
+from shiftad.io import atomic_dir, atomic_path, load_npz, write_json, write_text
+from shiftad.params import Params
+from shiftad.paths import HEATMAPS_DIR, MANIFEST, METRICS_DIR, PLOTS_DIR, PREDICTIONS_DIR, SPLITS, scores_dir
+from shiftad.split import SplitView
+
+log = logging.getLogger(__name__)
+HEADLINE_METRICS = ("image_auroc", "image_auprc", "f1", "pixel_auroc", "aupro")
+
+
+def test_masks(records: list[ImageRecord], size: tuple[int, int]) -> np.ndarray | None:
+    """Ground-truth masks at the map size (nearest); None when an anomalous image has no mask."""
+    masks = np.zeros((len(records), *size), dtype=bool)
+    for i, record in enumerate(records):
+        if not record.is_anomalous:
+            continue
+        if record.mask_path is None:
+            return None
+        mask = Image.fromarray(read_mask(record.mask_path).astype(np.uint8) * 255)
+        masks[i] = np.asarray(mask.resize((size[1], size[0]), Image.NEAREST)) > 0
+    return masks
+
+
+def overlay(image: np.ndarray, heat: np.ndarray, mask: np.ndarray | None, vmin: float, vmax: float) -> np.ndarray:
+    """Jet heatmap blended over the image; the ground-truth outline drawn in white."""
+    from matplotlib import colormaps
+    from scipy.ndimage import binary_erosion
+
+    size = heat.shape
+    base = np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.BILINEAR), dtype=np.float32) / 255.0
+    level = np.clip((heat - vmin) / max(vmax - vmin, 1e-12), 0.0, 1.0)
+    colour = colormaps["jet"](level)[..., :3]
+    blended = 0.55 * base + 0.45 * colour
+    if mask is not None and mask.any():
+        blended[mask & ~binary_erosion(mask)] = 1.0
+    return (blended * 255).round().astype(np.uint8)
+
+
+def _write_heatmaps(folder: Path, records: list[ImageRecord], maps: np.ndarray, masks: np.ndarray | None, vmin: float, vmax: float) -> list[str]:
+    paths = []
+    for i, record in enumerate(records):
+        path = folder / f"{record.name}.png"
+        mask = masks[i] if masks is not None else None
+        with atomic_path(path) as tmp:
+            Image.fromarray(overlay(read_image(record.path), maps[i], mask, vmin, vmax)).save(tmp, format="PNG")
+        paths.append(path.as_posix())
+    return paths
+
+
+def evaluate_category(
+    params: Params, records: list[ImageRecord], val: dict[str, np.ndarray], test: dict[str, np.ndarray], context: str, heatmap_folder: Path | None
+) -> tuple[dict, list[dict], pd.DataFrame]:
+    settings = params.evaluation
+    if list(test["paths"]) != [r.path for r in records]:
+        raise RuntimeError(f"{context}: score file does not match splits.json; rerun the score stage")
+    thresholds = compute_thresholds(
+        val["image_scores"], val["labels"], settings.threshold.rule, settings.threshold.percentile, settings.threshold.std_multiplier, context=context
+    )
+    scores, labels, maps = test["image_scores"], test["labels"], test["maps"]
+    masks = test_masks(records, maps.shape[1:])
+    row = {
+        **image_metrics(scores, labels, thresholds.value),
+        **pixel_metrics(maps, masks, settings.aupro_fpr_limit),
+        "threshold": thresholds.value,
+        "threshold_rule": thresholds.used_rule,
+        "threshold_f1_max": thresholds.f1_max,
+        "threshold_percentile": thresholds.percentile,
+        "threshold_mean_std": thresholds.mean_std,
+        "n_val": int(len(val["labels"])),
+        "n_test": int(len(labels)),
+        "n_test_anomalous": int(labels.sum()),
+        "ms_per_image": float(test["seconds_per_image"]) * 1000.0,
+    }
+    heatmap_paths: list[str | None] = [None] * len(records)
+    if heatmap_folder is not None:
+        normal_val_maps = val["maps"][val["labels"] == 0]
+        vmin = float(np.median(normal_val_maps)) if len(normal_val_maps) else float(maps.min())
+        heatmap_paths = _write_heatmaps(heatmap_folder, records, maps, masks, vmin, max(thresholds.value, vmin + 1e-6))
+    predictions = [
+        {
+            "filename": record.path,
+            "ground_truth": {"is_anomalous": record.is_anomalous, "defect_type": record.defect_type},
+            "prediction": {"is_anomalous": bool(score >= thresholds.value), "anomaly_score": float(score), "heatmap_path": heatmap},
+            "correct": bool((score >= thresholds.value) == record.is_anomalous),
+        }
+        for record, score, heatmap in zip(records, scores, heatmap_paths)
+    ]
+    roc = pd.DataFrame()
+    if 0 < labels.sum() < len(labels):
+        fpr, tpr, _ = roc_curve(labels, scores)
+        roc = pd.DataFrame({"fpr": fpr, "tpr": tpr})
+    return row, predictions, roc
+
+
+def summarise(table: pd.DataFrame) -> dict:
+    """Macro means over categories, nested detector -> regime -> scenario (for `dvc metrics show`)."""
+    summary: dict = {}
+    for (detector, regime, scenario), group in table.groupby(["detector", "regime", "scenario"], sort=True):
+        means = {m: round(float(group[m].mean()), 4) if group[m].notna().any() else None for m in HEADLINE_METRICS}
+        summary.setdefault(detector, {}).setdefault(regime, {})[scenario] = means
+    return summary
+
+
+def run_evaluate_stage(params: Params, progress: bool = True) -> pd.DataFrame:
+    view = SplitView(MANIFEST, SPLITS)
+    rows, rocs = [], []
+    runs = [(d, r, s) for d in params.detectors for r in params.regimes for s in params.scenarios]
+    with atomic_dir(PREDICTIONS_DIR) as predictions_dir, atomic_dir(HEATMAPS_DIR) as heatmaps_dir:
+        for detector, regime, scenario_name in tqdm(runs, desc="evaluate", disable=not progress):
+            scenario = params.scenarios[scenario_name]
+            for category in view.categories:
+                context = f"{detector}/{regime}/{scenario_name}/{category}"
+                val = load_npz(scores_dir(detector, regime, scenario.model, scenario.threshold) / "val" / f"{category}.npz")
+                test = load_npz(scores_dir(detector, regime, scenario.model, scenario.test) / "test" / f"{category}.npz")
+                run_path = Path(detector) / regime / scenario_name
+                heat_folder = heatmaps_dir / run_path / category if params.evaluation.heatmaps else None
+                row, predictions, roc = evaluate_category(params, view.get(category, "test"), val, test, context, heat_folder)
+                if heat_folder is not None:  # record the final location, not the temporary one
+                    for p in predictions:
+                        p["prediction"]["heatmap_path"] = (HEATMAPS_DIR / Path(p["prediction"]["heatmap_path"]).relative_to(heatmaps_dir)).as_posix()
+                rows.append({"detector": detector, "regime": regime, "scenario": scenario_name, "category": category, **row})
+                write_json(predictions_dir / run_path / f"{category}.json", predictions)
+                if not roc.empty:
+                    rocs.append(roc.assign(curve=context))
+                log.info("%s: image AUROC %.3f, pixel AUROC %.3f, AU-PRO %.3f", context, row["image_auroc"], row["pixel_auroc"], row["aupro"])
+    table = pd.DataFrame(rows)
+    METRICS_DIR.mkdir(parents=True, exist_ok=True)
+    write_text(METRICS_DIR / "scenarios.csv", table.to_csv(index=False, float_format="%.6g"))
+    write_json(METRICS_DIR / "scenarios.json", json.loads(table.to_json(orient="records")))  # NaN -> null
+    write_json(METRICS_DIR / "summary.json", summarise(table))
+    roc_table = pd.concat(rocs, ignore_index=True) if rocs else pd.DataFrame(columns=["fpr", "tpr", "curve"])
+    write_text(PLOTS_DIR / "roc.csv", roc_table[["curve", "fpr", "tpr"]].to_csv(index=False, float_format="%.6g"))
+    return table

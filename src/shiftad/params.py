@@ -1,0 +1,215 @@
+"""The params schema: one validated config for Snakemake, DVC and the CLI.
+
+`load_params(paths)` deep-merges YAML files in order (later files override earlier ones,
+as Snakemake's `--configfile` does) and validates the result. Every error names the file
+and the dotted key, e.g. ``params.yaml: patchcore.coreset_ratio: must be <= 1``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from shiftad.errors import ParamsError
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+MVTEC_URL = (
+    "https://www.mydrive.ch/shares/150996/b52ecdcbf521176e9db9c731f2304b27/download/"
+    "420938113-1629960298/mvtec_anomaly_detection.tar.xz"
+)
+MVTEC_SHA256 = "cf4313b13603bec67abb49ca959488f7eedce2a9f7795ec54446c649ac98cd3d"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SyntheticParams(Section):
+    categories: list[str] = Field(default_factory=lambda: ["brick", "gravel", "widget"], min_length=1)
+    image_size: int = Field(256, ge=32, le=1024)
+    train_good: int = Field(50, ge=5)
+    test_good: int = Field(20, ge=2)
+    test_per_defect: int = Field(8, ge=1)
+
+
+class MVTecParams(Section):
+    categories: list[str] = Field(default_factory=lambda: ["bottle"], min_length=1)
+    url: str = MVTEC_URL
+    sha256: str = Field(MVTEC_SHA256, pattern=r"^[0-9a-f]{64}$")
+    archive: str = "data/raw/mvtec_anomaly_detection.tar.xz"
+
+
+class FolderParams(Section):
+    category: str = "custom"
+
+
+class CsvParams(Section):
+    file: str = "labels.csv"
+    category: str = "custom"  # used when the CSV has no `category` column
+
+
+class DatasetParams(Section):
+    source: Literal["synthetic", "mvtec", "folder", "csv"] = "synthetic"
+    # synthetic: where the set is generated; mvtec: where the archive is extracted;
+    # folder / csv: the user's data folder (CSV paths are relative to it).
+    root: str = "data/raw/synthetic"
+    synthetic: SyntheticParams = SyntheticParams()
+    mvtec: MVTecParams = MVTecParams()
+    folder: FolderParams = FolderParams()
+    csv: CsvParams = CsvParams()
+
+
+class MVTecSplitParams(Section):
+    train_fraction: float = Field(0.8, gt=0, lt=1)
+    val_anomaly_fraction: float = Field(0.3, ge=0, lt=1)
+
+
+class RatioSplitParams(Section):
+    train: float = Field(70, gt=0)
+    val: float = Field(15, ge=0)
+    test: float = Field(15, gt=0)
+
+    @model_validator(mode="after")
+    def _sum_to_100(self) -> "RatioSplitParams":
+        total = self.train + self.val + self.test
+        if abs(total - 100) > 1e-6:
+            raise ValueError(f"train + val + test must sum to 100, got {total:g}")
+        return self
+
+
+class SplitParams(Section):
+    policy: Literal["mvtec", "ratios"] = "mvtec"
+    mvtec: MVTecSplitParams = MVTecSplitParams()
+    ratios: RatioSplitParams = RatioSplitParams()
+
+
+class BackboneParams(Section):
+    name: str = "tf_efficientnet_lite0"
+    # auto: offline package weights where one exists for `name`, else timm's download;
+    # none: random init (only when asked for); any other value: a local weights file.
+    weights: str = "auto"
+    batch_size: int = Field(16, ge=1)
+
+
+class PatchCoreParams(Section):
+    layers: list[str] = Field(default_factory=lambda: ["blocks.2", "blocks.4"], min_length=1)
+    neighbourhood: int = Field(3, ge=1, description="local aggregation window (pixels of the feature map)")
+    coreset_ratio: float = Field(0.1, gt=0, le=1)
+    projection_dim: int = Field(128, ge=1, description="random projection for coreset distances")
+    image_score: Literal["max", "reweighted"] = "max"
+    reweight_neighbours: int = Field(9, ge=1)
+    map_sigma: float = Field(4.0, ge=0)
+    knn_batch: int = Field(8192, ge=1)
+
+
+class ThresholdParams(Section):
+    rule: Literal["f1_max", "percentile", "mean_std"] = "f1_max"
+    percentile: float = Field(95, gt=0, lt=100)
+    std_multiplier: float = Field(3, gt=0)
+
+
+class ScenarioParams(Section):
+    model: Literal["clean", "shift"] = "clean"
+    threshold: Literal["clean", "shift"] = "clean"
+    test: Literal["clean", "shift"] = "clean"
+
+
+class EvaluationParams(Section):
+    threshold: ThresholdParams = ThresholdParams()
+    aupro_fpr_limit: float = Field(0.3, gt=0, le=1)
+    heatmaps: bool = True
+
+
+class ReportParams(Section):
+    gallery_images: int = Field(6, ge=1, description="test images per category in the heatmap gallery")
+
+
+class Params(Section):
+    seed: int = Field(0, ge=0)
+    image_size: int = Field(256, ge=32, le=1024, description="model input size (square)")
+    dataset: DatasetParams = DatasetParams()
+    split: SplitParams = SplitParams()
+    backbone: BackboneParams = BackboneParams()
+    detectors: list[Literal["patchcore"]] = Field(default_factory=lambda: ["patchcore"], min_length=1)
+    regimes: list[Literal["per_class"]] = Field(default_factory=lambda: ["per_class"], min_length=1)
+    domains: list[Literal["clean"]] = Field(default_factory=lambda: ["clean"], min_length=1)
+    patchcore: PatchCoreParams = PatchCoreParams()
+    scenarios: dict[str, ScenarioParams] = Field(default_factory=lambda: {"clean": ScenarioParams()}, min_length=1)
+    evaluation: EvaluationParams = EvaluationParams()
+    report: ReportParams = ReportParams()
+    threads: int = Field(2, ge=1, description="CPU threads per job")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Params":
+        if self.dataset.source in ("folder", "csv") and self.split.policy == "mvtec":
+            raise ValueError(
+                "split.policy: 'mvtec' needs the MVTec train/test layout; "
+                f"use 'ratios' with dataset.source: {self.dataset.source}"
+            )
+        for name, scenario in self.scenarios.items():
+            for role in ("model", "threshold", "test"):
+                domain = getattr(scenario, role)
+                if domain not in self.domains:
+                    raise ValueError(f"scenarios.{name}.{role}: domain '{domain}' is not in domains {self.domains}")
+        return self
+
+    def categories(self) -> list[str] | None:
+        """Categories fixed by params (synthetic, mvtec); None where the data decides."""
+        if self.dataset.source == "synthetic":
+            return list(self.dataset.synthetic.categories)
+        if self.dataset.source == "mvtec":
+            return list(self.dataset.mvtec.categories)
+        return None
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ParamsError(f"{path}: params file not found (pass an existing file with --params)")
+    try:
+        content = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(content, dict):
+        raise ParamsError(f"{path}: the top level must be a mapping of keys, got {type(content).__name__}")
+    return content
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key (check its spelling against params.yaml)"
+        lines.append(f"{source}: {key}: {message}")
+    return "\n".join(lines)
+
+
+def validate_params(raw: dict[str, Any], source: str = "params") -> Params:
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        raise ParamsError(format_validation_error(exc, source)) from None
+
+
+def load_params(paths: list[str | Path] | None = None) -> Params:
+    """Merge the given YAML files in order and validate them (default: ./params.yaml)."""
+    paths = [Path(p) for p in (paths or [DEFAULT_PARAMS])]
+    merged: dict[str, Any] = {}
+    for path in paths:
+        merged = deep_merge(merged, _read_yaml(path))
+    return validate_params(merged, source=" + ".join(str(p) for p in paths))

@@ -1,0 +1,26 @@
+"""Where each stage reads and writes (relative to the project root)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+RAW_DIR = Path("data/raw")
+MANIFEST = Path("data/processed/manifest.json")
+SPLITS = Path("data/processed/splits.json")
+MODELS_DIR = Path("results/models")
+SCORES_DIR = Path("results/scores")
+METRICS_DIR = Path("results/metrics")
+PREDICTIONS_DIR = Path("results/predictions")
+HEATMAPS_DIR = Path("results/heatmaps")
+PLOTS_DIR = Path("results/plots")
+REPORT_DIR = Path("report")
+
+
+def model_dir(detector: str, regime: str, domain: str) -> Path:
+    """One folder per fitted run; per-class models live in `<cat>/` below it."""
+    return MODELS_DIR / detector / regime / domain
+
+
+def scores_dir(detector: str, regime: str, model_domain: str, data_domain: str) -> Path:
+    """Scores of the `model_domain` model on `data_domain` images: `<split>/<cat>.npz` below it."""
+    return SCORES_DIR / detector / regime / f"{model_domain}_on_{data_domain}"

@@ -1,0 +1,78 @@
+import numpy as np
+import torch
+from sklearn.neighbors import NearestNeighbors as SkNN
+
+from shiftad.components.aggregation import aggregate_patches, to_patch_rows
+from shiftad.components.coreset import greedy_coreset_indices
+from shiftad.components.knn import NearestNeighbours
+from shiftad.components.maps import gaussian_kernel_size, upsample_and_smooth
+
+
+def test_knn_matches_brute_force():
+    rng = np.random.default_rng(0)
+    bank, queries = rng.normal(size=(500, 16)), rng.normal(size=(70, 16))
+    dist, idx = NearestNeighbours(bank, batch_size=32).query(queries, k=3)
+    ref_dist, ref_idx = SkNN(n_neighbors=3).fit(bank).kneighbors(queries)
+    np.testing.assert_array_equal(idx, ref_idx)
+    np.testing.assert_allclose(dist, ref_dist, rtol=1e-4)
+
+
+def brute_force_k_center(points: np.ndarray, k: int, start: int) -> list[int]:
+    chosen = [start]
+    while len(chosen) < k:
+        d = np.min(((points[:, None, :] - points[chosen][None]) ** 2).sum(-1), axis=1)
+        chosen.append(int(np.argmax(d)))
+    return chosen
+
+
+def test_coreset_is_greedy_k_center_without_projection():
+    rng = np.random.default_rng(1)
+    points = rng.normal(size=(300, 8)).astype(np.float32)
+    selected = greedy_coreset_indices(torch.from_numpy(points), ratio=0.05, projection_dim=8, seed=3, progress=False)
+    assert len(selected) == 15 and len(set(selected.tolist())) == 15
+    assert selected.tolist() == brute_force_k_center(points.astype(np.float64), 15, int(selected[0]))
+
+
+def test_coreset_covers_the_data_better_than_random():
+    rng = np.random.default_rng(2)
+    clusters = rng.normal(size=(20, 32)) * 10
+    points = (clusters[rng.integers(0, 20, 4000)] + rng.normal(size=(4000, 32))).astype(np.float32)
+    selected = greedy_coreset_indices(torch.from_numpy(points), ratio=0.01, projection_dim=16, seed=0, progress=False)
+    random = rng.choice(4000, len(selected), replace=False)
+
+    def coverage_radius(idx):
+        return NearestNeighbours(points[idx]).query(points, 1)[0].max()
+
+    assert coverage_radius(selected.numpy()) < coverage_radius(random)
+
+
+def test_coreset_is_seeded():
+    x = torch.randn(1000, 64)
+    a = greedy_coreset_indices(x, 0.1, 16, seed=5, progress=False)
+    b = greedy_coreset_indices(x, 0.1, 16, seed=5, progress=False)
+    assert torch.equal(a, b)
+
+
+def test_aggregation_pools_neighbourhood_and_upsamples():
+    fine = torch.zeros(1, 1, 8, 8)
+    fine[0, 0, 4, 4] = 9.0
+    coarse = torch.ones(1, 2, 4, 4)
+    out = aggregate_patches([fine, coarse], neighbourhood=3)
+    assert out.shape == (1, 3, 8, 8)
+    assert out[0, 0, 3:6, 3:6].eq(1.0).all()  # 9 spread over its 3×3 neighbourhood
+    assert out[0, 0, 0, 0] == 0
+    assert torch.allclose(out[0, 1:], torch.ones(2, 8, 8))
+    rows = to_patch_rows(out)
+    assert rows.shape == (64, 3) and rows[4 * 8 + 4, 0] == 1.0
+
+
+def test_maps_upsample_and_smooth():
+    patch = torch.zeros(1, 8, 8)
+    patch[0, 2, 6] = 1.0
+    m = upsample_and_smooth(patch, 64, sigma=4)
+    assert m.shape == (1, 64, 64) and m.dtype == np.float32
+    y, x = np.unravel_index(m[0].argmax(), m[0].shape)
+    assert abs(y - 2.5 * 8) <= 2 and abs(x - 6.5 * 8) <= 2
+    assert gaussian_kernel_size(4) == 33
+    raw = upsample_and_smooth(patch, 64, sigma=0)
+    assert raw.max() > m.max()  # smoothing spreads the peak

@@ -1,0 +1,52 @@
+"""Shared fixtures: small images on disk and records pointing at them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from shiftad.data.records import ImageRecord
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+def texture_records(folder: Path, n: int, size: int = 64, seed: int = 0, category: str = "tex") -> list[ImageRecord]:
+    """Smooth random textures (normal images) written as PNGs."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    records = []
+    for i in range(n):
+        base = gaussian_filter(rng.normal(size=(size, size, 3)), sigma=(2, 2, 0))
+        image = np.clip(128 + 12 * base / base.std(), 0, 255).astype(np.uint8)
+        path = folder / f"{seed}_{i:03d}.png"
+        Image.fromarray(image).save(path)
+        records.append(ImageRecord(str(path), category, 0, "good", None, "train"))
+    return records
+
+
+def with_defect(record: ImageRecord, folder: Path, box: tuple[int, int, int, int]) -> ImageRecord:
+    """Copy of a normal image with a bright square defect and its mask."""
+    image = np.array(Image.open(record.path))
+    y0, x0, y1, x1 = box
+    image[y0:y1, x0:x1] = [255, 0, 255]
+    mask = np.zeros(image.shape[:2], dtype=np.uint8)
+    mask[y0:y1, x0:x1] = 255
+    path = folder / f"defect_{Path(record.path).name}"
+    mask_path = folder / f"defect_{Path(record.path).stem}_mask.png"
+    Image.fromarray(image).save(path)
+    Image.fromarray(mask).save(mask_path)
+    return ImageRecord(str(path), record.category, 1, "square", str(mask_path), "test")
+
+
+@pytest.fixture(scope="session")
+def lite0_available() -> bool:
+    from shiftad.backbones import offline_weights_file
+
+    return offline_weights_file("tf_efficientnet_lite0") is not None

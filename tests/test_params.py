@@ -1,0 +1,63 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from shiftad.errors import ParamsError
+from shiftad.params import Params, load_params, validate_params
+
+from conftest import REPO
+
+
+def test_repository_params_are_valid_and_match_schema_defaults_where_set():
+    params = load_params([REPO / "params.yaml"])
+    assert params.dataset.source == "synthetic"
+    assert params.detectors == ["patchcore"]
+
+
+def test_error_names_the_nested_key():
+    with pytest.raises(ParamsError, match=r"patchcore\.coreset_ratio"):
+        validate_params({"patchcore": {"coreset_ratio": 1.5}})
+
+
+def test_unknown_key_is_rejected_by_name():
+    with pytest.raises(ParamsError, match=r"patchcore\.coreset_ration: unknown key"):
+        validate_params({"patchcore": {"coreset_ration": 0.1}})
+
+
+def test_ratios_must_sum_to_100():
+    with pytest.raises(ParamsError, match=r"split\.ratios"):
+        validate_params({"split": {"policy": "ratios", "ratios": {"train": 70, "val": 20, "test": 20}}})
+
+
+def test_folder_source_needs_ratios_policy():
+    with pytest.raises(ParamsError, match=r"split\.policy"):
+        validate_params({"dataset": {"source": "folder"}})
+
+
+def test_override_files_merge_key_by_key(tmp_path: Path):
+    override = tmp_path / "my.yaml"
+    override.write_text(yaml.safe_dump({"patchcore": {"coreset_ratio": 0.01}, "dataset": {"synthetic": {"train_good": 9}}}))
+    params = load_params([REPO / "params.yaml", override])
+    assert params.patchcore.coreset_ratio == 0.01
+    assert params.patchcore.layers == ["blocks.2", "blocks.4"]  # untouched keys keep params.yaml's value
+    assert params.dataset.synthetic.train_good == 9
+    assert params.dataset.synthetic.categories == ["brick", "gravel", "widget"]
+
+
+def test_missing_file_and_bad_yaml_name_the_file(tmp_path: Path):
+    with pytest.raises(ParamsError, match="nope.yaml"):
+        load_params([tmp_path / "nope.yaml"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seed: [1,\n")
+    with pytest.raises(ParamsError, match="bad.yaml"):
+        load_params([bad])
+
+
+def test_scenario_domain_must_be_a_configured_domain():
+    with pytest.raises(ParamsError, match=r"scenarios\.x"):
+        validate_params({"scenarios": {"x": {"model": "clean", "threshold": "clean", "test": "shift"}}})
+
+
+def test_defaults_are_complete():
+    assert Params().evaluation.threshold.rule == "f1_max"

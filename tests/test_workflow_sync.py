@@ -1,0 +1,67 @@
+"""Snakefile and dvc.yaml describe the same DAG: the same commands, each writing the same outputs."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+BIN = Path(sys.executable).parent
+
+
+def snakemake_jobs(extra: list[str] | None = None) -> dict[str, set[str]]:
+    """command -> outputs, from a dry run of the whole DAG."""
+    out = subprocess.run(
+        [str(BIN / "snakemake"), "-n", "-p", "--forceall", *(extra or [])], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
+    jobs: dict[str, set[str]] = {}
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", out):
+        command = re.search(r"Shell command: (.+?)(?: 2> \S+)?$", block, re.M)
+        outputs = re.search(r"^\s+output: (.+)$", block, re.M)
+        if command and command.group(1).strip() != "None":  # rule all has no command
+            jobs[command.group(1).strip()] = set(outputs.group(1).split(", ")) if outputs else set()
+    return jobs
+
+
+def dvc_stages() -> dict[str, set[str]]:
+    from dvc.repo import Repo
+
+    with Repo(str(REPO)) as repo:
+        return {stage.cmd: {str(o.def_path) for o in stage.outs} for stage in repo.index.stages}
+
+
+def covered(path: str, outs: set[str]) -> bool:
+    return any(path == o or path.startswith(o.rstrip("/") + "/") for o in outs)
+
+
+def test_snakefile_and_dvc_yaml_run_the_same_commands_with_the_same_outputs():
+    smk, dvc = snakemake_jobs(), dvc_stages()
+    assert set(smk) == set(dvc), f"only in Snakefile: {set(smk) - set(dvc)}; only in dvc.yaml: {set(dvc) - set(smk)}"
+    for command, outputs in smk.items():
+        missing = [p for p in outputs if not covered(p, dvc[command])]
+        assert not missing, f"{command}: Snakemake writes {missing}, which dvc.yaml does not track"
+        unwritten = [o for o in dvc[command] if not any(covered(p, {o}) or covered(o, {p}) for p in outputs)]
+        assert not unwritten, f"{command}: dvc.yaml tracks {unwritten}, which Snakemake does not write"
+
+
+def test_every_stage_has_its_rule_file_module_and_cli_verb():
+    from shiftad.cli import build_parser
+
+    verbs = set(build_parser()._subparsers._group_actions[0].choices)
+    for stage in ("data", "split", "fit", "score", "evaluate", "report"):
+        assert (REPO / "workflow" / "rules" / f"{stage}.smk").is_file()
+        assert (REPO / "src" / "shiftad" / f"{stage}.py").is_file() or (REPO / "src" / "shiftad" / stage).is_dir()
+        assert stage in verbs
+
+
+def test_configfile_overrides_reach_the_cli(tmp_path):
+    override = tmp_path / "my.yaml"
+    override.write_text("patchcore: {coreset_ratio: 0.02}\n")
+    commands = snakemake_jobs(["--configfile", str(override)])
+    fit = next(c for c in commands if c.startswith("shiftad fit"))
+    assert f"--params params.yaml --params {override}" in fit

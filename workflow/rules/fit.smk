@@ -1,0 +1,17 @@
+rule fit:
+    input:
+        raw="data/raw/source.json",
+        manifest="data/processed/manifest.json",
+        splits="data/processed/splits.json",
+    output:
+        directory("results/models/{detector}/{regime}/{domain}"),
+    params:
+        detector=lambda w: P.model_dump()[w.detector],
+        backbone=P.backbone.model_dump(),
+        image_size=P.image_size,
+        seed=P.seed,
+    threads: P.threads
+    log:
+        "logs/fit/{detector}_{regime}_{domain}.log",
+    shell:
+        "shiftad fit {PARAMS} --detector {wildcards.detector} --regime {wildcards.regime} --domain {wildcards.domain} 2> {log}"

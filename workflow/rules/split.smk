@@ -1,0 +1,12 @@
+rule split:
+    input:
+        manifest="data/processed/manifest.json",
+    output:
+        "data/processed/splits.json",
+    params:
+        split=P.split.model_dump(),
+        seed=P.seed,
+    log:
+        "logs/split.log",
+    shell:
+        "shiftad split {PARAMS} 2> {log}"
