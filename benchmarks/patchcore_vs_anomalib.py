@@ -116,16 +116,17 @@ def image_batches(paths: Sequence[str], batch_size: int) -> Iterator[list[np.nda
 # ----------------------------------------------------------------------------- children
 
 
-def peak_rss_mb() -> float:
-    """This process's peak resident set size (VmHWM) in MB.
+def memory_mb(field: str) -> float:
+    """A memory figure of this process from /proc/self/status, in MB.
 
-    VmHWM belongs to the address space, so it starts from zero at exec. ru_maxrss does not:
-    Linux carries the pre-exec (vfork'ed parent's) high-water mark into the child.
+    VmHWM (peak resident set) belongs to the address space, so it starts from zero at exec.
+    ru_maxrss does not: Linux carries the pre-exec (vfork'ed parent's) high-water mark into
+    the child, so it could report the parent's peak.
     """
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
+    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 def timed(function: Callable, store: dict[str, float], key: str) -> Callable:
@@ -160,6 +161,7 @@ def run_shiftad(settings: dict) -> tuple[dict, np.ndarray, np.ndarray]:
     # as for anomalib below: fit seconds are features + coreset, not model construction.
     model.embed([np.zeros((size, size, 3), dtype=np.uint8)])
     parts: dict[str, float] = {}
+    rss_before_fit = memory_mb("VmRSS")  # imports + model: the floor under the peak
     patchcore_module.greedy_coreset_indices = timed(patchcore_module.greedy_coreset_indices, parts, "coreset")
 
     start = time.perf_counter()
@@ -173,7 +175,8 @@ def run_shiftad(settings: dict) -> tuple[dict, np.ndarray, np.ndarray]:
         "fit_s": fit_s,
         "coreset_s": parts["coreset"],
         "predict_s": predict_s,
-        "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_mb": memory_mb("VmHWM"),
+        "rss_before_fit_mb": rss_before_fit,
         "train_patches": model.n_train_patches_,
         "memory_bank": int(model.memory_bank_.shape[0]),
         "feature_grid": list(model.feature_grid_),
@@ -228,6 +231,7 @@ def run_anomalib(settings: dict) -> tuple[dict, np.ndarray, np.ndarray]:
 
     transform = model.pre_processor.transform  # Resize to (size, size): a no-op here; ImageNet Normalize
     normalize = next(t for t in transform.transforms if isinstance(t, Normalize))
+    check_preprocessing(transform, normalize, size)
     torch_model = model.model
 
     def prepare(images: list[np.ndarray]) -> torch.Tensor:
@@ -235,6 +239,7 @@ def run_anomalib(settings: dict) -> tuple[dict, np.ndarray, np.ndarray]:
 
     with torch.no_grad():  # warm-up, outside the clock (as for shiftad)
         extractor(prepare([np.zeros((size, size, 3), dtype=np.uint8)]))
+    rss_before_fit = memory_mb("VmRSS")  # imports + model: the floor under the peak
 
     start = time.perf_counter()
     torch_model.train()  # training mode: forward appends embeddings to embedding_store
@@ -262,7 +267,8 @@ def run_anomalib(settings: dict) -> tuple[dict, np.ndarray, np.ndarray]:
         "fit_s": fit_s,
         "coreset_s": coreset_s,
         "predict_s": predict_s,
-        "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_mb": memory_mb("VmHWM"),
+        "rss_before_fit_mb": rss_before_fit,
         "train_patches": train_patches,
         "memory_bank": int(torch_model.memory_bank.shape[0]),
         "embedding_dim": int(torch_model.memory_bank.shape[1]),
@@ -274,20 +280,33 @@ def run_anomalib(settings: dict) -> tuple[dict, np.ndarray, np.ndarray]:
 
 
 def check_features(ours: FeatureExtractor, extractor: torch.nn.Module) -> None:
-    """The same network input must give the same blocks.2 features in both backbones."""
+    """The same network input must give the same features of both layers in both backbones."""
     import torch
 
     generator = torch.Generator().manual_seed(0)
     images = torch.rand(2, 3, 128, 128, generator=generator)
     with torch.no_grad():
-        our_features = ours(images)[0]  # ours normalises inside with its own mean/std
-        their_features = extractor((images - ours.mean) / ours.std)[LAYERS[0]]
-    diff = float((our_features - their_features).abs().max())
-    scale = float(our_features.abs().max())
-    print(f"[anomalib] check: {LAYERS[0]} features for the same network input, max |diff| = {diff:.2e} "
-          f"(max |feature| = {scale:.2f}), shape {tuple(their_features.shape)}")  # fmt: skip
-    if our_features.shape != their_features.shape or diff > 1e-4 * max(scale, 1.0):
-        raise RuntimeError("anomalib's backbone does not reproduce shiftad's features: weights were not copied right")
+        our_features = ours(images)  # ours normalises inside with its own mean/std
+        their_features = extractor((images - ours.mean) / ours.std)
+    for layer, mine in zip(LAYERS, our_features):
+        theirs = their_features[layer]
+        diff = float((mine - theirs).abs().max())
+        scale = float(mine.abs().max())
+        print(f"[anomalib] check: {layer} features for the same network input, max |diff| = {diff:.2e} "
+              f"(max |feature| = {scale:.2f}), shape {tuple(theirs.shape)}")  # fmt: skip
+        if mine.shape != theirs.shape or diff > 1e-4 * max(scale, 1.0):
+            raise RuntimeError(f"anomalib's backbone does not reproduce shiftad's {layer} features: weights not copied right")
+
+
+def check_preprocessing(transform: Callable, normalize: Callable, size: int) -> None:
+    """On images already size x size, anomalib's PreProcessor must only normalise (its Resize is a no-op)."""
+    import torch
+
+    images = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    diff = float((transform(images) - normalize(images)).abs().max())
+    print(f"[anomalib] check: PreProcessor on {size}x{size} input = Normalize alone, max |diff| = {diff:.2e}")
+    if diff > 1e-6:
+        raise RuntimeError("anomalib's PreProcessor changes already-resized images beyond normalising them")
 
 
 def run_child(implementation: str, work: Path) -> None:
@@ -313,10 +332,14 @@ def start_child(implementation: str, work: Path, threads: int, progress: bool) -
         env[name] = str(threads)
     command = [sys.executable, str(Path(__file__).resolve()), "--child", implementation, "--work", str(work)]
     print(f"--- {implementation}: running in a subprocess", flush=True)
+    load_before = os.getloadavg()[0]
     result = subprocess.run(command, env=env)
     if result.returncode != 0:
         sys.exit(f"{implementation} failed (exit status {result.returncode})")
-    return json.loads((work / f"{implementation}.json").read_text())
+    facts = json.loads((work / f"{implementation}.json").read_text())
+    # Other processes on the machine distort timings: keep the 1-minute load around the run.
+    facts["load_1min_before_after"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+    return facts
 
 
 # ----------------------------------------------------------------------------- metrics and report
@@ -337,6 +360,7 @@ ROWS = [
     ("  of which coreset", "coreset_s", "{:.1f}", "lower"),
     ("predict images/s", "predict_images_per_s", "{:.2f}", "higher"),
     ("peak RSS MB", "peak_rss_mb", "{:.0f}", "lower"),
+    ("  RSS before fit MB", "rss_before_fit_mb", "{:.0f}", "lower"),
     ("image AUROC", "image_auroc", "{:.4f}", "higher"),
     ("pixel AUROC", "pixel_auroc", "{:.4f}", "higher"),
     ("memory bank patches", "memory_bank", "{:d}", None),
@@ -369,13 +393,14 @@ def format_settings(settings: dict, results: dict[str, dict], labels: np.ndarray
         f"(dim {first['embedding_dim']})",
         f"threads           torch {settings['threads']} (OMP/MKL too), batch size {settings['batch_size']}, "
         f"MALLOC_MMAP_THRESHOLD_={MALLOC_MMAP_THRESHOLD}",
+        f"load average      {settings['load_average']} at start ({os.cpu_count()} CPUs; above ~0.2 other work competes)",
     ]
     for name, facts in results.items():
         norm = facts["normalisation"]
         mean = ", ".join(f"{v:.3f}" for v in norm["mean"])
         std = ", ".join(f"{v:.3f}" for v in norm["std"])
         lines.append(f"{name:<17} memory bank {facts['memory_bank']}; input mean ({mean}) std ({std}); "
-                     f"image score {facts['image_score']}")  # fmt: skip
+                     f"image score {facts['image_score']}; 1-min load before/after {facts['load_1min_before_after']}")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -414,6 +439,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "data": data, "image_size": args.image_size, "coreset_ratio": args.coreset_ratio,
             "threads": args.threads, "batch_size": args.batch_size, "seed": args.seed,
             "progress": not args.no_progress, "max_train": args.max_train, "train": train, "test": test,
+            "load_average": [round(v, 2) for v in os.getloadavg()],
         }  # fmt: skip
         (work / "settings.json").write_text(json.dumps(settings))
 

@@ -32,7 +32,7 @@ def test_ratios_must_sum_to_100():
 
 def test_folder_source_needs_ratios_policy():
     with pytest.raises(ParamsError, match=r"split\.policy"):
-        validate_params({"dataset": {"source": "folder"}})
+        validate_params({"categories": ["a"], "dataset": {"source": "folder"}})
 
 
 def test_override_files_merge_key_by_key(tmp_path: Path):
@@ -42,7 +42,8 @@ def test_override_files_merge_key_by_key(tmp_path: Path):
     assert params.patchcore.coreset_ratio == 0.01
     assert params.patchcore.layers == ["blocks.2", "blocks.4"]  # untouched keys keep params.yaml's value
     assert params.dataset.synthetic.train_good == 9
-    assert params.dataset.synthetic.categories == ["brick", "gravel", "widget"]
+    assert params.dataset.synthetic.image_size == 256
+    assert params.categories == ["brick", "gravel", "widget"]
 
 
 def test_missing_file_and_bad_yaml_name_the_file(tmp_path: Path):
@@ -61,3 +62,15 @@ def test_scenario_domain_must_be_a_configured_domain():
 
 def test_defaults_are_complete():
     assert Params().evaluation.threshold.rule == "f1_max"
+
+
+@pytest.mark.parametrize("categories,match", [(["a", "a"], "repeat"), (["all"], "reserved"), (["../x"], "categories.0"), ([], "categories")])
+def test_category_names_are_checked(categories, match):
+    with pytest.raises(ParamsError, match=match):
+        validate_params({"categories": categories})
+
+
+def test_folder_source_has_exactly_one_category():
+    with pytest.raises(ParamsError, match="exactly one"):
+        validate_params({"categories": ["a", "b"], "dataset": {"source": "folder"}, "split": {"policy": "ratios"}})
+    assert validate_params({"categories": ["a"], "dataset": {"source": "folder"}, "split": {"policy": "ratios"}}).categories == ["a"]

@@ -45,14 +45,14 @@ def cmd_fit(params: Params, args: argparse.Namespace) -> None:
     from shiftad.fit import run_fit_stage
 
     _configure_threads(params)
-    run_fit_stage(params, args.detector, args.regime, args.domain, progress=not args.quiet)
+    run_fit_stage(params, args.detector, args.regime, args.domain, args.category, progress=not args.quiet)
 
 
 def cmd_score(params: Params, args: argparse.Namespace) -> None:
     from shiftad.score import run_score_stage
 
     _configure_threads(params)
-    run_score_stage(params, args.detector, args.regime, args.model, args.data, progress=not args.quiet)
+    run_score_stage(params, args.detector, args.regime, args.model, args.data, args.category, progress=not args.quiet)
 
 
 def cmd_evaluate(params: Params, args: argparse.Namespace) -> None:
@@ -86,15 +86,17 @@ def build_parser() -> argparse.ArgumentParser:
     add("check-params", cmd_check_params, "validate params.yaml (and overrides) and exit")
     add("data", cmd_data, "generate / download / scan the data set and write data/processed/manifest.json")
     add("split", cmd_split, "write seeded train/val/test splits to data/processed/splits.json")
-    fit = add("fit", cmd_fit, "fit one detector on every category's training images")
+    fit = add("fit", cmd_fit, "fit one detector on one category's training images")
     fit.add_argument("--detector", required=True)
     fit.add_argument("--regime", required=True)
     fit.add_argument("--domain", required=True, help="domain of the training images")
-    score = add("score", cmd_score, "score val and test images with fitted models (once per model and data domain)")
+    fit.add_argument("--category", required=True)
+    score = add("score", cmd_score, "score one category's val and test images with a fitted model (once per model and data domain)")
     score.add_argument("--detector", required=True)
     score.add_argument("--regime", required=True)
     score.add_argument("--model", required=True, help="domain the model was fitted on")
     score.add_argument("--data", required=True, help="domain of the images to score")
+    score.add_argument("--category", required=True)
     add("evaluate", cmd_evaluate, "thresholds from val, metrics on test, per-image records and heatmaps")
     add("report", cmd_report, "tables and figures in report/")
     return parser

@@ -8,10 +8,10 @@ and the dotted key, e.g. ``params.yaml: patchcore.coreset_ratio: must be <= 1``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 from shiftad.errors import ParamsError
 
@@ -29,7 +29,6 @@ class Section(BaseModel):
 
 
 class SyntheticParams(Section):
-    categories: list[str] = Field(default_factory=lambda: ["brick", "gravel", "widget"], min_length=1)
     image_size: int = Field(256, ge=32, le=1024)
     train_good: int = Field(50, ge=5)
     test_good: int = Field(20, ge=2)
@@ -37,19 +36,13 @@ class SyntheticParams(Section):
 
 
 class MVTecParams(Section):
-    categories: list[str] = Field(default_factory=lambda: ["bottle"], min_length=1)
     url: str = MVTEC_URL
     sha256: str = Field(MVTEC_SHA256, pattern=r"^[0-9a-f]{64}$")
     archive: str = "data/raw/mvtec_anomaly_detection.tar.xz"
 
 
-class FolderParams(Section):
-    category: str = "custom"
-
-
 class CsvParams(Section):
-    file: str = "labels.csv"
-    category: str = "custom"  # used when the CSV has no `category` column
+    file: str = "labels.csv"  # relative to dataset.root
 
 
 class DatasetParams(Section):
@@ -59,7 +52,6 @@ class DatasetParams(Section):
     root: str = "data/raw/synthetic"
     synthetic: SyntheticParams = SyntheticParams()
     mvtec: MVTecParams = MVTecParams()
-    folder: FolderParams = FolderParams()
     csv: CsvParams = CsvParams()
 
 
@@ -128,8 +120,15 @@ class ReportParams(Section):
     gallery_images: int = Field(6, ge=1, description="test images per category in the heatmap gallery")
 
 
+CategoryName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+
+
 class Params(Section):
     seed: int = Field(0, ge=0)
+    # The categories the DAG fans out over. synthetic: the ones generated; mvtec: the ones
+    # extracted; folder: exactly one (its name); csv: the values of its `category` column
+    # (or one name when it has none). The data stage checks the data holds exactly these.
+    categories: list[CategoryName] = Field(default_factory=lambda: ["brick", "gravel", "widget"], min_length=1)
     image_size: int = Field(256, ge=32, le=1024, description="model input size (square)")
     dataset: DatasetParams = DatasetParams()
     split: SplitParams = SplitParams()
@@ -145,6 +144,12 @@ class Params(Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> "Params":
+        if len(set(self.categories)) != len(self.categories):
+            raise ValueError(f"categories: names repeat in {self.categories}")
+        if "all" in self.categories:
+            raise ValueError("categories: 'all' is reserved for the global model; rename that category")
+        if self.dataset.source == "folder" and len(self.categories) != 1:
+            raise ValueError(f"categories: a folder source holds one category; list exactly one name, got {self.categories}")
         if self.dataset.source in ("folder", "csv") and self.split.policy == "mvtec":
             raise ValueError(
                 "split.policy: 'mvtec' needs the MVTec train/test layout; "
@@ -156,14 +161,6 @@ class Params(Section):
                 if domain not in self.domains:
                     raise ValueError(f"scenarios.{name}.{role}: domain '{domain}' is not in domains {self.domains}")
         return self
-
-    def categories(self) -> list[str] | None:
-        """Categories fixed by params (synthetic, mvtec); None where the data decides."""
-        if self.dataset.source == "synthetic":
-            return list(self.dataset.synthetic.categories)
-        if self.dataset.source == "mvtec":
-            return list(self.dataset.mvtec.categories)
-        return None
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

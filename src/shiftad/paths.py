@@ -16,11 +16,11 @@ PLOTS_DIR = Path("results/plots")
 REPORT_DIR = Path("report")
 
 
-def model_dir(detector: str, regime: str, domain: str) -> Path:
-    """One folder per fitted run; per-class models live in `<cat>/` below it."""
-    return MODELS_DIR / detector / regime / domain
+def model_dir(detector: str, regime: str, domain: str, category: str) -> Path:
+    """A fitted model: state files + meta.json."""
+    return MODELS_DIR / detector / regime / domain / category
 
 
-def scores_dir(detector: str, regime: str, model_domain: str, data_domain: str) -> Path:
-    """Scores of the `model_domain` model on `data_domain` images: `<split>/<cat>.npz` below it."""
-    return SCORES_DIR / detector / regime / f"{model_domain}_on_{data_domain}"
+def scores_file(detector: str, regime: str, model_domain: str, data_domain: str, split: str, category: str) -> Path:
+    """Scores of the `model_domain` model on the `data_domain` images of one split and category."""
+    return SCORES_DIR / detector / regime / f"{model_domain}_on_{data_domain}" / split / f"{category}.npz"

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from itertools import product
 
+from shiftad.paths import scores_file
 from shiftad.params import Params
 
-
-def fit_runs(params: Params) -> list[dict[str, str]]:
-    return [{"detector": d, "regime": r, "domain": m} for d, r, m in product(params.detectors, params.regimes, params.domains)]
+SCORED_SPLITS = ("val", "test")
 
 
-def score_runs(params: Params) -> list[dict[str, str]]:
+def score_files(params: Params) -> list[str]:
     """Every model scores every data domain (shift_on_clean too: how an adapted model does on clean data)."""
     return [
-        {"detector": d, "regime": r, "model": m, "data": x}
-        for d, r, m, x in product(params.detectors, params.regimes, params.domains, params.domains)
+        scores_file(d, r, m, x, split, c).as_posix()
+        for d, r, m, x, split, c in product(params.detectors, params.regimes, params.domains, params.domains, SCORED_SPLITS, params.categories)
     ]

@@ -163,8 +163,8 @@ def test_csv_missing_file_and_unknown_column_warning(data):
 # --- the stage ------------------------------------------------------------------------
 
 
-def params(source: str, root: str) -> Params:
-    return Params.model_validate({"dataset": {"source": source, "root": root}, "split": {"policy": "ratios"}})
+def params(source: str, root: str, categories: list[str] = ["custom"]) -> Params:
+    return Params.model_validate({"categories": categories, "dataset": {"source": source, "root": root}, "split": {"policy": "ratios"}})
 
 
 def test_stage_folder_source(tmp_path, monkeypatch):
@@ -180,9 +180,11 @@ def test_stage_folder_source(tmp_path, monkeypatch):
 def test_stage_csv_source(tmp_path, monkeypatch, data):
     monkeypatch.chdir(tmp_path)
     write_csv(data, "filename,is_anomalous,mask_path,category\nimg/n1.png,0,,a\nimg/n2.png,0,,b\nimg/d1.png,1,masks/d1.png,b\n")
-    records = run_data_stage(params("csv", "data"), progress=False)
+    records = run_data_stage(params("csv", "data", ["a", "b"]), progress=False)
     assert [r.path for r in records] == ["data/img/n1.png", "data/img/d1.png", "data/img/n2.png"]
     assert read_json("data/raw/source.json")["images_per_category"] == {"a": 1, "b": 2}
+    with pytest.raises(DataError, match=r"categories: params list \['a'\] but the data holds \['a', 'b'\]"):
+        run_data_stage(params("csv", "data", ["a"]), progress=False)
 
 
 def test_stage_missing_root_names_the_key(tmp_path, monkeypatch):

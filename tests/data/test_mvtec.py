@@ -180,17 +180,13 @@ def build_archive(tmp_path: Path, extra_member: str | None = None) -> bytes:
     return buffer.getvalue()
 
 
-def dataset(tmp_path: Path, url: str, payload: bytes, categories=("bottle",), sha256: str | None = None) -> DatasetParams:
-    return DatasetParams(
+def dataset(tmp_path: Path, url: str, payload: bytes, categories=("bottle",), sha256: str | None = None) -> tuple[DatasetParams, list[str]]:
+    params = DatasetParams(
         source="mvtec",
         root=str(tmp_path / "mvtec"),
-        mvtec=MVTecParams(
-            categories=list(categories),
-            url=url,
-            sha256=sha256 or hashlib.sha256(payload).hexdigest(),
-            archive=str(tmp_path / "raw" / "mvtec.tar.xz"),
-        ),
+        mvtec=MVTecParams(url=url, sha256=sha256 or hashlib.sha256(payload).hexdigest(), archive=str(tmp_path / "raw" / "mvtec.tar.xz")),
     )
+    return params, list(categories)
 
 
 def url_of(server) -> str:
@@ -199,8 +195,8 @@ def url_of(server) -> str:
 
 def test_download_checks_and_extracts_only_the_selected_category(tmp_path, server):
     server.payload = build_archive(tmp_path)
-    params = dataset(tmp_path, url_of(server), server.payload)
-    download_mvtec(params, progress=False)
+    params, categories = dataset(tmp_path, url_of(server), server.payload)
+    download_mvtec(params, categories, progress=False)
     root = Path(params.root)
     assert Path(params.mvtec.archive).read_bytes() == server.payload
     assert sorted(p.name for p in root.iterdir()) == ["bottle"]  # no cable, no staging folder
@@ -210,12 +206,12 @@ def test_download_checks_and_extracts_only_the_selected_category(tmp_path, serve
 
 def test_download_resumes_a_part_file(tmp_path, server):
     server.payload = build_archive(tmp_path)
-    params = dataset(tmp_path, url_of(server), server.payload)
+    params, categories = dataset(tmp_path, url_of(server), server.payload)
     half = len(server.payload) // 2
     part = Path(params.mvtec.archive + ".part")
     part.parent.mkdir(parents=True)
     part.write_bytes(server.payload[:half])
-    download_mvtec(params, progress=False)
+    download_mvtec(params, categories, progress=False)
     assert server.requests == [f"bytes={half}-"]
     assert Path(params.mvtec.archive).read_bytes() == server.payload
     assert not part.exists()
@@ -225,12 +221,12 @@ def test_download_resumes_a_part_file(tmp_path, server):
 def test_interrupted_download_resumes_on_the_next_run(tmp_path, server):
     server.payload = build_archive(tmp_path)
     server.cut_after = 500
-    params = dataset(tmp_path, url_of(server), server.payload)
+    params, categories = dataset(tmp_path, url_of(server), server.payload)
     with pytest.raises(DataError, match=r"the download stopped after 500 of \d+ bytes.*rerun to resume it from .*mvtec.tar.xz.part"):
-        download_mvtec(params, progress=False)
+        download_mvtec(params, categories, progress=False)
     assert not Path(params.mvtec.archive).exists()
     server.cut_after = None
-    download_mvtec(params, progress=False)
+    download_mvtec(params, categories, progress=False)
     assert server.requests == [None, "bytes=500-"]
     assert Path(params.mvtec.archive).read_bytes() == server.payload
 
@@ -238,58 +234,58 @@ def test_interrupted_download_resumes_on_the_next_run(tmp_path, server):
 def test_download_starts_over_when_the_server_ignores_range(tmp_path, server):
     server.payload = build_archive(tmp_path)
     server.ignore_range = True
-    params = dataset(tmp_path, url_of(server), server.payload)
+    params, categories = dataset(tmp_path, url_of(server), server.payload)
     part = Path(params.mvtec.archive + ".part")
     part.parent.mkdir(parents=True)
     part.write_bytes(b"stale bytes from another file")
-    download_mvtec(params, progress=False)
+    download_mvtec(params, categories, progress=False)
     assert server.requests == ["bytes=29-"]
     assert Path(params.mvtec.archive).read_bytes() == server.payload
 
 
 def test_wrong_checksum_is_an_error_and_keeps_the_file(tmp_path, server):
     server.payload = build_archive(tmp_path)
-    params = dataset(tmp_path, url_of(server), server.payload, sha256="0" * 64)
+    params, categories = dataset(tmp_path, url_of(server), server.payload, sha256="0" * 64)
     actual = hashlib.sha256(server.payload).hexdigest()
     with pytest.raises(DataError, match=rf"mvtec.tar.xz: SHA-256 is {actual}, expected 0{{64}}.*delete"):
-        download_mvtec(params, progress=False)
+        download_mvtec(params, categories, progress=False)
     assert Path(params.mvtec.archive).is_file()
     assert not (Path(params.root) / "bottle").exists()
 
 
 def test_archive_already_present_is_not_downloaded(tmp_path, server):
     payload = build_archive(tmp_path)
-    params = dataset(tmp_path, url_of(server), payload)
+    params, categories = dataset(tmp_path, url_of(server), payload)
     Path(params.mvtec.archive).parent.mkdir(parents=True)
     Path(params.mvtec.archive).write_bytes(payload)
-    download_mvtec(params, progress=False)
+    download_mvtec(params, categories, progress=False)
     assert server.requests == []
     assert (Path(params.root) / "bottle" / "train" / "good").is_dir()
 
 
 def test_skip_when_root_holds_the_categories(tmp_path, server):
-    params = dataset(tmp_path, url_of(server), b"", categories=("bottle", "cable"))
+    params, categories = dataset(tmp_path, url_of(server), b"", categories=("bottle", "cable"))
     make_category(Path(params.root), "bottle")
     make_category(Path(params.root), "cable")
-    download_mvtec(params, progress=False)
+    download_mvtec(params, categories, progress=False)
     assert server.requests == []
     assert not Path(params.mvtec.archive).exists()
 
 
 def test_unknown_category_lists_the_archive_categories(tmp_path, server):
     server.payload = build_archive(tmp_path)
-    params = dataset(tmp_path, url_of(server), server.payload, categories=("bottle", "zipper"))
+    params, categories = dataset(tmp_path, url_of(server), server.payload, categories=("bottle", "zipper"))
     with pytest.raises(DataError, match=r"no category \['zipper'\] in this archive.*\['bottle', 'cable'\]"):
-        download_mvtec(params, progress=False)
+        download_mvtec(params, categories, progress=False)
     assert not (Path(params.root) / "bottle").exists()  # nothing half-done is left behind
     assert [p.name for p in Path(params.root).iterdir()] == []
 
 
 def test_unsafe_member_is_refused(tmp_path, server):
     server.payload = build_archive(tmp_path, extra_member="bottle/../../evil.txt")
-    params = dataset(tmp_path, url_of(server), server.payload)
+    params, categories = dataset(tmp_path, url_of(server), server.payload)
     with pytest.raises(DataError, match=r"cannot extract it \(at 'bottle/../../evil.txt'"):
-        download_mvtec(params, progress=False)
+        download_mvtec(params, categories, progress=False)
     assert not (tmp_path / "evil.txt").exists()
 
 
@@ -297,9 +293,9 @@ def test_unreachable_server_explains_how_to_place_the_data(tmp_path):
     with socket.socket() as unused:  # bound but not listening: connections are refused
         unused.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{unused.getsockname()[1]}/mvtec.tar.xz"
-        params = dataset(tmp_path, url, b"")
+        params, categories = dataset(tmp_path, url, b"")
         with pytest.raises(DataError) as caught:
-            download_mvtec(params, progress=False)
+            download_mvtec(params, categories, progress=False)
     message = str(caught.value)
     assert f"{url} could not be reached" in message
     assert f"put it at {params.mvtec.archive}" in message
@@ -307,16 +303,16 @@ def test_unreachable_server_explains_how_to_place_the_data(tmp_path):
 
 
 def test_http_error_status_is_reported_with_the_hint(tmp_path, server):
-    params = dataset(tmp_path, url_of(server).replace("mvtec.tar.xz", "moved.tar.xz"), b"")
+    params, categories = dataset(tmp_path, url_of(server).replace("mvtec.tar.xz", "moved.tar.xz"), b"")
     with pytest.raises(DataError, match=r"moved.tar.xz: the server answered HTTP 404 .*put it at"):
-        download_mvtec(params, progress=False)
+        download_mvtec(params, categories, progress=False)
 
 
 def test_incomplete_category_folder_is_not_overwritten(tmp_path, server):
-    params = dataset(tmp_path, url_of(server), b"")
+    params, categories = dataset(tmp_path, url_of(server), b"")
     (Path(params.root) / "bottle" / "test").mkdir(parents=True)
     with pytest.raises(DataError, match=r"mvtec/bottle exists but holds no train/good"):
-        download_mvtec(params, progress=False)
+        download_mvtec(params, categories, progress=False)
     assert server.requests == []
 
 
@@ -326,7 +322,7 @@ def test_incomplete_category_folder_is_not_overwritten(tmp_path, server):
 def test_stage_mvtec_source_with_data_in_place(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     make_category(tmp_path / "data" / "raw" / "mvtec", "bottle")
-    params = Params.model_validate({"dataset": {"source": "mvtec", "root": "data/raw/mvtec", "mvtec": {"url": "http://127.0.0.1:9/x"}}})
+    params = Params.model_validate({"categories": ["bottle"], "dataset": {"source": "mvtec", "root": "data/raw/mvtec", "mvtec": {"url": "http://127.0.0.1:9/x"}}})
     records = run_data_stage(params, progress=False)
     assert len(records) == 6 and records[0].path.startswith("data/raw/mvtec/bottle/")
     assert read_manifest("data/processed/manifest.json") == records
@@ -338,15 +334,15 @@ def test_stage_synthetic_source_calls_the_generator(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     calls = []
 
-    def generate_synthetic(root, params, seed, progress=True):
+    def generate_synthetic(root, params, seed, categories, progress=True):
         calls.append((root, seed))
-        for category in params.categories:
+        for category in categories:
             make_category(root, category)
 
     fake = types.ModuleType("shiftad.data.synthetic")
     fake.generate_synthetic = generate_synthetic
     monkeypatch.setitem(sys.modules, "shiftad.data.synthetic", fake)
-    params = Params.model_validate({"seed": 7, "dataset": {"root": "data/raw/synthetic", "synthetic": {"categories": ["a", "b"]}}})
+    params = Params.model_validate({"seed": 7, "categories": ["a", "b"], "dataset": {"root": "data/raw/synthetic"}})
     records = run_data_stage(params, progress=False)
     assert calls == [(Path("data/raw/synthetic"), 7)]
     assert read_json("data/raw/source.json")["images_per_category"] == {"a": 6, "b": 6}

@@ -1,9 +1,9 @@
-from shiftad.pipeline import score_runs
+from shiftad.pipeline import score_files
 
 
 rule evaluate:
     input:
-        scores=[f"results/scores/{r['detector']}/{r['regime']}/{r['model']}_on_{r['data']}" for r in score_runs(P)],
+        scores=score_files(P),
         splits="data/processed/splits.json",
     output:
         table="results/metrics/scenarios.csv",

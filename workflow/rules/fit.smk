@@ -4,7 +4,7 @@ rule fit:
         manifest="data/processed/manifest.json",
         splits="data/processed/splits.json",
     output:
-        directory("results/models/{detector}/{regime}/{domain}"),
+        directory("results/models/{detector}/{regime}/{domain}/{category}"),
     params:
         detector=lambda w: P.model_dump()[w.detector],
         backbone=P.backbone.model_dump(),
@@ -12,6 +12,6 @@ rule fit:
         seed=P.seed,
     threads: P.threads
     log:
-        "logs/fit/{detector}_{regime}_{domain}.log",
+        "logs/fit/{detector}_{regime}_{domain}_{category}.log",
     shell:
-        "shiftad fit {PARAMS} --detector {wildcards.detector} --regime {wildcards.regime} --domain {wildcards.domain} 2> {log}"
+        "shiftad fit {PARAMS} --detector {wildcards.detector} --regime {wildcards.regime} --domain {wildcards.domain} --category {wildcards.category} 2> {log}"

@@ -1,11 +1,12 @@
 rule score:
     input:
-        model="results/models/{detector}/{regime}/{model}",
+        model="results/models/{detector}/{regime}/{model}/{category}",
         splits="data/processed/splits.json",
     output:
-        directory("results/scores/{detector}/{regime}/{model}_on_{data}"),
+        val="results/scores/{detector}/{regime}/{model}_on_{data}/val/{category}.npz",
+        test="results/scores/{detector}/{regime}/{model}_on_{data}/test/{category}.npz",
     threads: P.threads
     log:
-        "logs/score/{detector}_{regime}_{model}_on_{data}.log",
+        "logs/score/{detector}_{regime}_{model}_on_{data}_{category}.log",
     shell:
-        "shiftad score {PARAMS} --detector {wildcards.detector} --regime {wildcards.regime} --model {wildcards.model} --data {wildcards.data} 2> {log}"
+        "shiftad score {PARAMS} --detector {wildcards.detector} --regime {wildcards.regime} --model {wildcards.model} --data {wildcards.data} --category {wildcards.category} 2> {log}"

@@ -6,7 +6,7 @@ with a warning)::
     filename       image path relative to the root (an absolute path only if inside the root)
     is_anomalous   0 or 1 (true / false also accepted)
     mask_path      optional pixel mask, same path rules; an empty cell means no mask
-    category       optional; an empty cell or no column means dataset.csv.category
+    category       optional; an empty cell or no column means the one name in params `categories`
     defect_type    optional; default "good" for normal rows and "defect" for anomalous ones
 
 Each error names the CSV file and the line (the header is line 1): a missing required
@@ -100,23 +100,26 @@ def _plain_name(value: str, column: str, where: str) -> str:
     return value
 
 
-def _record(row: Row, root: Path, default_category: str, where: str) -> ImageRecord:
+def _record(row: Row, root: Path, default_category: str | None, where: str) -> ImageRecord:
     label = _label(row["is_anomalous"], where)
     image = _inside_root(root, row["filename"], "filename", where)
     mask = _inside_root(root, row["mask_path"], "mask_path", where) if row.get("mask_path") else None
     defect = _plain_name(row.get("defect_type") or (NORMAL_DEFECT if label == 0 else DEFAULT_DEFECT), "defect_type", where)
     if (defect == NORMAL_DEFECT) != (label == 0):
         raise DataError(f"{where}: defect_type '{defect}' contradicts is_anomalous {label}; '{NORMAL_DEFECT}' is for normal images only")
+    category = row.get("category") or default_category
+    if category is None:
+        raise DataError(f"{where}: no category; fill the `category` column, or list exactly one name in params `categories`")
     return ImageRecord(
         path=relative_to_cwd(image),
-        category=_plain_name(row.get("category") or default_category, "category", where),
+        category=_plain_name(category, "category", where),
         label=label,
         defect_type=defect,
         mask_path=relative_to_cwd(mask) if mask is not None else None,
     )
 
 
-def read_csv_source(root: Path, csv_file: Path, default_category: str) -> list[ImageRecord]:
+def read_csv_source(root: Path, csv_file: Path, default_category: str | None) -> list[ImageRecord]:
     """Records for every row of `csv_file`; paths in it are relative to `root`."""
     root, csv_file = Path(root), Path(csv_file)
     records = []

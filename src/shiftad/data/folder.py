@@ -1,4 +1,4 @@
-"""A plain folder of images sorted by class, one category (dataset.folder.category)::
+"""A plain folder of images sorted by class, one category (the one name in params `categories`)::
 
     <root>/images/good/*                          normal images
     <root>/images/<defect>/*                      anomalous images, one folder per defect type

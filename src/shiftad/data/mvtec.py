@@ -264,7 +264,7 @@ def extract_categories(archive: Path, root: Path, categories: list[str], progres
         unknown = [c for c in categories if c not in present]
         if unknown:
             raise DataError(
-                f"{archive}: no category {unknown} in this archive (dataset.mvtec.categories); "
+                f"{archive}: no category {unknown} in this archive (params key: categories); "
                 f"it holds: {sorted(present)}"
             )
         for category in categories:
@@ -288,13 +288,13 @@ def _refuse_partial(root: Path, categories: list[str]) -> None:
             )
 
 
-def download_mvtec(params: DatasetParams, progress: bool = True) -> None:
+def download_mvtec(params: DatasetParams, categories: list[str], progress: bool = True) -> None:
     """Make sure `params.root` holds every selected MVTec AD category, downloading the
     archive (resumable, checksummed) and extracting only the missing categories."""
     root = Path(params.root)
-    missing = [c for c in params.mvtec.categories if category_folder(root, c) is None]
+    missing = [c for c in categories if category_folder(root, c) is None]
     if not missing:
-        log.info("%s already holds %s: nothing to download", root, list(params.mvtec.categories))
+        log.info("%s already holds %s: nothing to download", root, list(categories))
         return
     _refuse_partial(root, missing)
     archive = Path(params.mvtec.archive)

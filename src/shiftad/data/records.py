@@ -25,11 +25,6 @@ class ImageRecord:
     def is_anomalous(self) -> bool:
         return self.label == 1
 
-    @property
-    def name(self) -> str:
-        """A readable unique name inside its category: defect type + file stem."""
-        return f"{self.defect_type}_{Path(self.path).stem}" if self.source_split != "train" else f"train_{Path(self.path).stem}"
-
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -43,17 +43,28 @@ def collect_records(params: Params, progress: bool = True) -> list[ImageRecord]:
     if dataset.source == "synthetic":
         from shiftad.data.synthetic import generate_synthetic  # imported here: the generator is optional for other sources
 
-        generate_synthetic(root, dataset.synthetic, params.seed, progress=progress)
-        return scan_mvtec_layout(root, list(dataset.synthetic.categories))
+        generate_synthetic(root, dataset.synthetic, params.seed, params.categories, progress=progress)
+        return scan_mvtec_layout(root, params.categories)
     if dataset.source == "mvtec":
-        download_mvtec(dataset, progress=progress)
-        return scan_mvtec_layout(root, list(dataset.mvtec.categories))
+        download_mvtec(dataset, params.categories, progress=progress)
+        return scan_mvtec_layout(root, params.categories)
     if dataset.source == "folder":
-        return scan_folder(_existing_root(root), dataset.folder.category)
+        return scan_folder(_existing_root(root), params.categories[0])
     if dataset.source == "csv":
         root = _existing_root(root)
-        return read_csv_source(root, _csv_path(root, dataset.csv.file), dataset.csv.category)
+        default = params.categories[0] if len(params.categories) == 1 else None
+        return read_csv_source(root, _csv_path(root, dataset.csv.file), default)
     raise DataError(f"dataset.source: unknown source '{dataset.source}'")
+
+
+def check_categories(records: list[ImageRecord], categories: list[str]) -> None:
+    """The DAG fans out over params `categories`: the data must hold exactly those."""
+    found = sorted({r.category for r in records})
+    if found != sorted(categories):
+        raise DataError(
+            f"categories: params list {sorted(categories)} but the data holds {found}; "
+            "set the params key `categories` to the categories of your data"
+        )
 
 
 def run_data_stage(
@@ -64,6 +75,7 @@ def run_data_stage(
 ) -> list[ImageRecord]:
     """Collect, validate and record the data set; return its records, sorted."""
     records = sort_records(collect_records(params, progress))
+    check_categories(records, params.categories)
     validate_records(records, progress=progress)
     write_manifest(manifest_path, records, source=params.dataset.source)
     per_category = Counter(r.category for r in records)

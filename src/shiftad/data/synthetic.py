@@ -38,7 +38,7 @@ from shiftad.errors import DataError
 from shiftad.io import atomic_dir
 from shiftad.params import SyntheticParams
 
-MIN_DEFECT_PIXELS = 20
+MIN_DEFECT_PIXELS = 20  # lowered to 0.5% of the image for tiny images (see `min_defect_pixels`)
 SUBTLE_FRACTION = 0.35  # share of defects drawn faint and small (see `_difficulty`)
 SENSOR_NOISE = 0.008  # std of per-pixel noise, in [0, 1] intensity units
 MAX_ATTEMPTS = 50
@@ -248,8 +248,21 @@ METAL = np.array([0.62, 0.63, 0.66], dtype=np.float32)
 TABLE = np.array([0.17, 0.19, 0.22], dtype=np.float32)
 
 
-def _washer_shape(rng: Rng, n: int, yy: np.ndarray, xx: np.ndarray) -> dict[str, np.ndarray | float]:
-    """Pose and geometry of the washer, with anti-aliased coverage from signed distances."""
+@dataclass(frozen=True)
+class Washer:
+    """The washer's coverage and the coordinates its shading is computed in."""
+
+    part: np.ndarray  # anti-aliased coverage in [0, 1]
+    r: np.ndarray  # distance from the centre
+    phi: np.ndarray  # polar angle
+    u: np.ndarray  # the part's own frame: u points at the notch ...
+    v: np.ndarray  # ... and v across it
+    outer: float
+    inner: float
+
+
+def _washer_shape(rng: Rng, n: int, yy: np.ndarray, xx: np.ndarray) -> Washer:
+    """Pose and geometry of the washer, with anti-aliased edges from signed distances."""
     cy, cx = n / 2 + rng.uniform(-0.04, 0.04, size=2) * n
     scale = rng.uniform(0.94, 1.06)
     outer, inner = 0.36 * n * scale, 0.15 * n * scale
@@ -260,13 +273,12 @@ def _washer_shape(rng: Rng, n: int, yy: np.ndarray, xx: np.ndarray) -> dict[str,
     u = x * np.cos(theta) + y * np.sin(theta)
     v = -x * np.sin(theta) + y * np.cos(theta)
     notch = np.clip(np.minimum(u - 0.82 * outer, 0.06 * outer - np.abs(v)) + 0.5, 0, 1)
-    return {"part": ring * (1 - notch), "r": r, "phi": np.arctan2(y, x), "u": u, "v": v,
-            "outer": outer, "inner": inner}  # fmt: skip
+    return Washer(ring * (1 - notch), r, np.arctan2(y, x), u, v, outer, inner)
 
 
-def _washer_shading(rng: Rng, shape: dict, light: float) -> np.ndarray:
+def _washer_shading(rng: Rng, shape: Washer, light: float) -> np.ndarray:
     """Brushed-metal brightness: anisotropic sheen, concentric grain, lit and shaded bevels."""
-    r, phi, outer, inner = shape["r"], shape["phi"], shape["outer"], shape["inner"]
+    r, phi, outer, inner = shape.r, shape.phi, shape.outer, shape.inner
     sheen = 1.0 + 0.10 * np.cos(2 * (phi - light))
     profile = ndimage.gaussian_filter1d(rng.normal(size=int(outer) + 3), 1.2)
     grain = 1.0 + 0.035 * np.interp(r, np.arange(len(profile)), profile / (profile.std() + 1e-9))
@@ -276,8 +288,7 @@ def _washer_shading(rng: Rng, shape: dict, light: float) -> np.ndarray:
     facing = np.where(to_outer < to_inner, 1.0, -1.0) * np.cos(phi - light)
     shade = sheen * grain + (1 - bevel) * (0.25 * facing - 0.08)
     # An engraved ring opposite the notch: an orientation mark like a stamped part number.
-    # (u, v) is the part's own frame, u pointing at the notch.
-    dist = np.hypot(shape["u"] + 0.5 * (outer + inner), shape["v"])
+    dist = np.hypot(shape.u + 0.5 * (outer + inner), shape.v)
     engraved = np.clip(1.0 - np.abs(dist - 0.06 * outer), 0, 1)
     return (shade * (1 - 0.35 * engraved)).astype(np.float32)
 
@@ -285,7 +296,7 @@ def _washer_shading(rng: Rng, shape: dict, light: float) -> np.ndarray:
 def _render_widget(rng: Rng, n: int) -> Scene:
     yy, xx = np.mgrid[0:n, 0:n].astype(np.float32) + 0.5
     shape = _washer_shape(rng, n, yy, xx)
-    part = shape["part"].astype(np.float32)
+    part = shape.part.astype(np.float32)
     light = rng.uniform(0.0, 2 * np.pi)
     metal = METAL * rng.uniform(0.96, 1.04)
     surface = metal * _washer_shading(rng, shape, light)[..., None]
@@ -382,8 +393,10 @@ def _cut_paste(name: str) -> Callable[[Scene, Rng, int], Defect]:
             gray = np.rot90(_texture_gray(rng, _photo(texture.photo), n, (0.2, 0.3)))
         source = _tint(gray, texture)
         inside, patch = scene.image[region], source[region]
-        target = (source - patch.mean(axis=0)) / (patch.std(axis=0) + 1e-6) * inside.std(axis=0) + inside.mean(axis=0)
-        alpha = np.full((n, n), min(1.0, opacity + 0.1), dtype=np.float32)
+        # A patch landing on a flat spot still gets the surface's usual contrast, else it is invisible.
+        spread = np.maximum(inside.std(axis=0), 0.5 * scene.image.std(axis=(0, 1)))
+        target = (source - patch.mean(axis=0)) / (patch.std(axis=0) + 1e-6) * spread + inside.mean(axis=0)
+        alpha = np.full((n, n), min(1.0, opacity + 0.15), dtype=np.float32)
         return Defect(region, target.astype(np.float32), alpha)
 
     return cut_paste
@@ -430,6 +443,11 @@ CATEGORIES: dict[str, Category] = {
 }
 
 
+def min_defect_pixels(size: int) -> int:
+    """Smallest mask accepted: 20 pixels, or 0.5% of the image below 64 x 64."""
+    return min(MIN_DEFECT_PIXELS, size * size // 200)
+
+
 def available_categories() -> list[str]:
     return sorted(CATEGORIES)
 
@@ -442,7 +460,7 @@ def defect_types(category: str) -> list[str]:
 def _category(name: str) -> Category:
     if name not in CATEGORIES:
         raise DataError(
-            f"dataset.synthetic.categories: unknown synthetic category '{name}'; "
+            f"categories: unknown synthetic category '{name}'; "
             f"available: {', '.join(available_categories())}"
         )
     return CATEGORIES[name]
@@ -462,7 +480,7 @@ def _apply_defect(clean: np.ndarray, defect: Defect) -> tuple[np.ndarray, np.nda
     alpha = np.where(defect.region, defect.alpha, 0.0).astype(np.float32)[..., None]
     difference = defect.target - base
     image = _to_uint8(base + alpha * difference)
-    meant = defect.region & (np.abs(difference).max(axis=-1) > 2 / 255)
+    meant = defect.region & (np.abs(difference).max(axis=-1) > 1 / 255)
     stuck = meant & ~(image != clean).any(axis=-1)
     ys, xs = np.nonzero(stuck)
     if len(ys):
@@ -495,9 +513,9 @@ def render_sample(category: str, size: int, seed: int, folder: str, index: int) 
     rng = np.random.default_rng(defect_seq)
     for _ in range(MAX_ATTEMPTS):  # redraw the rare defect that lands almost nowhere
         image, mask = _apply_defect(clean, spec.defects[kind](scene, rng, size))
-        if mask.sum() >= MIN_DEFECT_PIXELS:
+        if mask.sum() >= min_defect_pixels(size):
             return Sample(image=image, clean=clean, mask=mask)
-    raise RuntimeError(f"{category}/{folder}/{index}: no defect of {MIN_DEFECT_PIXELS}+ pixels in {MAX_ATTEMPTS} tries")
+    raise RuntimeError(f"{category}/{folder}/{index}: no defect of {min_defect_pixels(size)}+ pixels in {MAX_ATTEMPTS} tries")
 
 
 def _jobs(categories: list[str], params: SyntheticParams) -> list[tuple[str, str, int]]:
@@ -514,13 +532,13 @@ def _save_png(path: Path, array: np.ndarray) -> None:
     Image.fromarray(array).save(path)
 
 
-def generate_synthetic(root: Path, params: SyntheticParams, seed: int, progress: bool = True) -> None:
+def generate_synthetic(root: Path, params: SyntheticParams, seed: int, categories: list[str], progress: bool = True) -> None:
     """Generate the synthetic set under `root` (replacing it) in MVTec AD layout.
 
     Files are written into a temporary folder beside `root` and renamed into place at the
     end, so an interrupted run never leaves a half-written set that looks complete.
     """
-    categories = list(dict.fromkeys(params.categories))
+    categories = list(dict.fromkeys(categories))
     for category in categories:
         _category(category)  # fail on an unknown name before writing anything
     jobs = _jobs(categories, params)

@@ -25,14 +25,14 @@ from shiftad.evaluate.metrics import image_metrics, pixel_metrics
 from shiftad.evaluate.thresholds import compute_thresholds
 from shiftad.io import atomic_dir, atomic_path, load_npz, write_json, write_text
 from shiftad.params import Params
-from shiftad.paths import HEATMAPS_DIR, MANIFEST, METRICS_DIR, PLOTS_DIR, PREDICTIONS_DIR, SPLITS, scores_dir
+from shiftad.paths import HEATMAPS_DIR, MANIFEST, METRICS_DIR, PLOTS_DIR, PREDICTIONS_DIR, SPLITS, scores_file
 from shiftad.split import SplitView
 
 log = logging.getLogger(__name__)
 HEADLINE_METRICS = ("image_auroc", "image_auprc", "f1", "pixel_auroc", "aupro")
 
 
-def test_masks(records: list[ImageRecord], size: tuple[int, int]) -> np.ndarray | None:
+def ground_truth_masks(records: list[ImageRecord], size: tuple[int, int]) -> np.ndarray | None:
     """Ground-truth masks at the map size (nearest); None when an anomalous image has no mask."""
     masks = np.zeros((len(records), *size), dtype=bool)
     for i, record in enumerate(records):
@@ -63,7 +63,7 @@ def overlay(image: np.ndarray, heat: np.ndarray, mask: np.ndarray | None, vmin: 
 def _write_heatmaps(folder: Path, records: list[ImageRecord], maps: np.ndarray, masks: np.ndarray | None, vmin: float, vmax: float) -> list[str]:
     paths = []
     for i, record in enumerate(records):
-        path = folder / f"{record.name}.png"
+        path = folder / f"{i:04d}_{record.defect_type}_{Path(record.path).stem}.png"  # index: stems may repeat
         mask = masks[i] if masks is not None else None
         with atomic_path(path) as tmp:
             Image.fromarray(overlay(read_image(record.path), maps[i], mask, vmin, vmax)).save(tmp, format="PNG")
@@ -81,7 +81,7 @@ def evaluate_category(
         val["image_scores"], val["labels"], settings.threshold.rule, settings.threshold.percentile, settings.threshold.std_multiplier, context=context
     )
     scores, labels, maps = test["image_scores"], test["labels"], test["maps"]
-    masks = test_masks(records, maps.shape[1:])
+    masks = ground_truth_masks(records, maps.shape[1:])
     row = {
         **image_metrics(scores, labels, thresholds.value),
         **pixel_metrics(maps, masks, settings.aupro_fpr_limit),
@@ -132,10 +132,10 @@ def run_evaluate_stage(params: Params, progress: bool = True) -> pd.DataFrame:
     with atomic_dir(PREDICTIONS_DIR) as predictions_dir, atomic_dir(HEATMAPS_DIR) as heatmaps_dir:
         for detector, regime, scenario_name in tqdm(runs, desc="evaluate", disable=not progress):
             scenario = params.scenarios[scenario_name]
-            for category in view.categories:
+            for category in params.categories:
                 context = f"{detector}/{regime}/{scenario_name}/{category}"
-                val = load_npz(scores_dir(detector, regime, scenario.model, scenario.threshold) / "val" / f"{category}.npz")
-                test = load_npz(scores_dir(detector, regime, scenario.model, scenario.test) / "test" / f"{category}.npz")
+                val = load_npz(scores_file(detector, regime, scenario.model, scenario.threshold, "val", category))
+                test = load_npz(scores_file(detector, regime, scenario.model, scenario.test, "test", category))
                 run_path = Path(detector) / regime / scenario_name
                 heat_folder = heatmaps_dir / run_path / category if params.evaluation.heatmaps else None
                 row, predictions, roc = evaluate_category(params, view.get(category, "test"), val, test, context, heat_folder)
