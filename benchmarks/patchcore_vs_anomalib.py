@@ -55,15 +55,12 @@ MALLOC_MMAP_THRESHOLD = "1048576"
 # ----------------------------------------------------------------------------- data
 
 
-def generate_synthetic_category(folder: Path, category: str | None, seed: int) -> Path:
-    """Generate one synthetic category (default sizes of SyntheticParams); return its folder."""
+def generate_synthetic_category(folder: Path, category: str, seed: int) -> Path:
+    """Generate one synthetic category (SyntheticParams' default sizes); return its folder."""
     from shiftad.data.synthetic import generate_synthetic
     from shiftad.params import SyntheticParams
 
-    defaults = SyntheticParams()
-    category = category or defaults.categories[0]
-    params = SyntheticParams(categories=[category])
-    generate_synthetic(folder, params, seed=seed, progress=False)
+    generate_synthetic(folder, SyntheticParams(), seed=seed, categories=[category], progress=False)
     return folder / category
 
 
@@ -412,7 +409,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-train", type=int, default=None, help="use only the first N train/good images")
     parser.add_argument("--only", choices=IMPLEMENTATIONS, default=None)
     parser.add_argument("--json", type=Path, default=None, help="write settings and numbers here")
-    parser.add_argument("--synthetic-category", default=None, help="synthetic category to generate (default: the first of SyntheticParams)")
+    parser.add_argument("--synthetic-category", default="brick", help="synthetic category to generate without FOLDER (default: brick)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)

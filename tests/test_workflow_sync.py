@@ -14,25 +14,25 @@ from conftest import REPO
 BIN = Path(sys.executable).parent
 
 
-def snakemake_jobs(extra: list[str] | None = None) -> dict[str, set[str]]:
-    """command -> outputs, from a dry run of the whole DAG."""
+def snakemake_jobs(extra: list[str] | None = None, field: str = "output") -> dict[str, set[str]]:
+    """command -> outputs (or inputs), from a dry run of the whole DAG."""
     out = subprocess.run(
         [str(BIN / "snakemake"), "-n", "-p", "--forceall", *(extra or [])], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout
     jobs: dict[str, set[str]] = {}
     for block in re.split(r"\n(?=(?:local)?rule \w+:)", out):
         command = re.search(r"Shell command: (.+?)(?: 2> \S+)?$", block, re.M)
-        outputs = re.search(r"^\s+output: (.+)$", block, re.M)
+        outputs = re.search(rf"^\s+{field}: (.+)$", block, re.M)
         if command and command.group(1).strip() != "None":  # rule all has no command
             jobs[command.group(1).strip()] = set(outputs.group(1).split(", ")) if outputs else set()
     return jobs
 
 
-def dvc_stages() -> dict[str, set[str]]:
+def dvc_stages(field: str = "outs") -> dict[str, set[str]]:
     from dvc.repo import Repo
 
     with Repo(str(REPO)) as repo:
-        return {stage.cmd: {str(o.def_path) for o in stage.outs} for stage in repo.index.stages}
+        return {stage.cmd: {str(o.def_path) for o in getattr(stage, field)} for stage in repo.index.stages}
 
 
 def covered(path: str, outs: set[str]) -> bool:
@@ -65,3 +65,11 @@ def test_configfile_overrides_reach_the_cli(tmp_path):
     commands = snakemake_jobs(["--configfile", str(override)])
     fit = next(c for c in commands if c.startswith("shiftad fit"))
     assert f"--params params.yaml --params {override}" in fit
+
+
+def test_both_rerun_a_stage_when_the_same_source_code_changes():
+    smk, dvc = snakemake_jobs(field="input"), dvc_stages("deps")
+    for command in dvc:
+        smk_code = {p for p in smk[command] if p.startswith("src/")}
+        dvc_code = {p for p in dvc[command] if p.startswith("src/")}
+        assert smk_code == dvc_code, f"{command}: Snakefile code inputs {smk_code} != dvc.yaml deps {dvc_code}"

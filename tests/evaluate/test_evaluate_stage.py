@@ -72,4 +72,4 @@ def test_summary_and_tables_use_macro_means():
     full = with_macro_mean(table)
     assert full.iloc[-1]["category"] == "mean" and full.iloc[-1]["image_auroc"] == pytest.approx(0.7)
     md = markdown_table(full)
-    assert "| p | r | s | mean | 0.700 |" in md and "–" in md and "| 10 |" in md
+    assert "| p | r | s | mean | 0.700 | 1.000 |" in md and "–" in md and "| 10 |" in md

@@ -5,6 +5,7 @@ rule evaluate:
     input:
         scores=score_files(P),
         splits="data/processed/splits.json",
+        code="src/shiftad/evaluate",
     output:
         table="results/metrics/scenarios.csv",
         records="results/metrics/scenarios.json",

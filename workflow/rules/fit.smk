@@ -3,6 +3,7 @@ rule fit:
         raw="data/raw/source.json",
         manifest="data/processed/manifest.json",
         splits="data/processed/splits.json",
+        code=["src/shiftad/fit.py", "src/shiftad/detectors", "src/shiftad/components", "src/shiftad/backbones.py"],
     output:
         directory("results/models/{detector}/{regime}/{domain}/{category}"),
     params:

@@ -4,6 +4,7 @@ rule report:
         roc="results/plots/roc.csv",
         predictions="results/predictions",
         heatmaps="results/heatmaps",
+        code="src/shiftad/report",
     output:
         tables=directory("report/tables"),
         figures=directory("report/figures"),

@@ -2,6 +2,7 @@ rule score:
     input:
         model="results/models/{detector}/{regime}/{model}/{category}",
         splits="data/processed/splits.json",
+        code="src/shiftad/score.py",
     output:
         val="results/scores/{detector}/{regime}/{model}_on_{data}/val/{category}.npz",
         test="results/scores/{detector}/{regime}/{model}_on_{data}/test/{category}.npz",

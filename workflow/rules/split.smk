@@ -1,6 +1,7 @@
 rule split:
     input:
         manifest="data/processed/manifest.json",
+        code="src/shiftad/split.py",
     output:
         "data/processed/splits.json",
     params:

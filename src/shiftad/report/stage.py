@@ -28,17 +28,19 @@ TABLE_COLUMNS = [
 
 
 def markdown_table(frame: pd.DataFrame, digits: int = 3) -> str:
-    def cell(value: object) -> str:
-        if isinstance(value, float):
+    """Counts (`n_*` columns) print as integers (a mean as %g), every other number with `digits` decimals."""
+
+    def cell(value: object, column: str) -> str:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
             if math.isnan(value):
                 return "–"
-            return f"{value:.0f}" if value.is_integer() and abs(value) >= 1 else f"{value:.{digits}f}"
+            return f"{value:g}" if column.startswith("n_") else f"{value:.{digits}f}"
         return str(value)
 
     numeric = [pd.api.types.is_numeric_dtype(frame[c]) for c in frame.columns]
     header = "| " + " | ".join(frame.columns) + " |"
     rule = "|" + "|".join("---:" if n else "---" for n in numeric) + "|"
-    rows = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    rows = ["| " + " | ".join(cell(v, c) for v, c in zip(row, frame.columns)) + " |" for row in frame.itertuples(index=False)]
     return "\n".join([header, rule, *rows]) + "\n"
 
 
