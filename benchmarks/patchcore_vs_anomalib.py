@@ -208,7 +208,10 @@ def run_anomalib(settings: dict) -> tuple[dict, np.ndarray, np.ndarray]:
 
     from shiftad.backbones import FeatureExtractor, to_tensor_batch
 
-    torch.manual_seed(settings["seed"])  # anomalib's coreset start and random projection
+    # anomalib's coreset start and projection signs come from torch's global generator, the
+    # projection's column choice from sklearn with NumPy's global one: seed both.
+    torch.manual_seed(settings["seed"])
+    np.random.seed(settings["seed"])
     size, batch_size = settings["image_size"], settings["batch_size"]
     model = Patchcore(
         backbone=BACKBONE, layers=LAYERS, pre_trained=False,
@@ -329,14 +332,30 @@ def start_child(implementation: str, work: Path, threads: int, progress: bool) -
         env[name] = str(threads)
     command = [sys.executable, str(Path(__file__).resolve()), "--child", implementation, "--work", str(work)]
     print(f"--- {implementation}: running in a subprocess", flush=True)
-    load_before = os.getloadavg()[0]
+    busy_before, child_before, start = machine_busy_seconds(), children_cpu_seconds(), time.perf_counter()
     result = subprocess.run(command, env=env)
     if result.returncode != 0:
         sys.exit(f"{implementation} failed (exit status {result.returncode})")
+    wall = time.perf_counter() - start
+    others = (machine_busy_seconds() - busy_before) - (children_cpu_seconds() - child_before)
     facts = json.loads((work / f"{implementation}.json").read_text())
-    # Other processes on the machine distort timings: keep the 1-minute load around the run.
-    facts["load_1min_before_after"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+    # Other processes distort timings badly on 2 cores (see README): record their CPU share.
+    facts["other_cpu_share"] = max(0.0, others) / (wall * (os.cpu_count() or 1))
     return facts
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all processes have used since boot (all CPUs, from /proc/stat)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 # ----------------------------------------------------------------------------- metrics and report
@@ -352,29 +371,37 @@ def add_metrics(facts: dict, image_scores: np.ndarray, maps: np.ndarray, labels:
     facts["predict_images_per_s"] = len(labels) / facts["predict_s"]
 
 
+# (label, key, format, show the shiftad/anomalib ratio)
 ROWS = [
-    ("fit seconds", "fit_s", "{:.1f}", "lower"),
-    ("  of which coreset", "coreset_s", "{:.1f}", "lower"),
-    ("predict images/s", "predict_images_per_s", "{:.2f}", "higher"),
-    ("peak RSS MB", "peak_rss_mb", "{:.0f}", "lower"),
-    ("  RSS before fit MB", "rss_before_fit_mb", "{:.0f}", "lower"),
-    ("image AUROC", "image_auroc", "{:.4f}", "higher"),
-    ("pixel AUROC", "pixel_auroc", "{:.4f}", "higher"),
-    ("memory bank patches", "memory_bank", "{:d}", None),
+    ("fit seconds", "fit_s", "{:.1f}", True),
+    ("  of which coreset", "coreset_s", "{:.1f}", True),
+    ("predict images/s", "predict_images_per_s", "{:.2f}", True),
+    ("peak RSS MB", "peak_rss_mb", "{:.0f}", True),
+    ("  RSS before fit MB", "rss_before_fit_mb", "{:.0f}", True),
+    ("image AUROC", "image_auroc", "{:.4f}", True),
+    ("pixel AUROC", "pixel_auroc", "{:.4f}", True),
+    ("memory bank patches", "memory_bank", "{:d}", False),
+    ("other processes' CPU", "other_cpu_share", "{:.0%}", False),
 ]
+BUSY_WARNING = 0.05  # share of the CPUs other processes may use before timings are flagged
 
 
 def format_table(results: dict[str, dict]) -> str:
     names = [name for name in IMPLEMENTATIONS if name in results]
     both = len(names) == 2
-    lines = ["".ljust(22) + "".join(n.rjust(11) for n in names) + ("   ratio".rjust(11) if both else "")]
-    for label, key, fmt, _ in ROWS:
+    lines = ["".ljust(22) + "".join(n.rjust(11) for n in names) + ("ratio".rjust(11) if both else "")]
+    for label, key, fmt, with_ratio in ROWS:
         cells = [fmt.format(results[n][key]).rjust(11) for n in names]
         ratio = ""
-        if both and results["anomalib"][key]:
+        if both and with_ratio and results["anomalib"][key]:
             ratio = f"{results['shiftad'][key] / results['anomalib'][key]:.2f}".rjust(11)
         lines.append(label.ljust(22) + "".join(cells) + ratio)
-    lines.append("(ratio = shiftad / anomalib)" if both else "")
+    if both:
+        lines.append("(ratio = shiftad / anomalib)")
+    for name in names:
+        if results[name]["other_cpu_share"] > BUSY_WARNING:
+            lines.append(f"WARNING: other processes used {results[name]['other_cpu_share']:.0%} of the CPUs during "
+                         f"the {name} run; its timings are not trustworthy (rerun on an idle machine)")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -390,14 +417,13 @@ def format_settings(settings: dict, results: dict[str, dict], labels: np.ndarray
         f"(dim {first['embedding_dim']})",
         f"threads           torch {settings['threads']} (OMP/MKL too), batch size {settings['batch_size']}, "
         f"MALLOC_MMAP_THRESHOLD_={MALLOC_MMAP_THRESHOLD}",
-        f"load average      {settings['load_average']} at start ({os.cpu_count()} CPUs; above ~0.2 other work competes)",
     ]
     for name, facts in results.items():
         norm = facts["normalisation"]
         mean = ", ".join(f"{v:.3f}" for v in norm["mean"])
         std = ", ".join(f"{v:.3f}" for v in norm["std"])
         lines.append(f"{name:<17} memory bank {facts['memory_bank']}; input mean ({mean}) std ({std}); "
-                     f"image score {facts['image_score']}; 1-min load before/after {facts['load_1min_before_after']}")  # fmt: skip
+                     f"image score {facts['image_score']}")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -436,7 +462,6 @@ def main(argv: Sequence[str] | None = None) -> None:
             "data": data, "image_size": args.image_size, "coreset_ratio": args.coreset_ratio,
             "threads": args.threads, "batch_size": args.batch_size, "seed": args.seed,
             "progress": not args.no_progress, "max_train": args.max_train, "train": train, "test": test,
-            "load_average": [round(v, 2) for v in os.getloadavg()],
         }  # fmt: skip
         (work / "settings.json").write_text(json.dumps(settings))
 

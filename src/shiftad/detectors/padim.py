@@ -1,0 +1,342 @@
+"""PaDiM (Defard et al., ICPR 2021) through anomalib's `PadimModel` (anomalib 2.7).
+
+fit: backbone mid-level features of the chosen layers, upsampled (nearest) to the first
+layer's grid and concatenated, a random subset of `n_features` channels kept -> one
+multivariate Gaussian per patch position (mean, inverse covariance with 0.01·I
+regularisation). score: Mahalanobis distance of each patch to its position's Gaussian;
+map = distances upsampled bilinearly to the input size and Gaussian-smoothed (σ = map_sigma);
+image score = max of the map.
+
+What is anomalib's and what is ours:
+- anomalib's torch model does the feature concatenation, channel subsampling (its `idx`),
+  the Gaussian fit (`PadimModel.fit()`, which is all `Padim.fit()` calls after the training
+  epoch) and the Mahalanobis distance. Its timm extractor is built with `pre_trained=False`
+  and filled with shiftad's offline ImageNet weights (`create_backbone`), every tensor checked.
+- pre-processing is shiftad's (`to_tensor_batch` + the backbone's own timm mean/std), as for
+  PatchCore, not anomalib's PreProcessor (ImageNet mean/std).
+- anomalib's post-processing (score normalisation, which clamps to [0, 1]) and its threshold
+  (tuned on the test set) are never used: scores and maps are raw Mahalanobis distances; the
+  pipeline thresholds on validation images.
+- maps: anomalib's map generator blurs with σ = 4 (its default, which `PadimModel` uses).
+  For map_sigma = 4 its map is returned as is; for any other σ the raw Mahalanobis grid goes
+  through `shiftad.components.maps.upsample_and_smooth`, the smoother PatchCore uses (same
+  bilinear upsampling, same ±4σ kernel, same reflect padding: at σ = 4 both agree to ~1e-6).
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from shiftad.backbones import BackboneWeightsError, create_backbone, to_tensor_batch
+from shiftad.components.maps import upsample_and_smooth
+from shiftad.data.records import ImageRecord
+from shiftad.detectors.base import META_FILE, Detector, Scores, iter_image_batches
+from shiftad.errors import ParamsError
+from shiftad.io import read_json
+from shiftad.params import Params
+
+if TYPE_CHECKING:
+    from anomalib.models.image.padim.torch_model import PadimModel
+
+STATE_FILE = "padim.safetensors"
+
+
+def _anomalib_padim() -> tuple[type, type]:
+    """anomalib's PadimModel and AnomalyMapGenerator, imported on first use.
+
+    Importing anomalib takes seconds (it loads every model), so the detector registry does not
+    pay for it; the FutureWarnings it raises concern other models (dinov2 layers) and are muted.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        from anomalib.models.image.padim.anomaly_map import AnomalyMapGenerator
+        from anomalib.models.image.padim.torch_model import PadimModel
+    return PadimModel, AnomalyMapGenerator
+
+
+def anomalib_map_sigma() -> float:
+    """The σ of the blur in anomalib's PaDiM maps: `PadimModel` builds `AnomalyMapGenerator()` with its default."""
+    _, generator = _anomalib_padim()
+    return float(inspect.signature(generator).parameters["sigma"].default)
+
+
+def feature_stages(backbone: str) -> dict[str, int]:
+    """Layer name -> channels for the layers anomalib's timm extractor can return (features_only stages)."""
+    if backbone.startswith("torchvision/"):
+        raise ParamsError(f"backbone.name: PaDiM runs on anomalib's timm extractor; '{backbone}' is not a timm model")
+    import timm
+
+    try:
+        model = timm.create_model(backbone, pretrained=False, features_only=True, exportable=True)
+    except RuntimeError as exc:  # unknown name, or no features_only support
+        raise ParamsError(f"backbone.name: '{backbone}' cannot serve as a timm feature extractor ({exc})") from None
+    return dict(zip(model.feature_info.module_name(), model.feature_info.channels()))
+
+
+def check_layers(backbone: str, layers: Sequence[str]) -> dict[str, int]:
+    """Validate `layers` for anomalib's extractor; return each one's channel count.
+
+    anomalib drops an unknown layer with only a log warning (and then fails later with a
+    misleading message), and pairs the timm outputs, which come in network order, with the
+    names in the order given: layers out of order would silently get each other's features.
+    """
+    stages = feature_stages(backbone)
+    names = list(stages)
+    if not layers:
+        raise ParamsError("padim.layers: list at least one layer")
+    if len(set(layers)) != len(layers):
+        raise ParamsError(f"padim.layers: {list(layers)} names a layer twice")
+    unknown = [layer for layer in layers if layer not in stages]
+    if unknown:
+        raise ParamsError(
+            f"padim.layers: {unknown} not found in backbone '{backbone}'; anomalib's PaDiM extractor can use: {names}"
+        )
+    positions = [names.index(layer) for layer in layers]
+    if positions != sorted(positions):
+        in_order = sorted(layers, key=names.index)
+        raise ParamsError(f"padim.layers: list the layers shallow to deep (network order), i.e. {in_order}, not {list(layers)}")
+    return {layer: stages[layer] for layer in layers}
+
+
+def load_backbone_weights(extractor: nn.Module, classifier: nn.Module, source: str) -> int:
+    """Copy the classifier's tensors into anomalib's timm features_only model by name.
+
+    features_only drops the head (conv_head, bn2, classifier); every tensor it keeps has the
+    same name and shape in the classifier. Fail unless every one of them is filled.
+    """
+    source_state = classifier.state_dict()
+    target_state = extractor.state_dict()
+    unfilled = [k for k in target_state if k not in source_state or source_state[k].shape != target_state[k].shape]
+    if unfilled:
+        raise BackboneWeightsError(f"{source}: anomalib's extractor has tensors these weights lack: {unfilled[:10]}")
+    extractor.load_state_dict({k: source_state[k] for k in target_state}, strict=True)
+    return len(target_state)
+
+
+class PaDiM(Detector):
+    name = "padim"
+
+    def __init__(
+        self,
+        backbone: str = "tf_efficientnet_lite0",
+        weights: str = "auto",
+        layers: Sequence[str] = ("blocks.2", "blocks.4"),
+        image_size: int = 256,
+        n_features: int = 100,
+        map_sigma: float = 4.0,
+        batch_size: int = 16,
+        seed: int = 0,
+    ) -> None:
+        if n_features < 1:
+            raise ValueError(f"n_features must be >= 1, got {n_features}")
+        if map_sigma < 0:
+            raise ValueError(f"map_sigma must be >= 0, got {map_sigma}")
+        self.backbone = backbone
+        self.weights = weights
+        self.layers = list(layers)
+        self.image_size = image_size
+        self.n_features = n_features
+        self.map_sigma = map_sigma
+        self.batch_size = batch_size
+        self.seed = seed
+        self._model: PadimModel | None = None
+        self._mean = torch.zeros(1, 3, 1, 1)  # the backbone's input normalisation, set with the model
+        self._std = torch.ones(1, 3, 1, 1)
+
+    @classmethod
+    def from_params(cls, params: Params) -> "PaDiM":
+        p = params.padim
+        return cls(
+            backbone=params.backbone.name,
+            weights=params.backbone.weights,
+            layers=p.layers,
+            image_size=params.image_size,
+            n_features=p.n_features,
+            map_sigma=p.map_sigma,
+            batch_size=params.backbone.batch_size,
+            seed=params.seed,
+        )
+
+    # ------------------------------------------------------------------ the anomalib model
+
+    def _build_model(self) -> "PadimModel":
+        """anomalib's PadimModel with the offline weights and a seeded channel subset (not yet fitted)."""
+        # Building draws random numbers (timm's random init before the weights are copied in,
+        # anomalib's channel subset): keep them out of the caller's RNG stream.
+        with torch.random.fork_rng(devices=[]):
+            return self._build_model_forked()
+
+    def _build_model_forked(self) -> "PadimModel":
+        padim_model_class, _ = _anomalib_padim()
+        channels = check_layers(self.backbone, self.layers)
+        total = sum(channels.values())
+        if self.n_features > total:
+            raise ParamsError(f"padim.n_features: {self.n_features} exceeds the {total} channels of layers {self.layers}")
+        classifier, mean, std = create_backbone(self.backbone, self.weights)
+        # anomalib draws `idx` (torch.randperm, global RNG) while constructing: seed it right there.
+        torch.manual_seed(self.seed)
+        model = padim_model_class(backbone=self.backbone, layers=list(self.layers), pre_trained=False, n_features=self.n_features)
+        extractor = model.feature_extractor
+        dropped = [layer for layer in self.layers if layer not in extractor.layers]
+        if dropped:  # cannot happen after check_layers, unless anomalib changes how it maps names
+            raise ParamsError(f"padim.layers: anomalib's extractor dropped {dropped} for backbone '{self.backbone}'")
+        load_backbone_weights(extractor.feature_extractor, classifier, f"backbone '{self.backbone}' ({self.weights} weights)")
+        self._check_features(model, channels)
+        self._mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+        self._std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+        return model.eval()
+
+    def _check_features(self, model: "PadimModel", expected: dict[str, int]) -> None:
+        """Every requested layer must produce a feature map with that layer's channel count."""
+        features = model.feature_extractor(torch.zeros(1, 3, 64, 64))
+        for layer in self.layers:
+            feature = features.get(layer)
+            if feature is None or feature.ndim != 4 or feature.shape[1] != expected[layer]:
+                got = None if feature is None else tuple(feature.shape)
+                raise ParamsError(
+                    f"padim.layers: '{layer}' produced no {expected[layer]}-channel feature map in anomalib's extractor (got {got})"
+                )
+
+    @property
+    def model(self) -> "PadimModel":
+        """The anomalib torch model (built on first use; fitted after `fit` or `load`)."""
+        if self._model is None:
+            self._model = self._build_model()
+        return self._model
+
+    def normalise(self, batch: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) in [0, 1] -> the backbone's input: its own timm mean/std, as in `FeatureExtractor`."""
+        _ = self.model  # builds it if needed: the mean/std come with the backbone
+        return (batch - self._mean) / self._std
+
+    def _prepare(self, images: list[np.ndarray]) -> torch.Tensor:
+        """Same pixels as PatchCore sees: resized to image_size (antialiased bilinear), then normalised."""
+        return self.normalise(to_tensor_batch(images, self.image_size))
+
+    @torch.no_grad()
+    def embed(self, images: list[np.ndarray]) -> torch.Tensor:
+        """PaDiM embeddings (B, n_features, h, w) for a batch of RGB uint8 images."""
+        model = self.model
+        x = self._prepare(images)
+        return model.generate_embedding(model.feature_extractor(x))
+
+    # ------------------------------------------------------------------ learned state
+
+    @property
+    def is_fitted(self) -> bool:
+        return self._model is not None and self._model.gaussian.mean.numel() > 0
+
+    @property
+    def channel_idx_(self) -> torch.Tensor:
+        """Indices of the kept channels among the concatenated layer features."""
+        return self.model.idx
+
+    @property
+    def gaussian_mean_(self) -> torch.Tensor:
+        """(n_features, h·w) mean embedding per patch position."""
+        return self.model.gaussian.mean
+
+    @property
+    def inv_covariance_(self) -> torch.Tensor:
+        """(h·w, n_features, n_features) inverse covariance per patch position."""
+        return self.model.gaussian.inv_covariance
+
+    # ------------------------------------------------------------------ fit / score
+
+    def _batches(self, records: Sequence[ImageRecord], desc: str) -> Iterable[list[np.ndarray]]:
+        total = -(-len(records) // self.batch_size)
+        return tqdm(iter_image_batches(records, self.batch_size), total=total, desc=desc, disable=not self.progress, leave=False)
+
+    def fit(self, records: Sequence[ImageRecord]) -> "PaDiM":
+        if any(r.is_anomalous for r in records):
+            raise ValueError("PaDiM.fit got anomalous images; training uses normal images only")
+        if len(records) < 2:
+            raise ValueError(f"PaDiM.fit needs at least 2 training images (a covariance per patch position), got {len(records)}")
+        # A fresh model per fit: the seeded channel subset and an empty embedding memory bank.
+        model = self._model = self._build_model()
+        model.train()  # in training mode the forward pass stores the embeddings in model.memory_bank
+        with torch.no_grad():
+            for images in self._batches(records, "features (train)"):
+                model(self._prepare(images))
+        self.feature_grid_ = tuple(model.memory_bank[0].shape[-2:])
+        # What anomalib's lightning `Padim.fit()` runs after the training epoch:
+        # stack the embeddings, fit the per-position Gaussians, clear the memory bank.
+        model.fit()
+        # torch.linalg.inv returns column-major matrices; store them row-major, as they come back
+        # from safetensors, so a loaded model runs the same kernels and reproduces scores bit for bit.
+        model.gaussian.inv_covariance = model.gaussian.inv_covariance.contiguous()
+        model.gaussian.mean = model.gaussian.mean.contiguous()
+        model.eval()
+        self.n_train_images_ = len(records)
+        return self
+
+    @torch.no_grad()
+    def score(self, records: Sequence[ImageRecord]) -> Scores:
+        if not self.is_fitted:
+            raise RuntimeError("PaDiM.score called before fit/load")
+        model = self.model.eval()
+        use_anomalib_map = self.map_sigma == anomalib_map_sigma()
+        image_scores, maps = [], []
+        for images in self._batches(records, "scoring"):
+            x = self._prepare(images)
+            if use_anomalib_map:
+                # Eval-mode forward: Mahalanobis grid -> bilinear upsampling -> σ=4 blur; pred_score = max of the map.
+                output = model(x)
+                batch_maps = output.anomaly_map[:, 0].float().numpy()
+                batch_scores = output.pred_score.reshape(-1).double().numpy()
+            else:
+                embedding = model.generate_embedding(model.feature_extractor(x))
+                distances = model.anomaly_map_generator.compute_distance(
+                    embedding, [model.gaussian.mean, model.gaussian.inv_covariance]
+                )  # (B, 1, h, w) raw Mahalanobis distances
+                batch_maps = upsample_and_smooth(distances[:, 0], self.image_size, self.map_sigma)
+                batch_scores = batch_maps.reshape(len(batch_maps), -1).max(axis=1).astype(np.float64)
+            image_scores.append(batch_scores)
+            maps.append(batch_maps.astype(np.float32, copy=False))
+        return Scores(np.concatenate(image_scores).astype(np.float64), np.concatenate(maps))
+
+    # ------------------------------------------------------------------ save / load
+
+    def _save_state(self, folder: Path) -> dict[str, Any]:
+        if not self.is_fitted:
+            raise RuntimeError("PaDiM.save called before fit/load")
+        state = {
+            "gaussian_mean": self.gaussian_mean_.contiguous(),
+            "inv_covariance": self.inv_covariance_.contiguous(),
+            "channel_idx": self.channel_idx_.contiguous(),
+        }
+        save_file(state, str(folder / STATE_FILE))
+        return {
+            "feature_grid": list(self.feature_grid_),
+            "n_train_images": self.n_train_images_,
+            "n_features_original": int(self.model.n_features_original),
+        }
+
+    def _load_state(self, folder: Path) -> None:
+        state = load_file(str(folder / STATE_FILE))
+        meta = read_json(folder / META_FILE)
+        self.feature_grid_ = tuple(meta["feature_grid"])
+        self.n_train_images_ = meta["n_train_images"]
+        n_positions = self.feature_grid_[0] * self.feature_grid_[1]
+        expected = {
+            "channel_idx": (self.n_features,),
+            "gaussian_mean": (self.n_features, n_positions),
+            "inv_covariance": (n_positions, self.n_features, self.n_features),
+        }
+        for key, shape in expected.items():
+            if tuple(state[key].shape) != shape:
+                raise ValueError(f"{folder / STATE_FILE}: '{key}' has shape {tuple(state[key].shape)}, expected {shape}")
+        model = self._model = self._build_model()
+        # The saved channel subset wins over the re-seeded one (torch's RNG stream may change between versions).
+        model.idx = state["channel_idx"]
+        model.gaussian.mean = state["gaussian_mean"]
+        model.gaussian.inv_covariance = state["inv_covariance"]
