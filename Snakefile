@@ -1,4 +1,4 @@
-# shiftad DAG: data -> split -> fit -> score -> evaluate -> report.
+# shiftad DAG: data -> split -> shift -> fit -> score -> evaluate -> report.
 # Rules only call the `shiftad` CLI; every number lives in params.yaml.
 # `--configfile my.yaml` overrides params.yaml key by key, and the CLI sees the same files.
 
@@ -12,6 +12,7 @@ PARAMS = " ".join(["--params params.yaml"] + [f"--params {f}" for f in workflow.
 
 include: "workflow/rules/data.smk"
 include: "workflow/rules/split.smk"
+include: "workflow/rules/shift.smk"
 include: "workflow/rules/fit.smk"
 include: "workflow/rules/score.smk"
 include: "workflow/rules/evaluate.smk"

@@ -12,7 +12,9 @@ from conftest import REPO
 def test_repository_params_are_valid_and_match_schema_defaults_where_set():
     params = load_params([REPO / "params.yaml"])
     assert params.dataset.source == "synthetic"
-    assert params.detectors == ["patchcore"]
+    assert params.detectors == ["patchcore", "padim"]
+    assert list(params.scenarios) == ["clean", "shift_no_adaptation", "shift_threshold_only", "shift_adapted"]
+    assert params.scenarios["shift_adapted"].model == "shift" and params.scenarios["shift_threshold_only"].threshold == "shift"
 
 
 def test_error_names_the_nested_key():
@@ -55,9 +57,18 @@ def test_missing_file_and_bad_yaml_name_the_file(tmp_path: Path):
         load_params([bad])
 
 
-def test_scenario_domain_must_be_a_configured_domain():
-    with pytest.raises(ParamsError, match=r"scenarios\.x"):
-        validate_params({"scenarios": {"x": {"model": "clean", "threshold": "clean", "test": "shift"}}})
+def test_scenario_domain_must_be_clean_or_shift():
+    with pytest.raises(ParamsError, match=r"scenarios\.x\.test"):
+        validate_params({"scenarios": {"x": {"model": "clean", "threshold": "clean", "test": "night"}}})
+
+
+def test_shift_params_are_checked_by_key():
+    with pytest.raises(ParamsError, match=r"shift\.severity"):
+        validate_params({"shift": {"severity": 6}})
+    with pytest.raises(ParamsError, match=r"shift\.families"):
+        validate_params({"shift": {"families": ["geometric", "geometric"]}})
+    with pytest.raises(ParamsError, match=r"shift\.families\.0"):
+        validate_params({"shift": {"families": ["weather"]}})
 
 
 def test_defaults_are_complete():

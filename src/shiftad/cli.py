@@ -9,6 +9,7 @@ from typing import Callable, Sequence
 
 from shiftad.errors import ShiftadError
 from shiftad.params import Params, load_params
+from shiftad.pipeline import DOMAINS, GLOBAL_CATEGORY, REGIMES
 
 log = logging.getLogger("shiftad")
 
@@ -41,6 +42,15 @@ def cmd_split(params: Params, args: argparse.Namespace) -> None:
         log.info("%s: %s", category, ", ".join(f"{k} {len(v)}" for k, v in parts.items()))
 
 
+def cmd_shift(params: Params, args: argparse.Namespace) -> None:
+    from shiftad.shift import run_shift_stage
+
+    _configure_threads(params)
+    content = run_shift_stage(params, progress=not args.quiet)
+    log.info("shifted %d images (severity %s, %s)", sum(len(v) for c in content["categories"].values() for v in c.values()),
+             content["severity"], ", ".join(content["families"]))
+
+
 def cmd_fit(params: Params, args: argparse.Namespace) -> None:
     from shiftad.fit import run_fit_stage
 
@@ -52,7 +62,7 @@ def cmd_score(params: Params, args: argparse.Namespace) -> None:
     from shiftad.score import run_score_stage
 
     _configure_threads(params)
-    run_score_stage(params, args.detector, args.regime, args.model, args.data, args.category, progress=not args.quiet)
+    run_score_stage(params, args.detector, args.regime, args.model, args.category, progress=not args.quiet)
 
 
 def cmd_evaluate(params: Params, args: argparse.Namespace) -> None:
@@ -86,16 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
     add("check-params", cmd_check_params, "validate params.yaml (and overrides) and exit")
     add("data", cmd_data, "generate / download / scan the data set and write data/processed/manifest.json")
     add("split", cmd_split, "write seeded train/val/test splits to data/processed/splits.json")
+    add("shift", cmd_shift, "write the MVTec-Shift copy of every split to data/shifted/ and data/processed/shifted_splits.json")
     fit = add("fit", cmd_fit, "fit one detector on one category's training images")
     fit.add_argument("--detector", required=True)
-    fit.add_argument("--regime", required=True)
-    fit.add_argument("--domain", required=True, help="domain of the training images")
-    fit.add_argument("--category", required=True)
-    score = add("score", cmd_score, "score one category's val and test images with a fitted model (once per model and data domain)")
+    fit.add_argument("--regime", required=True, choices=REGIMES)
+    fit.add_argument("--domain", required=True, choices=DOMAINS, help="domain of the training images")
+    fit.add_argument("--category", required=True, help=f"a category of params, or '{GLOBAL_CATEGORY}' for the global model")
+    score = add("score", cmd_score, "score one category's val and test images of every domain with one fitted model")
     score.add_argument("--detector", required=True)
-    score.add_argument("--regime", required=True)
-    score.add_argument("--model", required=True, help="domain the model was fitted on")
-    score.add_argument("--data", required=True, help="domain of the images to score")
+    score.add_argument("--regime", required=True, choices=REGIMES)
+    score.add_argument("--model", required=True, choices=DOMAINS, help="domain the model was fitted on")
     score.add_argument("--category", required=True)
     add("evaluate", cmd_evaluate, "thresholds from val, metrics on test, per-image records and heatmaps")
     add("report", cmd_report, "tables and figures in report/")

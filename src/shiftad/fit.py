@@ -1,4 +1,8 @@
-"""The fit stage: one model per (detector, regime, training domain, category), saved with meta.json."""
+"""The fit stage: one model per (detector, regime, training domain, category), saved with meta.json.
+
+Regime `per_class` fits on one category's training images; `global` fits one model on the
+pooled training images of every category (its folder is `all`).
+"""
 
 from __future__ import annotations
 
@@ -9,15 +13,26 @@ from pathlib import Path
 from shiftad.detectors import build_detector
 from shiftad.io import atomic_dir, write_json
 from shiftad.params import Params
-from shiftad.paths import MANIFEST, SPLITS, model_dir
-from shiftad.split import SplitView
+from shiftad.paths import model_dir
+from shiftad.pipeline import GLOBAL_CATEGORY
+from shiftad.split import domain_view
 
 log = logging.getLogger(__name__)
 
 
+def training_images(params: Params, regime: str, domain: str, category: str) -> list:
+    view = domain_view(domain)
+    if regime == "global":
+        if category != GLOBAL_CATEGORY:
+            raise ValueError(f"the global model is fitted once, as category '{GLOBAL_CATEGORY}', not '{category}'")
+        return [r for c in params.categories for r in view.get(c, "train")]
+    if category not in params.categories:
+        raise ValueError(f"category '{category}' is not in params categories {params.categories}")
+    return view.get(category, "train")
+
+
 def run_fit_stage(params: Params, detector: str, regime: str, domain: str, category: str, progress: bool = True) -> Path:
-    view = SplitView(MANIFEST, SPLITS)
-    train = view.get(category, "train")
+    train = training_images(params, regime, domain, category)
     model = build_detector(detector, params)
     model.progress = progress
     start = time.perf_counter()

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
 
 from shiftad.errors import ParamsError
 
@@ -98,6 +98,29 @@ class PatchCoreParams(Section):
     knn_batch: int = Field(8192, ge=1)
 
 
+class PaDiMParams(Section):
+    layers: list[str] = Field(default_factory=lambda: ["blocks.2", "blocks.4"], min_length=1, description="timm feature stages, shallow to deep")
+    n_features: int = Field(100, ge=1, description="random channel subset kept (<= the layers' channels: 152 for Lite0 blocks.2+blocks.4)")
+    map_sigma: float = Field(4.0, ge=0)
+
+
+ShiftFamily = Literal["geometric", "photometric", "illumination"]
+
+
+class ShiftParams(Section):
+    severity: int = Field(3, ge=1, le=5, description="1..5 scales every range; 3 = the base ranges")
+    families: list[ShiftFamily] = Field(default_factory=lambda: ["geometric", "photometric", "illumination"], min_length=1)
+    illumination_probability: float = Field(0.5, ge=0, le=1)
+    illumination_sigma_px: float = Field(80.0, gt=0, description="lighting transition width at 256 px (scaled with image size)")
+
+    @field_validator("families")
+    @classmethod
+    def _no_repeats(cls, families: list[str]) -> list[str]:
+        if len(set(families)) != len(families):
+            raise ValueError(f"names repeat in {families}")
+        return families
+
+
 class ThresholdParams(Section):
     rule: Literal["f1_max", "percentile", "mean_std"] = "f1_max"
     percentile: float = Field(95, gt=0, lt=100)
@@ -108,6 +131,15 @@ class ScenarioParams(Section):
     model: Literal["clean", "shift"] = "clean"
     threshold: Literal["clean", "shift"] = "clean"
     test: Literal["clean", "shift"] = "clean"
+
+
+# The study's four scenarios: which model, which threshold, which test set.
+DEFAULT_SCENARIOS = {
+    "clean": ScenarioParams(model="clean", threshold="clean", test="clean"),
+    "shift_no_adaptation": ScenarioParams(model="clean", threshold="clean", test="shift"),
+    "shift_threshold_only": ScenarioParams(model="clean", threshold="shift", test="shift"),
+    "shift_adapted": ScenarioParams(model="shift", threshold="shift", test="shift"),
+}
 
 
 class EvaluationParams(Section):
@@ -133,11 +165,11 @@ class Params(Section):
     dataset: DatasetParams = DatasetParams()
     split: SplitParams = SplitParams()
     backbone: BackboneParams = BackboneParams()
-    detectors: list[Literal["patchcore"]] = Field(default_factory=lambda: ["patchcore"], min_length=1)
-    regimes: list[Literal["per_class"]] = Field(default_factory=lambda: ["per_class"], min_length=1)
-    domains: list[Literal["clean"]] = Field(default_factory=lambda: ["clean"], min_length=1)
+    detectors: list[Literal["patchcore", "padim"]] = Field(default_factory=lambda: ["patchcore", "padim"], min_length=1)
     patchcore: PatchCoreParams = PatchCoreParams()
-    scenarios: dict[str, ScenarioParams] = Field(default_factory=lambda: {"clean": ScenarioParams()}, min_length=1)
+    padim: PaDiMParams = PaDiMParams()
+    shift: ShiftParams = ShiftParams()
+    scenarios: dict[str, ScenarioParams] = Field(default_factory=lambda: dict(DEFAULT_SCENARIOS), min_length=1)
     evaluation: EvaluationParams = EvaluationParams()
     report: ReportParams = ReportParams()
     threads: int = Field(2, ge=1, description="CPU threads per job")
@@ -155,11 +187,8 @@ class Params(Section):
                 "split.policy: 'mvtec' needs the MVTec train/test layout; "
                 f"use 'ratios' with dataset.source: {self.dataset.source}"
             )
-        for name, scenario in self.scenarios.items():
-            for role in ("model", "threshold", "test"):
-                domain = getattr(scenario, role)
-                if domain not in self.domains:
-                    raise ValueError(f"scenarios.{name}.{role}: domain '{domain}' is not in domains {self.domains}")
+        if len(set(self.detectors)) != len(self.detectors):
+            raise ValueError(f"detectors: names repeat in {self.detectors}")
         return self
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 RAW_DIR = Path("data/raw")
 MANIFEST = Path("data/processed/manifest.json")
 SPLITS = Path("data/processed/splits.json")
+SHIFTED_DIR = Path("data/shifted")
+SHIFTED_SPLITS = Path("data/processed/shifted_splits.json")
 MODELS_DIR = Path("results/models")
 SCORES_DIR = Path("results/scores")
 METRICS_DIR = Path("results/metrics")
@@ -19,6 +21,10 @@ REPORT_DIR = Path("report")
 def model_dir(detector: str, regime: str, domain: str, category: str) -> Path:
     """A fitted model: state files + meta.json."""
     return MODELS_DIR / detector / regime / domain / category
+
+
+def domain_splits_file(domain: str) -> Path:
+    return SPLITS if domain == "clean" else SHIFTED_SPLITS
 
 
 def scores_file(detector: str, regime: str, model_domain: str, data_domain: str, split: str, category: str) -> Path:

@@ -1,18 +1,35 @@
-"""The runs the DAG fans out over, derived from params (used by the Snakefile and its tests)."""
+"""The study's fixed axes and the files the DAG fans out over (used by the Snakefile and the stages)."""
 
 from __future__ import annotations
 
 from itertools import product
 
-from shiftad.paths import scores_file
 from shiftad.params import Params
+from shiftad.paths import domain_splits_file, model_dir, scores_file
 
+REGIMES = ("per_class", "global")  # one model per category / one model on all categories pooled
+DOMAINS = ("clean", "shift")
+GLOBAL_CATEGORY = "all"  # the global model's folder name (params refuse a category called so)
 SCORED_SPLITS = ("val", "test")
 
 
+def model_category(regime: str, category: str) -> str:
+    """The model that scores `category`: its own (per_class) or the pooled one (global)."""
+    return GLOBAL_CATEGORY if regime == "global" else category
+
+
+def model_path(detector: str, regime: str, domain: str, category: str) -> str:
+    return model_dir(detector, regime, domain, model_category(regime, category)).as_posix()
+
+
+def splits_input(domain: str) -> str:
+    return domain_splits_file(domain).as_posix()
+
+
 def score_files(params: Params) -> list[str]:
-    """Every model scores every data domain (shift_on_clean too: how an adapted model does on clean data)."""
+    """Every model scores every data domain's val and test images once (shift_on_clean too:
+    how an adapted model does on clean data)."""
     return [
         scores_file(d, r, m, x, split, c).as_posix()
-        for d, r, m, x, split, c in product(params.detectors, params.regimes, params.domains, params.domains, SCORED_SPLITS, params.categories)
+        for d, r, m, x, split, c in product(params.detectors, REGIMES, DOMAINS, DOMAINS, SCORED_SPLITS, params.categories)
     ]

@@ -96,6 +96,7 @@ from tqdm import tqdm
 from shiftad.data.images import read_image, read_mask
 from shiftad.data.records import ImageRecord
 from shiftad.io import atomic_dir
+from shiftad.params import Params
 
 FAMILIES = ("geometric", "photometric", "illumination")
 SPLITS = ("train", "val", "test")
@@ -422,3 +423,17 @@ def shifted_records(shifted_splits: dict[str, Any], category: str, split: str) -
     fields = ImageRecord.__dataclass_fields__
     entries = shifted_splits["categories"][category][split]
     return [ImageRecord(**{k: v for k, v in e.items() if k in fields}) for e in entries]
+
+
+def run_shift_stage(params: Params, progress: bool = True) -> dict[str, Any]:
+    """The shift stage: shifted copies of every split under data/shifted/, listed in shifted_splits.json."""
+    from shiftad.io import write_json
+    from shiftad.paths import SHIFTED_DIR, SHIFTED_SPLITS
+    from shiftad.split import SPLIT_NAMES, SplitView
+
+    view = SplitView.clean()
+    records_by_split = {c: {s: view.get(c, s) for s in SPLIT_NAMES} for c in view.categories}
+    settings = ShiftSettings(**params.shift.model_dump())
+    content = shift_dataset(records_by_split, settings, params.seed, SHIFTED_DIR, progress=progress)
+    write_json(SHIFTED_SPLITS, content)
+    return content

@@ -23,8 +23,9 @@ from shiftad.data.records import ImageRecord, read_manifest
 from shiftad.errors import DataError
 from shiftad.io import read_json, write_json
 from shiftad.params import Params
+from shiftad.paths import MANIFEST, SHIFTED_SPLITS, SPLITS
 
-SPLITS = ("train", "val", "test")
+SPLIT_NAMES = ("train", "val", "test")
 
 
 def category_rng(seed: int, category: str) -> np.random.Generator:
@@ -95,15 +96,36 @@ def run_split_stage(params: Params, manifest: Path, output: Path) -> dict:
 
 
 class SplitView:
-    """Records of one category and split, in the order splits.json lists them."""
+    """Records of one category and split, in the order the splits file lists them."""
 
-    def __init__(self, manifest: Path, splits: Path) -> None:
-        self.records = {r.path: r for r in read_manifest(manifest)}
-        self.splits = read_json(splits)["categories"]
+    def __init__(self, splits: dict[str, dict[str, list[ImageRecord]]]) -> None:
+        self.splits = splits
+
+    @classmethod
+    def clean(cls, manifest: Path = MANIFEST, splits: Path = SPLITS) -> "SplitView":
+        records = {r.path: r for r in read_manifest(manifest)}
+        lists = read_json(splits)["categories"]
+        return cls({c: {s: [records[p] for p in paths] for s, paths in parts.items()} for c, parts in lists.items()})
+
+    @classmethod
+    def shifted(cls, shifted_splits: Path = SHIFTED_SPLITS) -> "SplitView":
+        from shiftad.shift import shifted_records  # torchvision is only needed for the shift domain
+
+        content = read_json(shifted_splits)
+        return cls({c: {s: shifted_records(content, c, s) for s in parts} for c, parts in content["categories"].items()})
 
     @property
     def categories(self) -> list[str]:
         return sorted(self.splits)
 
     def get(self, category: str, split: str) -> list[ImageRecord]:
-        return [self.records[path] for path in self.splits[category][split]]
+        return list(self.splits[category][split])
+
+
+def domain_view(domain: str) -> SplitView:
+    """The images of a domain: `clean` (manifest + splits.json) or `shift` (shifted_splits.json)."""
+    if domain == "clean":
+        return SplitView.clean()
+    if domain == "shift":
+        return SplitView.shifted()
+    raise ValueError(f"unknown domain '{domain}' (clean or shift)")

@@ -1,14 +1,15 @@
-from shiftad.pipeline import score_files
+from shiftad.pipeline import DOMAINS, score_files, splits_input
 
 
 rule evaluate:
     input:
         scores=score_files(P),
-        splits="data/processed/splits.json",
+        splits=[splits_input(d) for d in DOMAINS],
         code="src/shiftad/evaluate",
     output:
         table="results/metrics/scenarios.csv",
         records="results/metrics/scenarios.json",
+        effects="results/metrics/shift_effects.csv",
         summary="results/metrics/summary.json",
         roc="results/plots/roc.csv",
         predictions=directory("results/predictions"),

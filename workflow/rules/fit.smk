@@ -1,8 +1,17 @@
+from shiftad.pipeline import DOMAINS, GLOBAL_CATEGORY, REGIMES, model_path, splits_input
+
+
+wildcard_constraints:
+    regime="|".join(REGIMES),
+    domain="|".join(DOMAINS),
+    model="|".join(DOMAINS),
+
+
 rule fit:
     input:
         raw="data/raw/source.json",
         manifest="data/processed/manifest.json",
-        splits="data/processed/splits.json",
+        splits=lambda w: splits_input(w.domain),
         code=["src/shiftad/fit.py", "src/shiftad/detectors", "src/shiftad/components", "src/shiftad/backbones.py"],
     output:
         directory("results/models/{detector}/{regime}/{domain}/{category}"),

@@ -25,8 +25,9 @@ from shiftad.evaluate.metrics import image_metrics, pixel_metrics
 from shiftad.evaluate.thresholds import compute_thresholds
 from shiftad.io import atomic_dir, atomic_path, load_npz, write_json, write_text
 from shiftad.params import Params
-from shiftad.paths import HEATMAPS_DIR, MANIFEST, METRICS_DIR, PLOTS_DIR, PREDICTIONS_DIR, SPLITS, scores_file
-from shiftad.split import SplitView
+from shiftad.paths import HEATMAPS_DIR, METRICS_DIR, PLOTS_DIR, PREDICTIONS_DIR, scores_file
+from shiftad.pipeline import REGIMES
+from shiftad.split import domain_view
 
 log = logging.getLogger(__name__)
 HEADLINE_METRICS = ("image_auroc", "image_auprc", "f1", "pixel_auroc", "aupro")
@@ -125,10 +126,33 @@ def summarise(table: pd.DataFrame) -> dict:
     return summary
 
 
+SHIFT_SCENARIOS = ("clean", "shift_no_adaptation", "shift_threshold_only", "shift_adapted")
+EFFECT_METRICS = ("image_auroc", "f1", "pixel_auroc", "aupro")
+
+
+def shift_effects(table: pd.DataFrame) -> pd.DataFrame:
+    """Degradation (clean -> no adaptation) and recovery (no adaptation -> threshold only ->
+    adapted) per detector, regime and category, plus the macro mean; one row per metric."""
+    if not set(SHIFT_SCENARIOS) <= set(table["scenario"]):
+        return pd.DataFrame()
+    long = table[table["scenario"].isin(SHIFT_SCENARIOS)].melt(
+        id_vars=["detector", "regime", "scenario", "category"], value_vars=list(EFFECT_METRICS), var_name="metric"
+    )
+    wide = long.pivot_table(index=["detector", "regime", "metric", "category"], columns="scenario", values="value", dropna=False).reset_index()
+    macro = wide.groupby(["detector", "regime", "metric"], as_index=False)[list(SHIFT_SCENARIOS)].mean().assign(category="mean")
+    wide = pd.concat([wide, macro], ignore_index=True)
+    wide["degradation"] = wide["clean"] - wide["shift_no_adaptation"]
+    wide["recovery_threshold_only"] = wide["shift_threshold_only"] - wide["shift_no_adaptation"]
+    wide["recovery_adapted"] = wide["shift_adapted"] - wide["shift_no_adaptation"]
+    wide.columns.name = None
+    wide["is_mean"] = wide["category"] == "mean"  # the macro row last in each block
+    return wide.sort_values(["detector", "regime", "metric", "is_mean", "category"], ignore_index=True).drop(columns="is_mean")
+
+
 def run_evaluate_stage(params: Params, progress: bool = True) -> pd.DataFrame:
-    view = SplitView(MANIFEST, SPLITS)
+    views = {domain: domain_view(domain) for domain in {s.test for s in params.scenarios.values()}}
     rows, rocs = [], []
-    runs = [(d, r, s) for d in params.detectors for r in params.regimes for s in params.scenarios]
+    runs = [(d, r, s) for d in params.detectors for r in REGIMES for s in params.scenarios]
     with atomic_dir(PREDICTIONS_DIR) as predictions_dir, atomic_dir(HEATMAPS_DIR) as heatmaps_dir:
         for detector, regime, scenario_name in tqdm(runs, desc="evaluate", disable=not progress):
             scenario = params.scenarios[scenario_name]
@@ -138,11 +162,14 @@ def run_evaluate_stage(params: Params, progress: bool = True) -> pd.DataFrame:
                 test = load_npz(scores_file(detector, regime, scenario.model, scenario.test, "test", category))
                 run_path = Path(detector) / regime / scenario_name
                 heat_folder = heatmaps_dir / run_path / category if params.evaluation.heatmaps else None
-                row, predictions, roc = evaluate_category(params, view.get(category, "test"), val, test, context, heat_folder)
+                records = views[scenario.test].get(category, "test")
+                row, predictions, roc = evaluate_category(params, records, val, test, context, heat_folder)
                 if heat_folder is not None:  # record the final location, not the temporary one
                     for p in predictions:
                         p["prediction"]["heatmap_path"] = (HEATMAPS_DIR / Path(p["prediction"]["heatmap_path"]).relative_to(heatmaps_dir)).as_posix()
-                rows.append({"detector": detector, "regime": regime, "scenario": scenario_name, "category": category, **row})
+                shift = {"shift_severity": params.shift.severity, "shift_families": "+".join(params.shift.families)} if scenario.test == "shift" else {}
+                rows.append({"detector": detector, "regime": regime, "scenario": scenario_name, "category": category,
+                             "model_domain": scenario.model, "threshold_domain": scenario.threshold, "test_domain": scenario.test, **shift, **row})
                 write_json(predictions_dir / run_path / f"{category}.json", predictions)
                 if not roc.empty:
                     rocs.append(roc.assign(curve=context))
@@ -152,6 +179,7 @@ def run_evaluate_stage(params: Params, progress: bool = True) -> pd.DataFrame:
     write_text(METRICS_DIR / "scenarios.csv", table.to_csv(index=False, float_format="%.6g"))
     write_json(METRICS_DIR / "scenarios.json", json.loads(table.to_json(orient="records")))  # NaN -> null
     write_json(METRICS_DIR / "summary.json", summarise(table))
+    write_text(METRICS_DIR / "shift_effects.csv", shift_effects(table).to_csv(index=False, float_format="%.6g"))
     roc_table = pd.concat(rocs, ignore_index=True) if rocs else pd.DataFrame(columns=["fpr", "tpr", "curve"])
     write_text(PLOTS_DIR / "roc.csv", roc_table[["curve", "fpr", "tpr"]].to_csv(index=False, float_format="%.6g"))
     return table
