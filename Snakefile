@@ -1,6 +1,9 @@
-# shiftad DAG: data -> split -> shift -> fit -> score -> evaluate -> report.
+# shiftad DAG: data -> split -> shift -> fit -> score -> evaluate -> robustness -> statistics
+# -> notebooks -> report.
 # Rules only call the `shiftad` CLI; every number lives in params.yaml.
 # `--configfile my.yaml` overrides params.yaml key by key, and the CLI sees the same files.
+
+from pathlib import Path
 
 from shiftad.params import validate_params
 
@@ -16,6 +19,9 @@ include: "workflow/rules/shift.smk"
 include: "workflow/rules/fit.smk"
 include: "workflow/rules/score.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/robustness.smk"
+include: "workflow/rules/statistics.smk"
+include: "workflow/rules/notebooks.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -71,10 +71,36 @@ def cmd_evaluate(params: Params, args: argparse.Namespace) -> None:
     run_evaluate_stage(params, progress=not args.quiet)
 
 
+def cmd_robustness(params: Params, args: argparse.Namespace) -> None:
+    from shiftad.robustness import run_robustness_stage
+
+    _configure_threads(params)
+    run_robustness_stage(params, args.detector, args.category, progress=not args.quiet)
+
+
+def cmd_statistics(params: Params, args: argparse.Namespace) -> None:
+    from shiftad.statistics.stage import run_statistics_stage
+
+    run_statistics_stage(params, progress=not args.quiet)
+
+
+def cmd_notebooks(params: Params, args: argparse.Namespace) -> None:
+    from shiftad.notebooks import run_notebooks_stage
+
+    run_notebooks_stage(params, progress=not args.quiet)
+
+
 def cmd_report(params: Params, args: argparse.Namespace) -> None:
     from shiftad.report.stage import run_report_stage
 
-    run_report_stage(params)
+    run_report_stage(params, progress=not args.quiet)
+
+
+def cmd_screenshot(params: Params, args: argparse.Namespace) -> None:
+    from shiftad.report.browser import screenshot
+
+    out = screenshot(args.page, args.out, width=args.width, height=args.height)
+    log.info("%s: screenshot of %s", out, args.page)
 
 
 def cmd_check_params(params: Params, args: argparse.Namespace) -> None:
@@ -108,7 +134,17 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--model", required=True, choices=DOMAINS, help="domain the model was fitted on")
     score.add_argument("--category", required=True)
     add("evaluate", cmd_evaluate, "thresholds from val, metrics on test, per-image records and heatmaps")
-    add("report", cmd_report, "tables and figures in report/")
+    robustness = add("robustness", cmd_robustness, "severity sweep: one category's test images shifted by one family at a time, scored by the clean per-class model")
+    robustness.add_argument("--detector", required=True)
+    robustness.add_argument("--category", required=True)
+    add("statistics", cmd_statistics, "bootstrap CIs, paired tests (bootstrap, DeLong, Holm), breakdowns and error lists")
+    add("report", cmd_report, "tables (CSV, Markdown, LaTeX), figures (PNG, PDF) and report/index.html")
+    shot = add("screenshot", cmd_screenshot, "render a report page in headless Chromium and save a PNG (a tool, not a DAG stage)")
+    shot.add_argument("page", nargs="?", default="report/index.html")
+    shot.add_argument("--out", default="report/screenshot.png")
+    shot.add_argument("--width", type=int, default=1280)
+    shot.add_argument("--height", type=int, default=2400)
+    add("notebooks", cmd_notebooks, "execute the notebooks with papermill into report/notebooks/ and convert them to HTML")
     return parser
 
 

@@ -148,8 +148,42 @@ class EvaluationParams(Section):
     heatmaps: bool = True
 
 
+class RobustnessParams(Section):
+    """The severity sweep: test images shifted by one family at a time, scored by the clean
+    per-class models (no adaptation), for robustness curves against severity."""
+
+    severities: list[Annotated[int, Field(ge=1, le=5)]] = Field(default_factory=lambda: [1, 3, 5])
+    families: list[ShiftFamily] = Field(default_factory=lambda: ["geometric", "photometric", "illumination"])
+
+    @field_validator("severities", "families")
+    @classmethod
+    def _no_repeats(cls, values: list) -> list:
+        if len(set(values)) != len(values):
+            raise ValueError(f"values repeat in {values}")
+        return values
+
+
+class StatisticsParams(Section):
+    n_resamples: int = Field(1000, ge=100, description="bootstrap resamples of the test images (stratified)")
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    size_edges: list[float] = Field(
+        default_factory=lambda: [0.005, 0.02], min_length=2, max_length=2,
+        description="defect area as a fraction of the image: small < edge 1 <= medium < edge 2 <= large",
+    )
+    top_errors: int = Field(5, ge=1, description="false positives and false negatives listed per run and category")
+
+    @field_validator("size_edges")
+    @classmethod
+    def _increasing(cls, edges: list[float]) -> list[float]:
+        if not 0 < edges[0] < edges[1] < 1:
+            raise ValueError(f"need 0 < small edge < large edge < 1, got {edges}")
+        return edges
+
+
 class ReportParams(Section):
-    gallery_images: int = Field(6, ge=1, description="test images per category in the heatmap gallery")
+    gallery_images: int = Field(6, ge=1, description="test images per category in the figure galleries (the HTML page shows all)")
+    pdf: bool = Field(True, description="save every figure as PDF beside the PNG")
+    notebooks: bool = Field(True, description="execute the notebooks into report/notebooks/")
 
 
 CategoryName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
@@ -171,6 +205,8 @@ class Params(Section):
     shift: ShiftParams = ShiftParams()
     scenarios: dict[str, ScenarioParams] = Field(default_factory=lambda: dict(DEFAULT_SCENARIOS), min_length=1)
     evaluation: EvaluationParams = EvaluationParams()
+    robustness: RobustnessParams = RobustnessParams()
+    statistics: StatisticsParams = StatisticsParams()
     report: ReportParams = ReportParams()
     threads: int = Field(2, ge=1, description="CPU threads per job")
 

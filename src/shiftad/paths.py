@@ -15,6 +15,10 @@ METRICS_DIR = Path("results/metrics")
 PREDICTIONS_DIR = Path("results/predictions")
 HEATMAPS_DIR = Path("results/heatmaps")
 PLOTS_DIR = Path("results/plots")
+ROC_DIR = PLOTS_DIR / "roc"  # one CSV per run and category: DVC plots, `dvc plots diff`
+PR_DIR = PLOTS_DIR / "pr"
+STATISTICS_DIR = Path("results/statistics")
+ROBUSTNESS_DIR = Path("results/robustness")
 REPORT_DIR = Path("report")
 
 
@@ -30,3 +34,13 @@ def domain_splits_file(domain: str) -> Path:
 def scores_file(detector: str, regime: str, model_domain: str, data_domain: str, split: str, category: str) -> Path:
     """Scores of the `model_domain` model on the `data_domain` images of one split and category."""
     return SCORES_DIR / detector / regime / f"{model_domain}_on_{data_domain}" / split / f"{category}.npz"
+
+
+def curve_file(detector: str, regime: str, scenario: str, category: str) -> str:
+    """File name of one ROC / PR curve (flat, so `dvc plots` lists one plot per curve)."""
+    return f"{detector}__{regime}__{scenario}__{category}.csv"
+
+
+def parse_curve_file(name: str) -> dict[str, str]:
+    detector, regime, scenario, category = Path(name).stem.split("__")
+    return {"detector": detector, "regime": regime, "scenario": scenario, "category": category}

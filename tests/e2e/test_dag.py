@@ -19,7 +19,7 @@ from conftest import REPO
 
 pytestmark = pytest.mark.e2e
 BIN = Path(sys.executable).parent
-PROJECT_FILES = ["Snakefile", "dvc.yaml", "params.yaml", "workflow", "src", ".dvc/config", ".dvcignore"]
+PROJECT_FILES = ["Snakefile", "dvc.yaml", "params.yaml", "workflow", "src", "notebooks", ".dvc/config", ".dvcignore"]
 
 
 def copy_project(target: Path) -> Path:
@@ -79,12 +79,71 @@ def check_outputs(project: Path, categories=("brick", "widget"), detectors=("pad
         for record in records:
             assert set(record) == {"filename", "ground_truth", "prediction", "correct"}
             assert (project / record["prediction"]["heatmap_path"]).is_file()
-    for name in ("tables/metrics.csv", "tables/metrics.md", f"figures/roc_{detectors[-1]}_global_shift_adapted.png",
-                 f"figures/gallery_{detectors[-1]}_per_class_clean.png", "index.md"):
-        assert (project / "report" / name).is_file(), name
+    assert len(list((project / "results/plots/roc").glob("*.csv"))) == len(table)  # one curve per run and category
+    assert len(list((project / "results/plots/pr").glob("*.csv"))) == len(table)
     summary = json.loads((project / "results/metrics/summary.json").read_text())
     assert 0 <= summary[detectors[-1]]["global"]["shift_adapted"]["image_auroc"] <= 1
+    check_statistics(project, table, categories, detectors)
+    check_report(project, detectors)
     return table
+
+
+def check_statistics(project: Path, table: pd.DataFrame, categories, detectors) -> None:
+    stats = project / "results/statistics"
+    intervals = pd.read_csv(stats / "intervals.csv")
+    assert len(intervals) == (len(table) + len(table) // len(categories)) * 5  # each run: categories + mean, 5 metrics
+    merged = intervals.merge(table, on=["detector", "regime", "scenario", "category"])
+    for metric in ("image_auroc", "f1", "aupro"):
+        rows = merged[merged["metric"] == metric]
+        assert (rows["estimate"] - rows[metric]).abs().max() < 1e-5, metric  # the evaluate stage's exact numbers
+    defined = intervals.dropna(subset=["ci_low"])
+    assert (defined["ci_low"] <= defined["estimate"] + 1e-9).all() and (defined["estimate"] <= defined["ci_high"] + 1e-9).all()
+    comparisons = pd.read_csv(stats / "comparisons.csv")
+    assert {"scenario", "adaptation", "regime"} <= set(comparisons["family"])
+    assert comparisons["p_bootstrap_holm"].dropna().between(0, 1).all()
+    assert (comparisons["p_bootstrap_holm"] >= comparisons["p_bootstrap"] - 1e-12).all()
+    robustness = pd.read_csv(stats / "robustness.csv")
+    assert sorted(robustness["severity"].unique()) == [0, 1, 5]
+    assert set(robustness["family"]) == {"geometric", "photometric", "illumination"}
+    breakdowns = pd.read_csv(stats / "breakdowns.csv")
+    assert {"defect_type", "defect_size"} == set(breakdowns["breakdown"])
+    headline = json.loads((stats / "headline.json").read_text())
+    value = headline[detectors[-1]]["per_class"]["clean"]["image_auroc"]
+    assert value["ci_low"] <= value["value"] <= value["ci_high"]
+
+
+def check_report(project: Path, detectors) -> None:
+    from shiftad.report.html import check_links
+
+    report = project / "report"
+    for name in ("index.html", "index.md", "tables/headline.csv", "tables/headline.md", "tables/headline.tex",
+                 "tables/comparisons.tex", "tables/robustness.md", f"figures/curves_{detectors[-1]}_per_class.png",
+                 f"figures/curves_{detectors[-1]}_per_class.pdf", "figures/robustness_image_auroc.png",
+                 "figures/shift_effects_image_auroc.pdf", f"figures/scores_{detectors[-1]}_global.png",
+                 f"figures/gallery_{detectors[-1]}_per_class_clean.png", "notebooks/03_shift_analysis.html",
+                 "notebooks/04_statistics.ipynb"):
+        assert (report / name).is_file(), name
+    assert "\\toprule" in (report / "tables/headline.tex").read_text()
+    page = (report / "index.html").read_text()
+    assert check_links(report / "index.html") == []
+    assert "://" not in page.replace("http://www.w3.org", "")  # self-contained: relative links only
+    assert page.count('class="tile') >= 10 and "Anomalous" in page and "notebooks/01_data_exploration.html" in page
+
+
+def check_page_renders(page: Path, png: Path) -> None:
+    """The real report in headless Chromium: it renders (tables, figures), not a blank page."""
+    import numpy as np
+    from PIL import Image
+
+    from shiftad.report.browser import find_chromium, screenshot
+
+    if find_chromium() is None:
+        pytest.skip("chromium not installed (apt-get install chromium): the rendered page was not checked")
+    screenshot(page, png, width=1280, height=2000)
+    pixels = np.asarray(Image.open(png).convert("L"))
+    assert pixels.shape == (2000, 1280)
+    dark = pixels < 100  # text and table rules
+    assert dark.mean() > 0.01 and dark[:400].any() and dark[1500:].any(), "the page looks blank"
 
 
 DATA_FILES = ["data/processed/manifest.json", "data/processed/splits.json", "data/processed/shifted_splits.json"]
@@ -94,6 +153,9 @@ def test_snakemake_runs_the_whole_study_and_one_seed_gives_identical_data(tmp_pa
     project = copy_project(tmp_path)
     run([str(BIN / "snakemake"), "--cores", "2", "--configfile", "tiny.yaml"], project)
     check_outputs(project)
+    run([str(BIN / "snakemake"), "--configfile", "tiny.yaml", "--report", "report/snakemake.html"], project)
+    assert "curves_patchcore_per_class" in (project / "report/snakemake.html").read_text(errors="replace")
+    check_page_renders(project / "report/index.html", tmp_path / "page.png")
     before = {name: (project / name).read_bytes() for name in DATA_FILES}
     shifted_image = next((project / "data/shifted").rglob("*.png"))
     image_bytes = shifted_image.read_bytes()
@@ -110,7 +172,10 @@ def test_dvc_repro_reruns_only_what_a_patchcore_param_touches(tmp_path):
     run(["git", "init", "-q"], project)
     run([str(BIN / "dvc"), "repro"], project)
     check_outputs(project, categories=("widget",), detectors=("patchcore",))
-    assert "image_auroc" in run([str(BIN / "dvc"), "metrics", "show"], project)
+    metrics = run([str(BIN / "dvc"), "metrics", "show"], project)
+    assert "image_auroc" in metrics and "ci_low" in metrics  # headline.json: macro means with CIs
+    run([str(BIN / "dvc"), "plots", "show", "-o", "dvc_plots"], project)
+    assert (project / "dvc_plots/index.html").is_file()
     assert "up to date" in run([str(BIN / "dvc"), "status"], project).lower()
 
     params["patchcore"]["coreset_ratio"] = 0.1
@@ -124,6 +189,6 @@ def test_dvc_repro_reruns_only_what_a_patchcore_param_touches(tmp_path):
     for stage in ("data", "split", "shift"):
         assert f"Stage '{stage}' didn't change, skipping" in log, stage
     scores = {f"score@patchcore-{m}-widget" for m in ("clean", "shift")} | {f"score_global@patchcore-{m}-widget" for m in ("clean", "shift")}
-    for stage in sorted(fits | scores) + ["evaluate", "report"]:
+    for stage in sorted(fits | scores) + ["evaluate", "robustness@patchcore-widget", "statistics", "notebooks", "report"]:
         assert f"Running stage '{stage}'" in log, stage
     assert (project / "data/processed/manifest.json").stat().st_mtime_ns == manifest_mtime

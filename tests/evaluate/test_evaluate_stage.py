@@ -6,7 +6,7 @@ from PIL import Image
 from shiftad.data.records import ImageRecord
 from shiftad.evaluate.stage import evaluate_category, ground_truth_masks, summarise
 from shiftad.params import validate_params
-from shiftad.report.stage import markdown_table, with_macro_mean
+from shiftad.report.tables import markdown_table, with_macro_mean
 
 
 @pytest.fixture
@@ -38,13 +38,17 @@ def score_file(records, image_scores):
 def test_threshold_comes_from_validation_only(records):
     params = validate_params({"evaluation": {"threshold": {"rule": "percentile", "percentile": 50}}})
     val = score_file(records, [1, 2, 3, 10, 11, 12])
-    row_a, preds_a, _ = evaluate_category(params, records, val, score_file(records, [0, 0, 0, 5, 5, 5]), "t", None)
-    row_b, _, _ = evaluate_category(params, records, val, score_file(records, [100, 0, 0, 0, 0, 100]), "t", None)
+    row_a, preds_a, roc_a, pr_a = evaluate_category(params, records, val, score_file(records, [0, 0, 0, 5, 5, 5]), "t", None)
+    row_b, _, _, _ = evaluate_category(params, records, val, score_file(records, [100, 0, 0, 0, 0, 100]), "t", None)
     assert row_a["threshold"] == row_b["threshold"] == 2.0  # median of val normals (1, 2, 3)
     assert row_a["image_auroc"] == 1.0 and row_b["image_auroc"] != 1.0
     assert row_a["pixel_auroc"] == 1.0 and row_a["aupro"] == pytest.approx(1.0)
     assert [p["prediction"]["is_anomalous"] for p in preds_a] == [False] * 3 + [True] * 3
     assert all(p["correct"] for p in preds_a)
+    assert preds_a[3]["ground_truth"]["mask_path"] == records[3].mask_path
+    # curves: a perfect separation reaches TPR 1 at FPR 0 and precision 1 at recall 1
+    assert ((roc_a["fpr"] == 0) & (roc_a["tpr"] == 1)).any()
+    assert ((pr_a["recall"] == 1) & (pr_a["precision"] == 1)).any()
 
 
 def test_score_file_out_of_step_with_splits_is_an_error(records):

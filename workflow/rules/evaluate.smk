@@ -11,7 +11,8 @@ rule evaluate:
         records="results/metrics/scenarios.json",
         effects="results/metrics/shift_effects.csv",
         summary="results/metrics/summary.json",
-        roc="results/plots/roc.csv",
+        roc=directory("results/plots/roc"),
+        pr=directory("results/plots/pr"),
         predictions=directory("results/predictions"),
         heatmaps=directory("results/heatmaps"),
     params:

@@ -1,17 +1,23 @@
+# The DAG's last rule: tables, figures, gallery and report/index.html.
 rule report:
     input:
         table="results/metrics/scenarios.csv",
-        roc="results/plots/roc.csv",
+        statistics=rules.statistics.output,
+        roc="results/plots/roc",
+        pr="results/plots/pr",
         predictions="results/predictions",
         heatmaps="results/heatmaps",
+        notebooks="report/notebooks",
         code="src/shiftad/report",
     output:
         tables=directory("report/tables"),
-        figures=directory("report/figures"),
-        index="report/index.md",
+        figures=report(directory("report/figures"), patterns=["{name}.png"], caption="../report/figures.rst", category="Figures"),
+        gallery=directory("report/gallery"),
+        index="report/index.html",
+        markdown="report/index.md",
     params:
         report=P.report.model_dump(),
     log:
         "logs/report.log",
     shell:
-        "shiftad report {PARAMS} 2> {log}"
+        "shiftad report {PARAMS} --quiet 2> {log}"

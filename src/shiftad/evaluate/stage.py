@@ -3,8 +3,9 @@
 A scenario names the domain of the model, of the validation images that set the threshold,
 and of the test images the metrics are computed on. Thresholds see validation scores only.
 Outputs: `results/metrics/scenarios.{csv,json}` (one tidy row per run and category),
-`results/metrics/summary.json` (macro means, for `dvc metrics show`), `results/plots/roc.csv`,
-per-image records in `results/predictions/` and heatmap overlays in `results/heatmaps/`.
+`results/metrics/summary.json` (macro means, for `dvc metrics show`), one ROC and one PR curve
+file per run and category in `results/plots/{roc,pr}/` (DVC plots), per-image records in
+`results/predictions/` and heatmap overlays in `results/heatmaps/`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image
-from sklearn.metrics import roc_curve
+from sklearn.metrics import precision_recall_curve, roc_curve
 from tqdm.auto import tqdm
 
 from shiftad.data.images import read_image, read_mask
@@ -25,7 +26,7 @@ from shiftad.evaluate.metrics import image_metrics, pixel_metrics
 from shiftad.evaluate.thresholds import compute_thresholds
 from shiftad.io import atomic_dir, atomic_path, load_npz, write_json, write_text
 from shiftad.params import Params
-from shiftad.paths import HEATMAPS_DIR, METRICS_DIR, PLOTS_DIR, PREDICTIONS_DIR, scores_file
+from shiftad.paths import HEATMAPS_DIR, METRICS_DIR, PR_DIR, PREDICTIONS_DIR, ROC_DIR, curve_file, scores_file
 from shiftad.pipeline import REGIMES
 from shiftad.split import domain_view
 
@@ -46,35 +47,36 @@ def ground_truth_masks(records: list[ImageRecord], size: tuple[int, int]) -> np.
     return masks
 
 
-def overlay(image: np.ndarray, heat: np.ndarray, mask: np.ndarray | None, vmin: float, vmax: float) -> np.ndarray:
-    """Jet heatmap blended over the image; the ground-truth outline drawn in white."""
+HEATMAP_ALPHA = 0.45  # share of the heat colour in the blend: the image stays readable beneath
+
+
+def overlay(image: np.ndarray, heat: np.ndarray, vmin: float, vmax: float) -> np.ndarray:
+    """The anomaly map as a semi-transparent jet layer (blue = low, red = at or above `vmax`)
+    over the image resized to the map size. The ground truth is not drawn in: the report
+    layers it on top, so the heat stays visible under it."""
     from matplotlib import colormaps
-    from scipy.ndimage import binary_erosion
 
     size = heat.shape
     base = np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.BILINEAR), dtype=np.float32) / 255.0
     level = np.clip((heat - vmin) / max(vmax - vmin, 1e-12), 0.0, 1.0)
     colour = colormaps["jet"](level)[..., :3]
-    blended = 0.55 * base + 0.45 * colour
-    if mask is not None and mask.any():
-        blended[mask & ~binary_erosion(mask)] = 1.0
+    blended = (1.0 - HEATMAP_ALPHA) * base + HEATMAP_ALPHA * colour
     return (blended * 255).round().astype(np.uint8)
 
 
-def _write_heatmaps(folder: Path, records: list[ImageRecord], maps: np.ndarray, masks: np.ndarray | None, vmin: float, vmax: float) -> list[str]:
+def _write_heatmaps(folder: Path, records: list[ImageRecord], maps: np.ndarray, vmin: float, vmax: float) -> list[str]:
     paths = []
     for i, record in enumerate(records):
         path = folder / f"{i:04d}_{record.defect_type}_{Path(record.path).stem}.png"  # index: stems may repeat
-        mask = masks[i] if masks is not None else None
         with atomic_path(path) as tmp:
-            Image.fromarray(overlay(read_image(record.path), maps[i], mask, vmin, vmax)).save(tmp, format="PNG")
+            Image.fromarray(overlay(read_image(record.path), maps[i], vmin, vmax)).save(tmp, format="PNG")
         paths.append(path.as_posix())
     return paths
 
 
 def evaluate_category(
     params: Params, records: list[ImageRecord], val: dict[str, np.ndarray], test: dict[str, np.ndarray], context: str, heatmap_folder: Path | None
-) -> tuple[dict, list[dict], pd.DataFrame]:
+) -> tuple[dict, list[dict], pd.DataFrame, pd.DataFrame]:
     settings = params.evaluation
     if list(test["paths"]) != [r.path for r in records]:
         raise RuntimeError(f"{context}: score file does not match splits.json; rerun the score stage")
@@ -100,21 +102,23 @@ def evaluate_category(
     if heatmap_folder is not None:
         normal_val_maps = val["maps"][val["labels"] == 0]
         vmin = float(np.median(normal_val_maps)) if len(normal_val_maps) else float(maps.min())
-        heatmap_paths = _write_heatmaps(heatmap_folder, records, maps, masks, vmin, max(thresholds.value, vmin + 1e-6))
+        heatmap_paths = _write_heatmaps(heatmap_folder, records, maps, vmin, max(thresholds.value, vmin + 1e-6))
     predictions = [
         {
             "filename": record.path,
-            "ground_truth": {"is_anomalous": record.is_anomalous, "defect_type": record.defect_type},
+            "ground_truth": {"is_anomalous": record.is_anomalous, "defect_type": record.defect_type, "mask_path": record.mask_path},
             "prediction": {"is_anomalous": bool(score >= thresholds.value), "anomaly_score": float(score), "heatmap_path": heatmap},
             "correct": bool((score >= thresholds.value) == record.is_anomalous),
         }
         for record, score, heatmap in zip(records, scores, heatmap_paths)
     ]
-    roc = pd.DataFrame()
+    roc, pr = pd.DataFrame(), pd.DataFrame()
     if 0 < labels.sum() < len(labels):
-        fpr, tpr, _ = roc_curve(labels, scores)
-        roc = pd.DataFrame({"fpr": fpr, "tpr": tpr})
-    return row, predictions, roc
+        fpr, tpr, roc_thresholds = roc_curve(labels, scores)
+        roc = pd.DataFrame({"fpr": fpr, "tpr": tpr, "threshold": roc_thresholds})
+        precision, recall, pr_thresholds = precision_recall_curve(labels, scores)
+        pr = pd.DataFrame({"recall": recall, "precision": precision, "threshold": np.append(pr_thresholds, np.nan)})
+    return row, predictions, roc, pr
 
 
 def summarise(table: pd.DataFrame) -> dict:
@@ -151,9 +155,10 @@ def shift_effects(table: pd.DataFrame) -> pd.DataFrame:
 
 def run_evaluate_stage(params: Params, progress: bool = True) -> pd.DataFrame:
     views = {domain: domain_view(domain) for domain in {s.test for s in params.scenarios.values()}}
-    rows, rocs = [], []
+    rows = []
     runs = [(d, r, s) for d in params.detectors for r in REGIMES for s in params.scenarios]
-    with atomic_dir(PREDICTIONS_DIR) as predictions_dir, atomic_dir(HEATMAPS_DIR) as heatmaps_dir:
+    with (atomic_dir(PREDICTIONS_DIR) as predictions_dir, atomic_dir(HEATMAPS_DIR) as heatmaps_dir,
+          atomic_dir(ROC_DIR) as roc_dir, atomic_dir(PR_DIR) as pr_dir):
         for detector, regime, scenario_name in tqdm(runs, desc="evaluate", disable=not progress):
             scenario = params.scenarios[scenario_name]
             for category in params.categories:
@@ -163,7 +168,7 @@ def run_evaluate_stage(params: Params, progress: bool = True) -> pd.DataFrame:
                 run_path = Path(detector) / regime / scenario_name
                 heat_folder = heatmaps_dir / run_path / category if params.evaluation.heatmaps else None
                 records = views[scenario.test].get(category, "test")
-                row, predictions, roc = evaluate_category(params, records, val, test, context, heat_folder)
+                row, predictions, roc, pr = evaluate_category(params, records, val, test, context, heat_folder)
                 if heat_folder is not None:  # record the final location, not the temporary one
                     for p in predictions:
                         p["prediction"]["heatmap_path"] = (HEATMAPS_DIR / Path(p["prediction"]["heatmap_path"]).relative_to(heatmaps_dir)).as_posix()
@@ -172,7 +177,8 @@ def run_evaluate_stage(params: Params, progress: bool = True) -> pd.DataFrame:
                              "model_domain": scenario.model, "threshold_domain": scenario.threshold, "test_domain": scenario.test, **shift, **row})
                 write_json(predictions_dir / run_path / f"{category}.json", predictions)
                 if not roc.empty:
-                    rocs.append(roc.assign(curve=context))
+                    write_text(roc_dir / curve_file(detector, regime, scenario_name, category), roc.to_csv(index=False, float_format="%.6g"))
+                    write_text(pr_dir / curve_file(detector, regime, scenario_name, category), pr.to_csv(index=False, float_format="%.6g"))
                 log.info("%s: image AUROC %.3f, pixel AUROC %.3f, AU-PRO %.3f", context, row["image_auroc"], row["pixel_auroc"], row["aupro"])
     table = pd.DataFrame(rows)
     METRICS_DIR.mkdir(parents=True, exist_ok=True)
@@ -180,6 +186,4 @@ def run_evaluate_stage(params: Params, progress: bool = True) -> pd.DataFrame:
     write_json(METRICS_DIR / "scenarios.json", json.loads(table.to_json(orient="records")))  # NaN -> null
     write_json(METRICS_DIR / "summary.json", summarise(table))
     write_text(METRICS_DIR / "shift_effects.csv", shift_effects(table).to_csv(index=False, float_format="%.6g"))
-    roc_table = pd.concat(rocs, ignore_index=True) if rocs else pd.DataFrame(columns=["fpr", "tpr", "curve"])
-    write_text(PLOTS_DIR / "roc.csv", roc_table[["curve", "fpr", "tpr"]].to_csv(index=False, float_format="%.6g"))
     return table

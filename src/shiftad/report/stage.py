@@ -1,120 +1,186 @@
-"""The report stage (first version): per-category metrics tables, ROC curves, heatmap galleries.
+"""The report stage, the DAG's last rule: tables, figures and `report/index.html`.
 
-Reads only what evaluate wrote: `results/metrics/scenarios.csv`, `results/plots/roc.csv`,
-`results/predictions/` and the heatmap overlays they point at.
+Reads only what earlier stages wrote: `results/metrics/scenarios.csv`, `results/statistics/`,
+the ROC/PR curve files, the predictions, heatmap overlays and (linked) executed notebooks.
+Writes `report/tables/` (CSV, Markdown, LaTeX), `report/figures/` (PNG and PDF),
+`report/gallery/` (thumbnails and mask layers), `report/index.html` and `report/index.md`.
 """
 
 from __future__ import annotations
 
-import math
+import logging
+from datetime import datetime, timezone
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
+from tqdm.auto import tqdm
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from PIL import Image  # noqa: E402
+from shiftad.io import atomic_dir, read_json, write_text
+from shiftad.params import Params
+from shiftad.paths import PREDICTIONS_DIR, REPORT_DIR
+from shiftad.results import load_results
+from shiftad.pipeline import REGIMES
+from shiftad.report import figures as F
+from shiftad.report import tables as T
+from shiftad.report.gallery import build_tiles
+from shiftad.report.html import Figure, Gallery, Section, Table, Text, Tile, check_links, write_page
 
-from shiftad.io import atomic_dir, read_json, write_text  # noqa: E402
-from shiftad.params import Params  # noqa: E402
-from shiftad.paths import METRICS_DIR, PLOTS_DIR, PREDICTIONS_DIR, REPORT_DIR  # noqa: E402
-
-TABLE_COLUMNS = [
-    "detector", "regime", "scenario", "category", "image_auroc", "image_auprc", "f1", "precision", "recall",
-    "accuracy", "pixel_auroc", "aupro", "threshold", "threshold_rule", "n_test", "n_test_anomalous", "ms_per_image",
-]
-
-
-def markdown_table(frame: pd.DataFrame, digits: int = 3) -> str:
-    """Counts (`n_*` columns) print as integers (a mean as %g), every other number with `digits` decimals."""
-
-    def cell(value: object, column: str) -> str:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if math.isnan(value):
-                return "–"
-            return f"{value:g}" if column.startswith("n_") else f"{value:.{digits}f}"
-        return str(value)
-
-    numeric = [pd.api.types.is_numeric_dtype(frame[c]) for c in frame.columns]
-    header = "| " + " | ".join(frame.columns) + " |"
-    rule = "|" + "|".join("---:" if n else "---" for n in numeric) + "|"
-    rows = ["| " + " | ".join(cell(v, c) for v, c in zip(row, frame.columns)) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join([header, rule, *rows]) + "\n"
+log = logging.getLogger(__name__)
+HEADLINE_METRICS = ["image_auroc", "f1", "pixel_auroc", "aupro"]
+NOTEBOOKS_DIR = REPORT_DIR / "notebooks"
 
 
-def with_macro_mean(table: pd.DataFrame) -> pd.DataFrame:
-    """Per-category rows followed by one macro-mean row per (detector, regime, scenario)."""
-    numeric = [c for c in table.columns if c not in ("detector", "regime", "scenario", "category", "threshold_rule")]
-    parts = []
-    for keys, group in table.groupby(["detector", "regime", "scenario"], sort=True):
-        mean = group[numeric].mean(numeric_only=True).to_dict()
-        parts.append(group)
-        parts.append(pd.DataFrame([{**dict(zip(["detector", "regime", "scenario"], keys)), "category": "mean", "threshold_rule": "", **mean}]))
-    return pd.concat(parts, ignore_index=True)[table.columns]
+class FigureWriter:
+    def __init__(self, folder: Path, pdf: bool):
+        self.folder, self.pdf, self.blocks = folder, pdf, {}
+
+    def add(self, section: str, name: str, figure, caption: str, pdf: bool = True) -> None:
+        pdf = pdf and self.pdf
+        F.save_figure(figure, self.folder / name, pdf=pdf)
+        self.blocks.setdefault(section, []).append(Figure(f"figures/{name}.png", caption, pdf=f"figures/{name}.pdf" if pdf else None))
 
 
-def roc_figure(roc: pd.DataFrame, run: str, table: pd.DataFrame, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=120)
-    for curve, points in roc[roc["curve"].str.startswith(run + "/")].groupby("curve", sort=True):
-        category = curve.rsplit("/", 1)[1]
-        auroc = table.loc[table["category"] == category, "image_auroc"].iloc[0]
-        ax.plot(points["fpr"], points["tpr"], label=f"{category} (AUROC {auroc:.3f})")
-    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"Image ROC: {run}", xlim=(0, 1), ylim=(0, 1.01))
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+def run_report_stage(params: Params, progress: bool = True) -> Path:
+    scenario_order = list(params.scenarios)
+    results = load_results()
+    scenarios, intervals, comparisons = results.scenarios, results.intervals, results.comparisons
+    breakdowns, robustness, errors, roc, pr = results.breakdowns, results.robustness, results.errors, results.roc, results.pr
+    thresholds = scenarios.set_index(["detector", "regime", "scenario", "category"])["threshold"]
+    predictions = results.predictions()
+    runs = [(d, r) for d in params.detectors for r in REGIMES]
+    shift_scenarios = [s for s in scenario_order if params.scenarios[s].test == "shift"]
+    tables: dict[str, list] = {}
 
+    with (atomic_dir(REPORT_DIR / "tables") as tables_dir, atomic_dir(REPORT_DIR / "figures") as figures_dir,
+          atomic_dir(REPORT_DIR / "gallery") as gallery_dir):
 
-def gallery_figure(run_dir: Path, run: str, per_category: int, path: Path) -> bool:
-    """Per category: the highest-scored anomalous images and the highest-scored normal ones."""
-    files = sorted(run_dir.glob("*.json"))
-    rows = []
-    for file in files:
-        records = [r for r in read_json(file) if r["prediction"]["heatmap_path"]]
-        by_score = sorted(records, key=lambda r: -r["prediction"]["anomaly_score"])
-        anomalous = [r for r in by_score if r["ground_truth"]["is_anomalous"]][: math.ceil(per_category / 2)]
-        normal = [r for r in by_score if not r["ground_truth"]["is_anomalous"]][: per_category - len(anomalous)]
-        rows.append((file.stem, anomalous + normal))
-    if not rows:
-        return False
-    cols = max(len(r) for _, r in rows)
-    fig, axes = plt.subplots(len(rows), cols, figsize=(2.0 * cols, 2.2 * len(rows)), dpi=110, squeeze=False)
-    for (category, records), axes_row in zip(rows, axes):
-        for ax in axes_row:
-            ax.axis("off")
-        for record, ax in zip(records, axes_row):
-            ax.imshow(np.asarray(Image.open(record["prediction"]["heatmap_path"])))
-            truth = record["ground_truth"]
-            verdict = "ok" if record["correct"] else "WRONG"
-            ax.set_title(f"{category}: {truth.get('defect_type', '')}\nscore {record['prediction']['anomaly_score']:.2f} {verdict}", fontsize=7)
-    fig.suptitle(f"Heatmaps (red = at or above the decision threshold; white = ground truth): {run}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return True
+        def table(section: str, name: str, display: pd.DataFrame, caption: str, tidy: pd.DataFrame | None = None) -> None:
+            files = T.write_table(tables_dir, name, display, tidy, caption)
+            tables.setdefault(section, []).append(
+                Table(caption.split(".")[0], display, caption, [(fmt, f"tables/{f}") for fmt, f in files.items()]))
 
+        level = f"{params.statistics.confidence:.0%}"
+        boot = f"stratified bootstrap over test images, {params.statistics.n_resamples} resamples"
+        table("Headline", "headline", T.headline_table(intervals, scenario_order, HEADLINE_METRICS),
+              f"Macro mean over categories [{level} CI; {boot}]. Thresholds were chosen on validation images only.",
+              intervals[intervals["category"] == "mean"])
+        for metric in HEADLINE_METRICS:
+            table("Per category", f"category_{metric}", T.category_table(intervals, scenario_order, metric),
+                  f"{T.METRIC_NAMES[metric]} per category [{level} CI].", intervals[intervals["metric"] == metric])
+        full = T.with_macro_mean(scenarios)[[c for c in scenarios.columns if not c.endswith("_domain") and c not in ("threshold_f1_max", "threshold_percentile", "threshold_mean_std")]]
+        table("Per category", "metrics", full, "All point metrics per run and category (threshold rule, counts, timing).")
+        table("Comparisons", "comparisons", T.comparisons_table(comparisons, HEADLINE_METRICS),
+              "Paired comparisons of macro means on the same test images: difference A − B [CI], bootstrap p, Holm-adjusted p "
+              "within each family (per-category rows and DeLong tests in the CSV).", comparisons)
+        if not robustness.empty:
+            table("Robustness", "robustness", T.robustness_table(robustness),
+                  "Macro image AUROC [CI] under one shift family at increasing severity (clean per-class models, no adaptation).",
+                  robustness)
+        for kind, title in (("defect_type", "per defect type"), ("defect_size", "per defect size (macro)")):
+            table("Breakdowns", f"breakdown_{kind}", T.breakdown_table(breakdowns, kind),
+                  f"Image AUROC {title}: normal test images vs the group's anomalous ones [CI]; detection rate at the threshold.",
+                  breakdowns[breakdowns["breakdown"] == kind])
+        table("Error analysis", "confusion", T.confusion_table(scenarios), "Confusion counts at the validation threshold, summed over categories.")
+        table("Error analysis", "errors", errors.drop(columns=["heatmap_path"]),
+              f"Top {params.statistics.top_errors} false positives (highest-scored normal images) and false negatives "
+              "(lowest-scored anomalous images) per run and category.")
 
-def run_report_stage(params: Params) -> Path:
-    table = pd.read_csv(METRICS_DIR / "scenarios.csv")
-    roc = pd.read_csv(PLOTS_DIR / "roc.csv")
-    full = with_macro_mean(table)[TABLE_COLUMNS]
-    figures: list[str] = []
-    with atomic_dir(REPORT_DIR / "tables") as tables_dir, atomic_dir(REPORT_DIR / "figures") as figures_dir:
-        write_text(tables_dir / "metrics.csv", full.to_csv(index=False, float_format="%.6g"))
-        write_text(tables_dir / "metrics.md", markdown_table(full))
-        for (detector, regime, scenario), group in table.groupby(["detector", "regime", "scenario"], sort=True):
-            run = f"{detector}/{regime}/{scenario}"
-            stem = f"{detector}_{regime}_{scenario}"
-            roc_figure(roc, run, group, figures_dir / f"roc_{stem}.png")
-            figures.append(f"figures/roc_{stem}.png")
-            if gallery_figure(PREDICTIONS_DIR / run, run, params.report.gallery_images, figures_dir / f"gallery_{stem}.png"):
-                figures.append(f"figures/gallery_{stem}.png")
-    lines = ["# shiftad report", "", "Per-category test metrics (thresholds chosen on validation images only).", "",
-             markdown_table(full), "Tables: [CSV](tables/metrics.csv), [Markdown](tables/metrics.md)", ""]
-    lines += [f"![{Path(f).stem}]({f})" for f in figures]
-    write_text(REPORT_DIR / "index.md", "\n".join(lines) + "\n")
-    return REPORT_DIR
+        figures = FigureWriter(figures_dir, params.report.pdf)
+        for detector, regime in tqdm(runs, desc="report figures", disable=not progress):
+            stem = f"{detector}_{regime}"
+            figures.add("Curves", f"curves_{stem}", F.curves_figure(roc, pr, intervals, detector, regime),
+                        f"{detector} ({regime}): {F.CAPTIONS['curves_figure']}")
+            figures.add("Score distributions", f"scores_{stem}", F.score_distributions_figure(predictions, detector, regime),
+                        f"{detector} ({regime}): {F.CAPTIONS['score_distributions_figure']}")
+            figures.add("Breakdowns", f"defect_types_{stem}", F.defect_type_figure(breakdowns, detector, regime, scenario_order),
+                        f"{detector} ({regime}): {F.CAPTIONS['defect_type_figure']}")
+            figures.add("Error analysis", f"confusion_{stem}", F.confusion_figure(scenarios, detector, regime),
+                        f"{detector} ({regime}): {F.CAPTIONS['confusion_figure']}")
+        for regime in REGIMES:
+            figures.add("Breakdowns", f"defect_sizes_{regime}", F.defect_size_figure(breakdowns, regime, scenario_order),
+                        f"{regime}: {F.CAPTIONS['defect_size_figure']}")
+        if shift_scenarios:
+            for metric in HEADLINE_METRICS:
+                figures.add("Shift effects", f"shift_effects_{metric}", F.shift_effects_figure(comparisons, metric=metric),
+                            f"{T.METRIC_NAMES[metric]}: {F.CAPTIONS['shift_effects_figure']}")
+        if not robustness.empty:
+            for metric in ("image_auroc", "pixel_auroc"):
+                figures.add("Robustness", f"robustness_{metric}", F.robustness_figure(robustness, metric=metric),
+                            f"{T.METRIC_NAMES[metric]}: {F.CAPTIONS['robustness_figure']}")
+        for (detector, regime, scenario), group in predictions.groupby(["detector", "regime", "scenario"], sort=False):
+            if regime != REGIMES[0]:  # figure galleries of the per-class models; the page shows every run's images
+                continue
+            picked = []
+            for category, rows in group.groupby("category", sort=True):
+                rows = rows.sort_values("score", ascending=False)
+                k = params.report.gallery_images
+                picked += rows[rows["is_anomalous"]].head((k + 1) // 2).to_dict("records") + rows[~rows["is_anomalous"]].head(k // 2).to_dict("records")
+            records = [{"image": r["heatmap_path"], "mask": r["mask_path"] if isinstance(r["mask_path"], str) else None, "correct": r["correct"],
+                        "caption": f"{r['category']}: {r['defect_type']}\nscore {r['score']:.2f} ({'ok' if r['correct'] else 'WRONG'})"}
+                       for r in picked if r["heatmap_path"]]
+            if records:
+                figures.add("Heatmap galleries", f"gallery_{detector}_{regime}_{scenario}",
+                            F.gallery_figure(records, f"{detector}/{regime}/{scenario}: highest-scored images", per_row=params.report.gallery_images),
+                            f"{detector}/{regime}/{scenario}: {F.CAPTIONS['gallery_figure']}", pdf=False)  # photos: PNG only
+
+        galleries, error_tiles, masks_done = [], [], set()
+        tile_index: dict[tuple[str, str], Tile] = {}
+        for (detector, regime, scenario, category), threshold in tqdm(list(thresholds.items()), desc="report gallery", disable=not progress):
+            if not params.evaluation.heatmaps:
+                break
+            run_dir = f"{detector}/{regime}/{scenario}"
+            tiles = build_tiles(PREDICTIONS_DIR / run_dir / f"{category}.json", float(threshold), gallery_dir,
+                                run_dir, category, masks_done)
+            for tile, p in zip(tiles, read_json(PREDICTIONS_DIR / run_dir / f"{category}.json")):
+                tile_index[(run_dir, p["filename"])] = tile
+            if galleries and galleries[-1].title == run_dir:
+                galleries[-1].tiles.extend(tiles)
+            else:
+                galleries.append(Gallery(run_dir, "", tiles, open=not galleries))
+        for gallery in galleries:
+            n_wrong = sum(not t.correct for t in gallery.tiles)
+            gallery.note = (f"{len(gallery.tiles)} test images, {n_wrong} wrong decisions. Heat blue → red (red = at or above the "
+                            "threshold); red overlay = ground-truth defect; border green = right, red = wrong.")
+        for row in errors.itertuples():
+            tile = tile_index.get((f"{row.detector}/{row.regime}/{row.scenario}", row.filename))
+            if tile is not None:
+                error_tiles.append(Tile(**{**tile.__dict__, "caption": f"{row.kind.replace('_', ' ')} #{row.rank} · {row.detector}/{row.regime}/{row.scenario} · {tile.caption}"}))
+
+    # the page
+    counts = scenarios.groupby("category")[["n_test", "n_test_anomalous"]].first()
+    intro = (f"Study of {len(params.detectors)} detectors ({', '.join(params.detectors)}) in {len(REGIMES)} regimes (one model per "
+             f"category / one global model) under {len(params.scenarios)} scenarios ({', '.join(scenario_order)}), on "
+             f"{len(params.categories)} categories ({', '.join(f'{c}: {int(n)} test images, {int(a)} anomalous' for c, (n, a) in counts.iterrows())}). "
+             f"Data source: {params.dataset.source}; backbone {params.backbone.name}; shift severity {params.shift.severity} "
+             f"({', '.join(params.shift.families)}).\n\n"
+             f"Every threshold was chosen on validation images only (rule: {params.evaluation.threshold.rule}). Intervals are "
+             f"{level} percentile intervals of a {boot} (normal and anomalous counts kept); the macro mean resamples each category "
+             "independently. Paired comparisons reuse the same resamples for both sides; p-values are Holm-adjusted within each family.")
+    order = ["Headline", "Per category", "Comparisons", "Shift effects", "Robustness", "Curves", "Score distributions",
+             "Breakdowns", "Error analysis", "Heatmap galleries"]
+    sections = [Section("Overview", [Text(intro)])]
+    for name in order:
+        blocks = tables.get(name, []) + figures.blocks.get(name, [])
+        if name == "Error analysis" and error_tiles:
+            blocks.append(Gallery("Top false positives and false negatives", "The images the detectors got most wrong, per run and category.", error_tiles))
+        if blocks:
+            sections.append(Section(name, blocks))
+    if galleries:
+        sections.append(Section("Test image gallery", [Text("Every test image of every run: heatmap overlay, anomaly score badge "
+                                                            "(green → red around the threshold), ground truth and decision.")] + galleries))
+    notebooks = sorted(NOTEBOOKS_DIR.glob("*.html")) if NOTEBOOKS_DIR.exists() else []
+    if notebooks:
+        sections.append(Section("Notebooks", [Text("Executed notebooks (papermill), for reading:\n\n" + "\n".join(f"{n.stem}" for n in notebooks)),
+                                              Table("Notebooks", pd.DataFrame({"notebook": [n.stem for n in notebooks]}), "",
+                                                    [(n.stem, f"notebooks/{n.name}") for n in notebooks])]))
+    page = write_page(REPORT_DIR / "index.html", "shiftad report", sections,
+                      generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+    missing = check_links(page)
+    if missing:
+        raise RuntimeError(f"{page}: links to missing files: {missing[:5]}")
+    md = ["# shiftad report", "", intro, ""]
+    for name in order:
+        for block in tables.get(name, []):
+            md += [f"## {block.title}", "", block.caption, "", T.markdown_table(block.frame)]
+    write_text(REPORT_DIR / "index.md", "\n".join(md) + "\n")
+    return page

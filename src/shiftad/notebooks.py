@@ -1,0 +1,83 @@
+"""The notebooks stage: execute `notebooks/*.ipynb` with papermill into `report/notebooks/` and
+convert each to HTML with nbconvert. A failing cell fails the stage (papermill raises).
+
+The notebooks hold no logic: their cells call `shiftad.results.load_results`, the helpers below
+and the report's table and figure functions, so a notebook and the report show the same numbers.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from shiftad.io import atomic_dir, write_text
+from shiftad.params import Params
+from shiftad.paths import REPORT_DIR
+from shiftad.results import Results, load_results  # noqa: F401  (the notebooks' entry point)
+
+log = logging.getLogger(__name__)
+NOTEBOOK_SOURCES = Path("notebooks")
+NOTEBOOKS_OUT = REPORT_DIR / "notebooks"
+
+
+def data_overview(root: str | Path = ".") -> pd.DataFrame:
+    """Image counts per category, split and defect type (clean splits)."""
+    from shiftad.split import SPLIT_NAMES, SplitView
+    from shiftad.paths import MANIFEST, SPLITS
+
+    root = Path(root)
+    view = SplitView.clean(root / MANIFEST, root / SPLITS)
+    rows = [{"category": c, "split": s, "defect_type": r.defect_type} for c in view.categories for s in SPLIT_NAMES for r in view.get(c, s)]
+    frame = pd.DataFrame(rows)
+    return frame.groupby(["category", "split", "defect_type"]).size().unstack("split", fill_value=0).reset_index()
+
+
+def examples_figure(category: str, n: int = 4, root: str | Path = "."):
+    """Test images of one category, clean (top row) and shifted (bottom row), defect outlined in red."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from shiftad.data.images import read_image, read_mask
+    from shiftad.split import domain_view
+
+    clean = domain_view("clean").get(category, "test")
+    shifted = domain_view("shift").get(category, "test")
+    picked = [i for i, r in enumerate(clean) if r.is_anomalous][: (n + 1) // 2] + [i for i, r in enumerate(clean) if not r.is_anomalous][: n // 2]
+    fig, axes = plt.subplots(2, len(picked), figsize=(2.4 * len(picked), 5.2), squeeze=False)
+    for column, i in enumerate(picked):
+        for row, (name, records) in enumerate((("clean", clean), ("shifted", shifted))):
+            ax = axes[row][column]
+            record = records[i]
+            ax.imshow(read_image(record.path))
+            if record.mask_path:
+                ax.contour(read_mask(record.mask_path).astype(np.uint8), levels=[0.5], colors="red", linewidths=1)
+            ax.set_title(f"{name}: {record.defect_type}", fontsize=8)
+            ax.set_xticks([]), ax.set_yticks([])
+    axes[0][0].set_ylabel("clean"), axes[1][0].set_ylabel("shifted")
+    fig.suptitle(f"{category}: clean test images and their shifted copies (defects outlined in red)")
+    fig.tight_layout()
+    return fig
+
+
+def run_notebooks_stage(params: Params, progress: bool = True, sources: Path = NOTEBOOK_SOURCES, out: Path = NOTEBOOKS_OUT) -> list[Path]:
+    import papermill
+    from nbconvert import HTMLExporter
+    import nbformat
+
+    notebooks = sorted(sources.glob("*.ipynb"))
+    if not notebooks:
+        raise FileNotFoundError(f"{sources}: no notebooks to execute")
+    parameters = {"detectors": list(params.detectors), "categories": list(params.categories), "project_dir": str(Path.cwd())}
+    written = []
+    with atomic_dir(out) as tmp:
+        for notebook in notebooks:
+            executed = tmp / notebook.name
+            log.info("executing %s", notebook)
+            papermill.execute_notebook(str(notebook), str(executed), parameters=parameters, cwd=str(Path.cwd()),
+                                       kernel_name="python3", progress_bar=progress, log_output=False)
+            body, _ = HTMLExporter(embed_images=True).from_notebook_node(nbformat.read(executed, as_version=4))
+            write_text(tmp / f"{notebook.stem}.html", body)
+            written.append(out / f"{notebook.stem}.html")
+    return written

@@ -1,0 +1,680 @@
+"""Figure functions for the study report (and the notebooks).
+
+Every function takes the tidy frames the pipeline writes (see the statistics and evaluate
+stages), draws ONE figure and returns the `matplotlib.figure.Figure`; the caller saves it with
+`save_figure` (PNG, and PDF when asked, written atomically). Nothing here reads files except
+`gallery_figure`, which opens the images its records point at.
+
+Conventions: colours come from a fixed palette keyed by the sorted names of what they stand
+for (categories, shift families, scenarios), so a scenario has the same colour in every figure
+drawn from the same table; pass ``colors={name: colour}`` to override. NaN values are skipped;
+an empty frame (or one with nothing left after filtering) gives a figure with a centred
+"no data" note instead of an exception. `CAPTIONS` holds a one-sentence caption per function.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import textwrap
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+if "ipykernel" not in sys.modules:  # a notebook keeps its inline backend; everything else draws headless
+    matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.colors import to_hex  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+
+from shiftad.io import atomic_path  # noqa: E402
+
+__all__ = [
+    "CAPTIONS", "FIGURE_CAPTIONS", "TRUTH_COLORS", "anomalous_shares", "confusion_figure", "curves_figure",
+    "defect_size_figure", "defect_type_figure", "gallery_figure", "palette", "robustness_figure",
+    "save_figure", "score_distributions_figure", "shift_effects_figure",
+]
+
+CAPTIONS: dict[str, str] = {
+    "curves_figure": (
+        "Image-level ROC (top) and precision-recall (bottom) curves per shift scenario, one line per category "
+        "with its AUROC / AUPRC in the legend; the dotted diagonal is chance and the dashed line the anomalous share."
+    ),
+    "score_distributions_figure": (
+        "Test anomaly-score histograms of normal and anomalous images per category (rows) and scenario (columns), "
+        "with the decision threshold chosen on validation images as a vertical line."
+    ),
+    "shift_effects_figure": (
+        "Macro-mean metric differences with paired-bootstrap 95% CIs: each shift scenario minus clean (degradation) "
+        "and each adaptation minus no adaptation (recovery); * marks Holm-adjusted bootstrap p < 0.05."
+    ),
+    "robustness_figure": (
+        "Macro-mean metric against shift severity (0 = clean) for each shift family, per detector, "
+        "with the bootstrap CI as a shaded band where available."
+    ),
+    "defect_type_figure": (
+        "Image AUROC with bootstrap CIs per defect type (each type's anomalous images against all normal test images), "
+        "per category, one colour per scenario."
+    ),
+    "defect_size_figure": (
+        "Macro-mean image AUROC with bootstrap CIs (top) and detection rate at the decision threshold (bottom) "
+        "for small, medium and large defects, per detector, one colour per scenario."
+    ),
+    "confusion_figure": (
+        "Confusion matrices at the decision threshold summed over categories, one per scenario "
+        "(counts, with the share of the true class; shading = that share)."
+    ),
+    "gallery_figure": (
+        "Example test images with anomaly-map overlays; the white contour is the ground-truth defect and the border "
+        "shows whether the thresholded decision was right (green) or wrong (red)."
+    ),
+}
+FIGURE_CAPTIONS = CAPTIONS  # the name the report stage looks up
+
+TRUTH_COLORS = {"normal": "#4477aa", "anomalous": "#cc3311"}
+BORDER_COLORS = {True: "#2ca02c", False: "#d62728", None: "#8c8c8c"}
+SIZE_ORDER = ("small", "medium", "large")
+METRIC_LABELS = {"image_auroc": "image AUROC", "image_auprc": "image AUPRC", "f1": "F1", "pixel_auroc": "pixel AUROC",
+                 "aupro": "AUPRO", "detection_rate": "detection rate"}
+NO_DATA = "no data"
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+def palette(names: Iterable[Any], colors: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """Fixed colours keyed by the sorted distinct names (tab10, tab20 beyond ten names); `colors` overrides."""
+    ordered = sorted({str(n) for n in names if not _missing(n)})
+    base = plt.get_cmap("tab10").colors if len(ordered) <= 10 else plt.get_cmap("tab20").colors
+    out = {name: to_hex(base[i % len(base)]) for i, name in enumerate(ordered)}
+    if colors:
+        out.update({str(k): to_hex(v) for k, v in colors.items()})
+    return out
+
+
+def anomalous_shares(scenarios_table: pd.DataFrame, detector: str, regime: str) -> dict[tuple[str, str], float]:
+    """(scenario, category) -> share of anomalous test images, from the confusion counts of `scenarios.csv`."""
+    table = _select(scenarios_table, ("tn", "fp", "fn", "tp"), detector=detector, regime=regime)
+    out: dict[tuple[str, str], float] = {}
+    for row in table.itertuples(index=False):
+        total = row.tn + row.fp + row.fn + row.tp
+        if str(row.category) != "mean" and np.isfinite(total) and total > 0:
+            out[(str(row.scenario), str(row.category))] = float((row.fn + row.tp) / total)
+    return out
+
+
+def _missing(value: Any) -> bool:
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _select(frame: pd.DataFrame | None, columns: Iterable[str], **equal: Any) -> pd.DataFrame:
+    """Rows of `frame` whose columns equal the given values; an empty frame when it lacks a needed column."""
+    needed = set(columns) | set(equal)
+    if frame is None or not needed <= set(frame.columns):
+        return pd.DataFrame(columns=sorted(needed))
+    keep = np.ones(len(frame), dtype=bool)
+    for column, value in equal.items():
+        keep &= (frame[column].astype(str) == str(value)).to_numpy()
+    return frame.loc[keep]
+
+
+def _ordered(values: Iterable[Any]) -> list[str]:
+    """Distinct values as strings in order of first appearance (NaN dropped)."""
+    return list(dict.fromkeys(str(v) for v in values if not _missing(v)))
+
+
+def _as_bool(series: pd.Series) -> np.ndarray:
+    if series.dtype == bool:
+        return series.to_numpy()
+    if pd.api.types.is_numeric_dtype(series):
+        return series.fillna(0).to_numpy(dtype=float) != 0
+    return series.astype(str).str.strip().str.lower().isin(["true", "1", "1.0", "yes"]).to_numpy()
+
+
+def _no_data(title: str, message: str = NO_DATA) -> Figure:
+    fig, ax = plt.subplots(figsize=(5, 2.5), layout="constrained")
+    ax.set_axis_off()
+    ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=12, color="#59636e", transform=ax.transAxes)
+    fig.suptitle(title)
+    return fig
+
+
+def _panel_no_data(ax: Axes) -> None:
+    ax.text(0.5, 0.5, NO_DATA, ha="center", va="center", color="#59636e", transform=ax.transAxes)
+
+
+def _whiskers(ax: Axes, positions: Sequence[float], low: Sequence[float], high: Sequence[float], *,
+              horizontal: bool = False, **kwargs: Any) -> Any:
+    """Error bars that span exactly [low, high] at each position (pairs with a non-finite end are skipped).
+
+    Drawn as an errorbar centred on the interval, so an estimate outside its percentile interval
+    never gives negative error lengths. Returns the ErrorbarContainer (None when nothing is drawn).
+    """
+    pos, lo, hi = (np.asarray(v, dtype=float) for v in (positions, low, high))
+    ok = np.isfinite(pos) & np.isfinite(lo) & np.isfinite(hi)
+    if not ok.any():
+        return None
+    pos, lo, hi = pos[ok], np.minimum(lo[ok], hi[ok]), np.maximum(lo[ok], hi[ok])
+    mid, half = (lo + hi) / 2, (hi - lo) / 2
+    style = {"fmt": "none", "ecolor": "#222222", "elinewidth": 1.1, "capsize": 3, "label": "_ci"} | kwargs
+    if horizontal:
+        return ax.errorbar(mid, pos, xerr=half, **style)
+    return ax.errorbar(pos, mid, yerr=half, **style)
+
+
+def _grid(n_panels: int, max_cols: int, panel: tuple[float, float], **kwargs: Any) -> tuple[Figure, list[Axes]]:
+    """A near-square grid of `n_panels` axes (unused cells removed)."""
+    cols = max(1, min(max_cols, n_panels))
+    rows = math.ceil(n_panels / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(panel[0] * cols, panel[1] * rows), squeeze=False,
+                             layout="constrained", **kwargs)
+    flat = list(axes.ravel())
+    for ax in flat[n_panels:]:
+        fig.delaxes(ax)
+    return fig, flat[:n_panels]
+
+
+def _metric_label(metric: str) -> str:
+    return METRIC_LABELS.get(metric, metric)
+
+
+# --------------------------------------------------------------------------------------------- saving
+
+def save_figure(fig: Figure, stem: str | Path, pdf: bool = True) -> list[Path]:
+    """Save `fig` as `stem.png` (dpi 130) and, if `pdf`, `stem.pdf`, each atomically; close the figure.
+
+    Returns the written paths. The PDF carries no creation date, so reruns give identical bytes.
+    """
+    stem = Path(stem)
+    targets = [(stem.with_name(stem.name + ".png"), "png", {"Software": None})]
+    if pdf:
+        targets.append((stem.with_name(stem.name + ".pdf"), "pdf", {"CreationDate": None, "ModDate": None}))
+    written: list[Path] = []
+    try:
+        for target, fmt, metadata in targets:
+            with atomic_path(target) as tmp:
+                fig.savefig(tmp, format=fmt, dpi=130, bbox_inches="tight", metadata=metadata)
+            written.append(target)
+    finally:
+        plt.close(fig)
+    return written
+
+
+# --------------------------------------------------------------------------------------------- 1. curves
+
+def _interval_estimates(intervals: pd.DataFrame | None, detector: str, regime: str, metric: str) -> dict[tuple[str, str], float]:
+    table = _select(intervals, ("scenario", "category", "estimate"), detector=detector, regime=regime, metric=metric)
+    return {(str(r.scenario), str(r.category)): float(r.estimate) for r in table.itertuples(index=False) if _finite(r.estimate)}
+
+
+def _share_lines(share: Any, scenario: str, categories: Sequence[str]) -> list[tuple[str | None, float]]:
+    """(category or None for the whole panel, share) baselines for one PR panel."""
+    if share is None:
+        return []
+    if isinstance(share, Mapping):
+        if scenario in share and _finite(share[scenario]):
+            return [(None, float(share[scenario]))]
+        lines = [(c, float(share[(scenario, c)])) for c in categories if (scenario, c) in share and _finite(share[(scenario, c)])]
+        lines += [(c, float(share[c])) for c in categories if c in share and _finite(share[c]) and c not in dict(lines)]
+        return lines
+    return [(None, float(share))] if _finite(share) else []
+
+
+def curves_figure(roc: pd.DataFrame, pr: pd.DataFrame, intervals: pd.DataFrame | None, detector: str, regime: str, *,
+                  anomalous_share: float | Mapping[Any, float] | None = None,
+                  colors: Mapping[str, Any] | None = None) -> Figure:
+    """Image-level ROC (row 1) and PR (row 2) curves, one column per scenario and one line per category.
+
+    `anomalous_share` draws the PR chance baseline: a number (every panel), a mapping scenario ->
+    share, or (scenario, category) -> share (see `anomalous_shares`) for one dashed line per category.
+    """
+    title = f"Image-level ROC and precision-recall curves: {detector} / {regime}"
+    roc = _select(roc, ("scenario", "category", "fpr", "tpr"), detector=detector, regime=regime)
+    pr = _select(pr, ("scenario", "category", "recall", "precision"), detector=detector, regime=regime)
+    scenarios = _ordered([*roc["scenario"], *pr["scenario"]])
+    if not scenarios:
+        return _no_data(title)
+    categories = sorted(set(_ordered([*roc["category"], *pr["category"]])))
+    color = palette(categories, colors)
+    auroc = _interval_estimates(intervals, detector, regime, "image_auroc")
+    auprc = _interval_estimates(intervals, detector, regime, "image_auprc")
+    n = len(scenarios)
+    many = len(categories) > 5
+    legend_height = 0.2 * math.ceil((len(categories) + 2) / 2) + 0.3 if many else 0.0
+    fig, axes = plt.subplots(2, n, figsize=(4.2 * n + 0.6, 8.4 + 2 * legend_height), squeeze=False, layout="constrained")
+    rows = ((roc, "fpr", "tpr", auroc, "AUROC", "ROC", "false positive rate", "true positive rate"),
+            (pr, "recall", "precision", auprc, "AUPRC", "PR", "recall", "precision"))
+    for r, (frame, xcol, ycol, values, name, kind, xlabel, ylabel) in enumerate(rows):
+        for c, scenario in enumerate(scenarios):
+            ax = axes[r, c]
+            panel = frame[frame["scenario"].astype(str) == scenario]
+            for category in categories:
+                points = panel[panel["category"].astype(str) == category][[xcol, ycol]].astype(float).dropna()
+                if points.empty:
+                    continue
+                value = values.get((scenario, category))
+                label = f"{category} ({name} {value:.3f})" if value is not None else category
+                ax.plot(points[xcol], points[ycol], color=color[category], lw=1.5, label=label)
+            if r == 0:
+                ax.plot([0, 1], [0, 1], color="grey", lw=0.9, ls=":", label="chance")
+            else:
+                labelled = False
+                for category, share in _share_lines(anomalous_share, scenario, categories):
+                    if category is None:
+                        ax.axhline(share, color="grey", lw=1.0, ls="--", label=f"anomalous share ({share:.2f})")
+                    else:
+                        ax.axhline(share, color=color[category], lw=0.9, ls="--", alpha=0.8,
+                                   label="_nolegend_" if labelled else "anomalous share (dashed)")
+                        labelled = True
+            macro = values.get((scenario, "mean"))
+            ax.set_title(f"{kind}: {scenario}" + (f" (macro {name} {macro:.3f})" if macro is not None else ""), fontsize=10)
+            ax.set(xlabel=xlabel, ylabel=ylabel, xlim=(-0.01, 1.01), ylim=(-0.01, 1.02))
+            ax.set_aspect("equal", adjustable="box")
+            if panel.empty:
+                _panel_no_data(ax)
+            if ax.get_legend_handles_labels()[0]:
+                if many:  # below the panel, where it hides no curve
+                    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=7.5, ncols=2, frameon=False)
+                else:
+                    ax.legend(loc="lower right" if r == 0 else "lower left", fontsize=7.5, framealpha=0.85)
+    fig.suptitle(title)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------- 2. scores
+
+def score_distributions_figure(predictions: pd.DataFrame, detector: str, regime: str, *, bins: int = 30,
+                               density: bool = False) -> Figure:
+    """Step histograms of normal and anomalous test scores per category (rows) and scenario (columns),
+    on bins shared within each panel, with the decision threshold as a labelled vertical line."""
+    title = f"Test score distributions: {detector} / {regime}"
+    frame = _select(predictions, ("scenario", "category", "score", "is_anomalous", "threshold"), detector=detector, regime=regime)
+    if frame.empty:
+        return _no_data(title)
+    scenarios = _ordered(frame["scenario"])
+    categories = sorted(_ordered(frame["category"]))
+    fig, axes = plt.subplots(len(categories), len(scenarios), figsize=(3.6 * len(scenarios) + 0.4, 2.6 * len(categories) + 0.6),
+                             squeeze=False, layout="constrained")
+    for i, category in enumerate(categories):
+        for j, scenario in enumerate(scenarios):
+            ax = axes[i, j]
+            panel = frame[(frame["category"].astype(str) == category) & (frame["scenario"].astype(str) == scenario)]
+            scores = pd.to_numeric(panel["score"], errors="coerce").to_numpy(dtype=float)
+            anomalous = _as_bool(panel["is_anomalous"])
+            ok = np.isfinite(scores)
+            ax.set_title(f"{category}: {scenario}", fontsize=9.5)
+            ax.set_xlabel("anomaly score", fontsize=9)
+            ax.set_ylabel("density" if density else "images", fontsize=9)
+            if not ok.any():
+                _panel_no_data(ax)
+                continue
+            edges = np.histogram_bin_edges(scores[ok], bins=bins)
+            for name, members in (("normal", ~anomalous), ("anomalous", anomalous)):
+                values = scores[ok & members]
+                if values.size:
+                    ax.hist(values, bins=edges, histtype="step", lw=1.6, density=density, color=TRUTH_COLORS[name],
+                            label=f"{name} (n={values.size})")
+            thresholds = pd.to_numeric(panel["threshold"], errors="coerce").to_numpy(dtype=float)
+            thresholds = thresholds[np.isfinite(thresholds)]
+            if thresholds.size:
+                threshold = float(np.median(thresholds))
+                ax.axvline(threshold, color="black", ls="--", lw=1.2, label=f"threshold {threshold:.3g}")
+            ax.legend(fontsize=7, framealpha=0.85)
+    fig.suptitle(title)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------- 3. shift effects
+
+def _run_parts(run: Any) -> tuple[str, str, str]:
+    parts = str(run).split("/")
+    if len(parts) < 3:
+        parts += [""] * (3 - len(parts))
+    return parts[0], parts[1], "/".join(parts[2:])
+
+
+def shift_effects_figure(comparisons: pd.DataFrame, metric: str = "image_auroc", *, alpha: float = 0.05,
+                         colors: Mapping[str, Any] | None = None) -> Figure:
+    """Macro-mean differences with CI whiskers: shift scenario − clean (degradation) and adaptation −
+    no adaptation (recovery), bars grouped by detector/regime, one colour per scenario, * where the
+    Holm-adjusted bootstrap p < `alpha`."""
+    title = f"Effect of shift and adaptation on {_metric_label(metric)} (macro mean, difference a − b)"
+    frame = _select(comparisons, ("family", "a", "b", "difference", "ci_low", "ci_high"), category="mean", metric=metric)
+    frame = frame[frame["family"].astype(str).isin(["scenario", "adaptation"])]
+    if frame.empty:
+        return _no_data(title)
+    all_scenarios = {_run_parts(v)[2] for v in [*frame["a"], *frame["b"]]}
+    color = palette(all_scenarios, colors)
+    families = [f for f in ("scenario", "adaptation") if (frame["family"].astype(str) == f).any()]
+    groups = _ordered(f"{d}/{r}" for d, r, _ in map(_run_parts, frame["a"]))
+    fig, axes = plt.subplots(1, len(families), figsize=(max(5.0, 1.1 * len(groups) + 2.5) * len(families), 4.8),
+                             squeeze=False, sharey=True, layout="constrained")
+    for ax, family in zip(axes[0], families):
+        part = frame[frame["family"].astype(str) == family]
+        parts_a = [_run_parts(v) for v in part["a"]]
+        group_of = [f"{d}/{r}" for d, r, _ in parts_a]
+        bars = _ordered(s for _, _, s in parts_a)
+        baselines = _ordered(_run_parts(v)[2] for v in part["b"])
+        width = 0.8 / len(bars)
+        starred = False
+        for k, scenario in enumerate(bars):
+            xs, ys, lows, highs, stars = [], [], [], [], []
+            for (row, (_, _, s), group) in zip(part.itertuples(index=False), parts_a, group_of):
+                if s != scenario or not _finite(row.difference):
+                    continue
+                xs.append(groups.index(group) - 0.4 + width * (k + 0.5))
+                ys.append(float(row.difference))
+                lows.append(float(row.ci_low) if _finite(row.ci_low) else np.nan)
+                highs.append(float(row.ci_high) if _finite(row.ci_high) else np.nan)
+                p = getattr(row, "p_bootstrap_holm", np.nan)
+                stars.append(_finite(p) and float(p) < alpha)
+            if not xs:
+                continue
+            ax.bar(xs, ys, width=width * 0.92, color=color[scenario], label=scenario)
+            _whiskers(ax, xs, lows, highs)
+            for x, y, lo, hi, star in zip(xs, ys, lows, highs, stars):
+                if not star:
+                    continue
+                starred = True
+                if y >= 0:
+                    ax.annotate("*", (x, np.nanmax([y, hi])), xytext=(0, 1), textcoords="offset points",
+                                ha="center", va="bottom", fontsize=13, fontweight="bold")
+                else:
+                    ax.annotate("*", (x, np.nanmin([y, lo])), xytext=(0, -1), textcoords="offset points",
+                                ha="center", va="top", fontsize=13, fontweight="bold")
+        ax.axhline(0, color="black", lw=0.9)
+        ax.set_xticks(range(len(groups)), groups, rotation=20 if len(groups) > 3 else 0, ha="right" if len(groups) > 3 else "center")
+        ax.set_xlim(-0.6, len(groups) - 0.4)
+        ax.margins(y=0.12)
+        baseline = baselines[0] if len(baselines) == 1 else ("clean" if family == "scenario" else "no adaptation")
+        ax.set_title(("Degradation: shift scenario − " if family == "scenario" else "Recovery: adaptation − ") + baseline, fontsize=10)
+        ax.set_xlabel("detector / regime")
+        ax.set_ylabel(f"Δ {_metric_label(metric)}")
+        handles, labels = ax.get_legend_handles_labels()
+        if starred:
+            handles.append(Line2D([], [], ls="none", marker="$*$", color="black", markersize=9))
+            labels.append(f"Holm p < {alpha:g}")
+        ax.legend(handles, labels, fontsize=8, framealpha=0.85)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(title)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------- 4. robustness
+
+def robustness_figure(robustness: pd.DataFrame, metric: str = "image_auroc", *,
+                      colors: Mapping[str, Any] | None = None) -> Figure:
+    """Macro-mean `metric` against severity (0 = clean), one panel per detector and one line per shift
+    family, with the bootstrap CI as a shaded band (image AUROC only: the other metrics have no CI)."""
+    title = f"Robustness to shift severity: {_metric_label(metric)} (macro mean)"
+    frame = _select(robustness, ("detector", "family", "severity", metric), category="mean")
+    if frame.empty:
+        return _no_data(title)
+    detectors = _ordered(frame["detector"])
+    families = sorted(_ordered(frame["family"]))
+    color = palette(families, colors)
+    band = metric == "image_auroc" and {"ci_low", "ci_high"} <= set(frame.columns)
+    fig, axes = _grid(len(detectors), 3, (4.6, 3.9), sharey=True)
+    for ax, detector in zip(axes, detectors):
+        panel = frame[frame["detector"].astype(str) == detector]
+        drawn = False
+        severities: set[float] = set()
+        for family in families:
+            rows = panel[panel["family"].astype(str) == family].copy()
+            rows["x"] = pd.to_numeric(rows["severity"], errors="coerce")
+            rows["y"] = pd.to_numeric(rows[metric], errors="coerce")
+            rows = rows[np.isfinite(rows["x"]) & np.isfinite(rows["y"])].sort_values("x")
+            if rows.empty:
+                continue
+            drawn = True
+            severities |= set(rows["x"])
+            ax.plot(rows["x"], rows["y"], marker="o", ms=4, lw=1.6, color=color[family], label=family)
+            if band:
+                lo = pd.to_numeric(rows["ci_low"], errors="coerce").to_numpy(dtype=float)
+                hi = pd.to_numeric(rows["ci_high"], errors="coerce").to_numpy(dtype=float)
+                if np.isfinite(lo).any() and np.isfinite(hi).any():
+                    ax.fill_between(rows["x"].to_numpy(dtype=float), lo, hi, where=np.isfinite(lo) & np.isfinite(hi),
+                                    color=color[family], alpha=0.18, lw=0, label="_ci")
+        ax.set_title(detector, fontsize=10)
+        ax.set_xlabel("severity (0 = clean)")
+        ax.set_ylabel(_metric_label(metric))
+        if severities:
+            ticks = sorted(severities)
+            ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        if drawn:
+            ax.legend(title="shift family", fontsize=8, title_fontsize=8, framealpha=0.85)
+            ax.grid(alpha=0.3)
+        else:
+            _panel_no_data(ax)
+    fig.suptitle(title)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------- 5. defect type
+
+def defect_type_figure(breakdowns: pd.DataFrame, detector: str, regime: str, scenarios: Sequence[str], *,
+                       colors: Mapping[str, Any] | None = None) -> Figure:
+    """Horizontal bars of image AUROC with CI whiskers per defect type, one panel per category and one
+    colour per scenario."""
+    title = f"Image AUROC per defect type: {detector} / {regime}"
+    full = _select(breakdowns, ("detector", "regime", "scenario", "category", "group", "image_auroc", "ci_low", "ci_high"),
+                   breakdown="defect_type")
+    color = palette([*full["scenario"], *scenarios], colors)
+    scenarios = [str(s) for s in scenarios]
+    frame = _select(full, (), detector=detector, regime=regime)
+    frame = frame[frame["scenario"].astype(str).isin(scenarios) & (frame["category"].astype(str) != "mean")]
+    if frame.empty:
+        return _no_data(title)
+    categories = sorted(_ordered(frame["category"]))
+    n_types = max(frame[frame["category"].astype(str) == c]["group"].nunique() for c in categories)
+    height = 0.55 + 0.32 * n_types * max(1, len(scenarios)) ** 0.5
+    fig, axes = _grid(len(categories), 3, (4.8, height + 0.9))
+    width = 0.8 / len(scenarios)
+    present = [s for s in scenarios if (frame["scenario"].astype(str) == s).any()]
+    for ax, category in zip(axes, categories):
+        panel = frame[frame["category"].astype(str) == category]
+        types = sorted(_ordered(panel["group"]))
+        for k, scenario in enumerate(scenarios):
+            rows = panel[panel["scenario"].astype(str) == scenario]
+            ys, xs, lows, highs = [], [], [], []
+            for row in rows.itertuples(index=False):
+                if not _finite(row.image_auroc):
+                    continue
+                ys.append(types.index(str(row.group)) - 0.4 + width * (k + 0.5))
+                xs.append(float(row.image_auroc))
+                lows.append(float(row.ci_low) if _finite(row.ci_low) else np.nan)
+                highs.append(float(row.ci_high) if _finite(row.ci_high) else np.nan)
+            if ys:
+                ax.barh(ys, xs, height=width * 0.9, color=color[scenario], label=scenario)
+                _whiskers(ax, ys, lows, highs, horizontal=True, capsize=2)
+        ax.axvline(0.5, color="grey", ls=":", lw=0.9)
+        ax.set_yticks(range(len(types)), types, fontsize=8.5)
+        ax.set_ylim(len(types) - 0.5, -0.5)  # first type on top
+        ax.set_xlim(0, 1.02)
+        ax.set_title(category, fontsize=10)
+        ax.set_xlabel("image AUROC")
+        ax.set_ylabel("defect type")
+        ax.grid(axis="x", alpha=0.3)
+    handles = [Patch(color=color[s], label=s) for s in present]
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(4, len(handles)), title="scenario", fontsize=8.5)
+    fig.suptitle(title)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------- 6. defect size
+
+def defect_size_figure(breakdowns: pd.DataFrame, regime: str, scenarios: Sequence[str], *,
+                       colors: Mapping[str, Any] | None = None) -> Figure:
+    """Macro-mean image AUROC with CI whiskers (top row) and detection rate (bottom row) for small /
+    medium / large defects, one column per detector, one colour per scenario."""
+    title = f"Effect of defect size (macro mean over categories): {regime}"
+    full = _select(breakdowns, ("detector", "regime", "scenario", "group", "image_auroc", "ci_low", "ci_high"),
+                   breakdown="defect_size", category="mean")
+    color = palette([*full["scenario"], *scenarios], colors)
+    scenarios = [str(s) for s in scenarios]
+    frame = _select(full, (), regime=regime)
+    frame = frame[frame["scenario"].astype(str).isin(scenarios)]
+    if frame.empty:
+        return _no_data(title)
+    detectors = _ordered(frame["detector"])
+    groups = _ordered(frame["group"])
+    groups = [g for g in SIZE_ORDER if g in groups] + sorted(g for g in groups if g not in SIZE_ORDER)
+    has_rate = "detection_rate" in frame.columns
+    n_rows = 2 if has_rate else 1
+    fig, axes = plt.subplots(n_rows, len(detectors), figsize=(max(4.2, 1.1 * len(groups) * max(1, len(scenarios)) ** 0.5) * len(detectors), 3.6 * n_rows + 0.6),
+                             squeeze=False, sharey="row", layout="constrained")
+    width = 0.8 / len(scenarios)
+    present = [s for s in scenarios if (frame["scenario"].astype(str) == s).any()]
+    for c, detector in enumerate(detectors):
+        panel = frame[frame["detector"].astype(str) == detector]
+        for r in range(n_rows):
+            ax = axes[r, c]
+            column = "image_auroc" if r == 0 else "detection_rate"
+            for k, scenario in enumerate(scenarios):
+                rows = panel[panel["scenario"].astype(str) == scenario]
+                xs, ys, lows, highs = [], [], [], []
+                for row in rows.itertuples(index=False):
+                    value = getattr(row, column)
+                    if str(row.group) not in groups or not _finite(value):
+                        continue
+                    xs.append(groups.index(str(row.group)) - 0.4 + width * (k + 0.5))
+                    ys.append(float(value))
+                    lows.append(float(row.ci_low) if _finite(row.ci_low) else np.nan)
+                    highs.append(float(row.ci_high) if _finite(row.ci_high) else np.nan)
+                if not xs:
+                    continue
+                bars = ax.bar(xs, ys, width=width * 0.92, color=color[scenario], label=scenario)
+                if r == 0:
+                    _whiskers(ax, xs, lows, highs, capsize=2)
+                else:
+                    ax.bar_label(bars, labels=[f"{y:.0%}" for y in ys], fontsize=7, padding=1)
+            ax.set_xticks(range(len(groups)), groups)
+            ax.set_xlabel("defect size")
+            ax.set_ylabel(_metric_label(column))
+            ax.set_ylim(0, 1.1 if r else 1.05)
+            if r == 0:
+                ax.axhline(0.5, color="grey", ls=":", lw=0.9)
+            ax.set_title(f"{detector}: {_metric_label(column)}", fontsize=10)
+            ax.grid(axis="y", alpha=0.3)
+    handles = [Patch(color=color[s], label=s) for s in present]
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(4, len(handles)), title="scenario", fontsize=8.5)
+    fig.suptitle(title)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------- 7. confusion
+
+def confusion_figure(scenarios_table: pd.DataFrame, detector: str, regime: str) -> Figure:
+    """One 2×2 confusion matrix per scenario (truth rows normal/anomalous, predicted columns), counts
+    summed over categories and annotated, shaded by the share of the true class."""
+    title = f"Confusion matrices at the decision threshold (all categories): {detector} / {regime}"
+    frame = _select(scenarios_table, ("scenario", "category", "tn", "fp", "fn", "tp"), detector=detector, regime=regime)
+    frame = frame[frame["category"].astype(str) != "mean"]
+    if frame.empty:
+        return _no_data(title)
+    scenarios = _ordered(frame["scenario"])
+    fig, axes = _grid(len(scenarios), 4, (3.3, 3.3))
+    labels = ["normal", "anomalous"]
+    for ax, scenario in zip(axes, scenarios):
+        rows = frame[frame["scenario"].astype(str) == scenario]
+        counts = {k: pd.to_numeric(rows[k], errors="coerce") for k in ("tn", "fp", "fn", "tp")}
+        ax.set_title(scenario, fontsize=10)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("truth")
+        ax.set_xticks([0, 1], labels)
+        ax.set_yticks([0, 1], labels, rotation=90, va="center")
+        if all(c.isna().all() for c in counts.values()):
+            _panel_no_data(ax)
+            continue
+        matrix = np.array([[counts["tn"].sum(), counts["fp"].sum()], [counts["fn"].sum(), counts["tp"].sum()]], dtype=float)
+        totals = matrix.sum(axis=1, keepdims=True)
+        share = np.divide(matrix, totals, out=np.zeros_like(matrix), where=totals > 0)
+        ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+        for i in range(2):
+            for j in range(2):
+                text = f"{int(round(matrix[i, j]))}\n({share[i, j]:.0%})" if totals[i, 0] > 0 else f"{int(round(matrix[i, j]))}"
+                ax.text(j, i, text, ha="center", va="center", fontsize=11,
+                        color="white" if share[i, j] > 0.6 else "black")
+    fig.suptitle(title)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------- 8. gallery
+
+def _read_rgb(path: Any) -> np.ndarray | None:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def _read_mask(path: Any, shape: tuple[int, int]) -> np.ndarray | None:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            mask = image.convert("L")
+            if mask.size != (shape[1], shape[0]):
+                mask = mask.resize((shape[1], shape[0]), Image.Resampling.NEAREST)
+            return np.asarray(mask) > 127
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def gallery_figure(records: Sequence[Mapping[str, Any]], title: str, per_row: int = 4) -> Figure:
+    """A grid of overlay images with captions; the ground-truth mask (if given) is drawn as a white
+    contour and the border is green for right decisions, red for wrong ones.
+
+    Each record: {"image": path to an RGB overlay, "mask": optional binary-mask path, "caption": str,
+    "correct": bool}. An unreadable image gives a labelled empty tile instead of an error.
+    """
+    records = list(records or [])
+    if not records:
+        return _no_data(title)
+    per_row = max(1, int(per_row))
+    fig, axes = _grid(len(records), per_row, (2.7, 3.0))
+    for ax, record in zip(axes, records):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        image = _read_rgb(record.get("image"))
+        if image is None:
+            ax.text(0.5, 0.5, "image missing", ha="center", va="center", color="#59636e", transform=ax.transAxes)
+        else:
+            ax.imshow(image)
+            if record.get("mask"):
+                mask = _read_mask(record["mask"], image.shape[:2])
+                if mask is not None and mask.any() and not mask.all():
+                    ax.contour(mask.astype(float), levels=[0.5], colors="white", linewidths=1.2)
+        correct = record.get("correct")
+        border = BORDER_COLORS[bool(correct)] if correct is not None and not _missing(correct) else BORDER_COLORS[None]
+        for spine in ax.spines.values():
+            spine.set_visible(True)
+            spine.set_edgecolor(border)
+            spine.set_linewidth(4)
+        caption = str(record.get("caption", ""))
+        ax.set_title("\n".join(textwrap.wrap(caption, 32)) or " ", fontsize=8)
+    handles = [Patch(facecolor="none", edgecolor=BORDER_COLORS[True], lw=3, label="right decision"),
+               Patch(facecolor="none", edgecolor=BORDER_COLORS[False], lw=3, label="wrong decision"),
+               Line2D([], [], color="#bbbbbb", lw=1.5, label="ground-truth defect (white contour)")]
+    fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8.5)
+    fig.suptitle(title)
+    return fig

@@ -1,0 +1,161 @@
+"""Report tables: tidy numbers in CSV, the same table formatted for reading in Markdown and
+LaTeX (booktabs). A cell with uncertainty reads "0.823 [0.790, 0.851]" (estimate [CI])."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from shiftad.io import write_text
+
+METRIC_NAMES = {
+    "image_auroc": "image AUROC", "image_auprc": "image AUPRC", "f1": "F1", "pixel_auroc": "pixel AUROC", "aupro": "AU-PRO",
+}
+
+
+def fmt(value: object, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def ci_cell(estimate: float, low: float, high: float, digits: int = 3) -> str:
+    if estimate is None or math.isnan(estimate):
+        return "–"
+    if low is None or math.isnan(low) or math.isnan(high):
+        return fmt(estimate, digits)
+    return f"{estimate:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def p_cell(p: float) -> str:
+    if p is None or math.isnan(p):
+        return "–"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def markdown_table(frame: pd.DataFrame, digits: int = 3) -> str:
+    """Counts (`n_*` columns) print as integers, other numbers with `digits` decimals, NaN as –."""
+
+    def cell(value: object, column: str) -> str:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value) and str(column).startswith("n_"):
+            return f"{value:g}"
+        return fmt(value, digits).replace("|", "\\|")
+
+    numeric = [pd.api.types.is_numeric_dtype(frame[c]) for c in frame.columns]
+    header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
+    rule = "|" + "|".join("---:" if n else "---" for n in numeric) + "|"
+    rows = ["| " + " | ".join(cell(v, c) for v, c in zip(row, frame.columns)) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *rows]) + "\n"
+
+
+def with_macro_mean(table: pd.DataFrame) -> pd.DataFrame:
+    """Per-category rows followed by one macro-mean row per (detector, regime, scenario)."""
+    keys = ["detector", "regime", "scenario"]
+    numeric = [c for c in table.columns if c not in (*keys, "category") and pd.api.types.is_numeric_dtype(table[c])]
+    parts = []
+    for values, group in table.groupby(keys, sort=False):
+        parts.append(group)
+        parts.append(pd.DataFrame([{**dict(zip(keys, values)), "category": "mean", **group[numeric].mean().to_dict()}]))
+    return pd.concat(parts, ignore_index=True)[table.columns]
+
+
+def latex_table(frame: pd.DataFrame, caption: str, label: str, digits: int = 3) -> str:
+    """A booktabs table (\\toprule, \\midrule, \\bottomrule); text escaped for LaTeX."""
+    shown = frame.copy()
+    for column in shown.columns:
+        if pd.api.types.is_float_dtype(shown[column]):
+            shown[column] = [fmt(v, digits) for v in shown[column]]
+    shown.columns = [str(c) for c in shown.columns]
+    styler = shown.style.hide(axis="index").format(escape="latex").format_index(escape="latex", axis=1)
+    body = styler.to_latex(hrules=True, caption=caption.replace("_", "\\_"), label=label, position="htbp",
+                           position_float="centering", column_format="l" * len(shown.columns))
+    return "% requires \\usepackage{booktabs}\n" + body
+
+
+def write_table(folder: Path, name: str, display: pd.DataFrame, tidy: pd.DataFrame | None = None, caption: str = "") -> dict[str, str]:
+    """`name`.csv (tidy numbers, or the display table), .md and .tex; returns {format: file name}."""
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text(folder / f"{name}.csv", (tidy if tidy is not None else display).to_csv(index=False, float_format="%.6g"))
+    write_text(folder / f"{name}.md", (f"{caption}\n\n" if caption else "") + markdown_table(display))
+    write_text(folder / f"{name}.tex", latex_table(display, caption or name, f"tab:{name}"))
+    return {"CSV": f"{name}.csv", "Markdown": f"{name}.md", "LaTeX": f"{name}.tex"}
+
+
+def _ordered(values: pd.Series, order: list[str] | None) -> list[str]:
+    present = list(dict.fromkeys(values))
+    return [v for v in order if v in present] + [v for v in present if v not in order] if order else present
+
+
+def headline_table(intervals: pd.DataFrame, scenarios: list[str], metrics: list[str]) -> pd.DataFrame:
+    """Macro mean [CI] per detector, regime and metric (rows) and scenario (columns)."""
+    mean = intervals[intervals["category"] == "mean"]
+    rows = []
+    for (detector, regime), group in mean.groupby(["detector", "regime"], sort=True):
+        for metric in metrics:
+            cells = group[group["metric"] == metric].set_index("scenario")
+            row = {"detector": detector, "regime": regime, "metric": METRIC_NAMES.get(metric, metric)}
+            for scenario in _ordered(group["scenario"], scenarios):
+                r = cells.loc[scenario] if scenario in cells.index else None
+                row[scenario] = "–" if r is None else ci_cell(r["estimate"], r["ci_low"], r["ci_high"])
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def category_table(intervals: pd.DataFrame, scenarios: list[str], metric: str) -> pd.DataFrame:
+    """One metric per detector, regime and category (rows; the macro mean last) and scenario (columns)."""
+    picked = intervals[intervals["metric"] == metric]
+    rows = []
+    for (detector, regime), group in picked.groupby(["detector", "regime"], sort=True):
+        categories = sorted(c for c in group["category"].unique() if c != "mean") + ["mean"]
+        for category in categories:
+            cells = group[group["category"] == category].set_index("scenario")
+            row = {"detector": detector, "regime": regime, "category": category}
+            for scenario in _ordered(group["scenario"], scenarios):
+                r = cells.loc[scenario] if scenario in cells.index else None
+                row[scenario] = "–" if r is None else ci_cell(r["estimate"], r["ci_low"], r["ci_high"])
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def comparisons_table(comparisons: pd.DataFrame, metrics: list[str], category: str = "mean") -> pd.DataFrame:
+    picked = comparisons[(comparisons["category"] == category) & comparisons["metric"].isin(metrics)]
+    return pd.DataFrame({
+        "family": picked["family"], "A": picked["a"], "B": picked["b"], "metric": picked["metric"].map(lambda m: METRIC_NAMES.get(m, m)),
+        "A − B [CI]": [ci_cell(d, lo, hi) for d, lo, hi in zip(picked["difference"], picked["ci_low"], picked["ci_high"])],
+        "p (bootstrap)": picked["p_bootstrap"].map(p_cell), "p Holm": picked["p_bootstrap_holm"].map(p_cell),
+        "p (DeLong)": picked["p_delong"].map(p_cell), "p DeLong Holm": picked["p_delong_holm"].map(p_cell),
+    }).reset_index(drop=True)
+
+
+def robustness_table(robustness: pd.DataFrame) -> pd.DataFrame:
+    """Macro image AUROC [CI] per detector and family (rows) and severity (columns; 0 = clean)."""
+    mean = robustness[robustness["category"] == "mean"]
+    rows = []
+    for (detector, family), group in mean.groupby(["detector", "family"], sort=True):
+        row = {"detector": detector, "family": family}
+        for r in group.sort_values("severity").itertuples():
+            row[f"severity {r.severity}" if r.severity else "clean"] = ci_cell(r.image_auroc, r.ci_low, r.ci_high)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def breakdown_table(breakdowns: pd.DataFrame, kind: str) -> pd.DataFrame:
+    picked = breakdowns[breakdowns["breakdown"] == kind]
+    if kind == "defect_size":
+        picked = picked[picked["category"] == "mean"]
+    return pd.DataFrame({
+        "detector": picked["detector"], "regime": picked["regime"], "scenario": picked["scenario"], "category": picked["category"],
+        "group": picked["group"], "n_anomalous": picked["n_anomalous"],
+        "image AUROC [CI]": [ci_cell(e, lo, hi) for e, lo, hi in zip(picked["image_auroc"], picked["ci_low"], picked["ci_high"])],
+        "detection rate": picked["detection_rate"],
+    }).reset_index(drop=True)
+
+
+def confusion_table(scenarios_table: pd.DataFrame) -> pd.DataFrame:
+    """Counts at the validation-chosen threshold, summed over categories."""
+    sums = scenarios_table.groupby(["detector", "regime", "scenario"], sort=False)[["tn", "fp", "fn", "tp"]].sum().reset_index()
+    return sums.rename(columns={"tn": "n_tn", "fp": "n_fp", "fn": "n_fn", "tp": "n_tp"})

@@ -1,0 +1,57 @@
+"""Loaders for what the evaluate and statistics stages wrote, as data frames.
+
+Shared by the report stage and the notebooks, so both show the same numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from shiftad.io import read_json
+from shiftad.paths import METRICS_DIR, PR_DIR, PREDICTIONS_DIR, ROC_DIR, STATISTICS_DIR, parse_curve_file
+
+STATISTICS_TABLES = ("intervals", "comparisons", "breakdowns", "robustness", "errors")
+
+
+def read_curves(folder: Path) -> pd.DataFrame:
+    """Every curve file of `results/plots/roc` or `pr`, tagged with detector, regime, scenario, category."""
+    frames = [pd.read_csv(f).assign(**parse_curve_file(f.name)) for f in sorted(Path(folder).glob("*.csv"))]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def read_predictions(scenarios: pd.DataFrame, root: Path = Path(".")) -> pd.DataFrame:
+    """One row per test image and run: score, ground truth, threshold, heatmap and mask paths."""
+    rows = []
+    for row in scenarios.itertuples():
+        for p in read_json(root / PREDICTIONS_DIR / row.detector / row.regime / row.scenario / f"{row.category}.json"):
+            rows.append({"detector": row.detector, "regime": row.regime, "scenario": row.scenario, "category": row.category,
+                         "score": p["prediction"]["anomaly_score"], "is_anomalous": p["ground_truth"]["is_anomalous"],
+                         "threshold": row.threshold, "filename": p["filename"], "heatmap_path": p["prediction"]["heatmap_path"],
+                         "mask_path": p["ground_truth"].get("mask_path"), "defect_type": p["ground_truth"]["defect_type"],
+                         "correct": p["correct"]})
+    return pd.DataFrame(rows)
+
+
+@dataclass
+class Results:
+    scenarios: pd.DataFrame  # point metrics per run and category (evaluate)
+    intervals: pd.DataFrame  # metrics with bootstrap CIs, incl. the macro mean (category "mean")
+    comparisons: pd.DataFrame
+    breakdowns: pd.DataFrame
+    robustness: pd.DataFrame
+    errors: pd.DataFrame
+    roc: pd.DataFrame
+    pr: pd.DataFrame
+
+    def predictions(self, root: Path = Path(".")) -> pd.DataFrame:
+        return read_predictions(self.scenarios, root)
+
+
+def load_results(root: str | Path = ".") -> Results:
+    root = Path(root)
+    stats = {name: pd.read_csv(root / STATISTICS_DIR / f"{name}.csv") for name in STATISTICS_TABLES}
+    return Results(scenarios=pd.read_csv(root / METRICS_DIR / "scenarios.csv"), roc=read_curves(root / ROC_DIR),
+                   pr=read_curves(root / PR_DIR), **stats)

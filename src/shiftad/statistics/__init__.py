@@ -1,0 +1,1 @@
+"""Statistics for evaluation results: bootstrap intervals, paired comparisons, DeLong tests, Holm correction."""

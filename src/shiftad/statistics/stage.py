@@ -1,0 +1,342 @@
+"""The statistics stage: uncertainty for every number the report prints.
+
+Reads the score files, `results/metrics/scenarios.csv` (thresholds, chosen on validation
+images by the evaluate stage), the predictions (heatmap paths) and the robustness sweep;
+writes into `results/statistics/`:
+
+- `intervals.csv`: per run (detector, regime, scenario) and category, and for the macro mean
+  over categories, each headline metric with its stratified bootstrap CI;
+- `headline.json`: the macro means with their CIs (the DVC metrics file);
+- `comparisons.csv`: paired comparisons on the same test images (detector vs detector,
+  per-class vs global, each shift scenario vs clean, adaptation vs no adaptation) with the
+  paired bootstrap CI of the difference, its p-value, DeLong's p for image AUROC, and Holm
+  adjusted p-values within each family;
+- `breakdowns.csv`: image AUROC (with CI) and detection rate per defect type and per defect
+  size (small / medium / large by mask area, `statistics.size_edges`);
+- `robustness.csv`: the severity sweep per shift family (severity 0 = clean), with CIs;
+- `errors.csv`: the top-K false positives and false negatives per run and category.
+
+Pairing: within a category every test set is resampled with the same seed and has the same
+labels in the same order (a shifted test image sits where its source image sits; checked),
+so replicate ``b`` of every run uses the same images, and the replicate differences of two
+runs are their paired bootstrap distribution. Categories are resampled independently, so the
+macro mean's replicate ``b`` is the mean of the categories' replicates ``b``.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections import defaultdict
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from shiftad.data.records import ImageRecord
+from shiftad.evaluate.stage import ground_truth_masks
+from shiftad.io import load_npz, read_json, write_json, write_text
+from shiftad.params import Params
+from shiftad.paths import METRICS_DIR, PREDICTIONS_DIR, STATISTICS_DIR, scores_file
+from shiftad.pipeline import REGIMES
+from shiftad.robustness import robustness_file
+from shiftad.split import domain_view
+from shiftad.statistics.bootstrap import METRICS, TestSet, bootstrap_metrics, bootstrap_p_value, macro_interval, percentile_interval
+from shiftad.statistics.delong import delong_test
+from shiftad.statistics.multiple import holm
+
+log = logging.getLogger(__name__)
+Run = tuple[str, str, str]  # detector, regime, scenario
+SIZE_GROUPS = ("small", "medium", "large")
+
+
+def category_seed(seed: int, category: str) -> int:
+    """One bootstrap seed per category, shared by every run of it (that is what pairs them)."""
+    return int(np.random.default_rng([seed, zlib.crc32(category.encode("utf-8"))]).integers(2**31))
+
+
+def macro(distributions: list[np.ndarray], confidence: float, estimates: list[float]) -> tuple[float, float, float]:
+    """Macro mean over categories (those where the metric is defined) and its bootstrap interval."""
+    finite = [e for e in estimates if e is not None and np.isfinite(e)]
+    estimate = float(np.mean(finite)) if finite else float("nan")
+    low, high = macro_interval(distributions, confidence) if distributions else (float("nan"), float("nan"))
+    return estimate, low, high
+
+
+def size_group(area_fraction: float, edges: list[float]) -> str:
+    return SIZE_GROUPS[int(np.searchsorted(edges, area_fraction, side="right"))]
+
+
+class RunData:
+    """One run's test set of one category: scores, maps, masks, threshold, records."""
+
+    def __init__(self, test: TestSet, records: list[ImageRecord], areas: np.ndarray):
+        self.test, self.records, self.areas = test, records, areas
+
+
+def _thresholds(params: Params) -> dict[tuple[str, str, str, str], float]:
+    table = pd.read_csv(METRICS_DIR / "scenarios.csv")
+    return {(r.detector, r.regime, r.scenario, r.category): float(r.threshold) for r in table.itertuples()}
+
+
+def _source_order(records: list[ImageRecord], domain: str, category: str) -> list[str]:
+    """The clean source image of each test record (identity for clean records)."""
+    if domain == "clean":
+        return [r.path for r in records]
+    from shiftad.io import read_json as _read
+    from shiftad.paths import SHIFTED_SPLITS
+
+    entries = _read(SHIFTED_SPLITS)["categories"][category]["test"]
+    return [e["source_path"] for e in entries]
+
+
+def load_run(params: Params, run: Run, category: str, threshold: float, records: list[ImageRecord]) -> RunData:
+    detector, regime, scenario_name = run
+    scenario = params.scenarios[scenario_name]
+    scores = load_npz(scores_file(detector, regime, scenario.model, scenario.test, "test", category))
+    if list(scores["paths"]) != [r.path for r in records]:
+        raise RuntimeError(f"{detector}/{regime}/{scenario_name}/{category}: score file does not match the splits; rerun the score stage")
+    masks = ground_truth_masks(records, scores["maps"].shape[1:])
+    areas = masks.reshape(len(records), -1).mean(axis=1) if masks is not None else np.full(len(records), np.nan)
+    test = TestSet(scores=scores["image_scores"].astype(np.float64), labels=scores["labels"].astype(np.int64),
+                   threshold=threshold, maps=scores["maps"] if masks is not None else None, masks=masks)
+    return RunData(test, records, areas)
+
+
+def _interval_rows(run: Run, category: str, estimate: dict, low: dict, high: dict, params: Params) -> list[dict]:
+    return [{"detector": run[0], "regime": run[1], "scenario": run[2], "category": category, "metric": m,
+             "estimate": estimate[m], "ci_low": low[m], "ci_high": high[m],
+             "n_resamples": params.statistics.n_resamples, "confidence": params.statistics.confidence} for m in METRICS]
+
+
+def comparison_pairs(params: Params) -> list[tuple[str, Run, Run]]:
+    """(family, A, B) with difference A − B, on the same test images."""
+    pairs: list[tuple[str, Run, Run]] = []
+    for a, b in combinations(params.detectors, 2):
+        pairs += [("detector", (a, r, s), (b, r, s)) for r in REGIMES for s in params.scenarios]
+    pairs += [("regime", (d, "per_class", s), (d, "global", s)) for d in params.detectors for s in params.scenarios]
+    scenarios = params.scenarios
+    clean = [n for n, s in scenarios.items() if (s.model, s.threshold, s.test) == ("clean", "clean", "clean")]
+    no_adaptation = [n for n, s in scenarios.items() if (s.model, s.threshold, s.test) == ("clean", "clean", "shift")]
+    shifted = [n for n, s in scenarios.items() if s.test == "shift"]
+    for d in params.detectors:
+        for r in REGIMES:
+            if clean:
+                pairs += [("scenario", (d, r, s), (d, r, clean[0])) for s in shifted]
+            if no_adaptation:
+                pairs += [("adaptation", (d, r, s), (d, r, no_adaptation[0])) for s in shifted if s != no_adaptation[0]]
+    return pairs
+
+
+def _comparison_rows(family: str, a: Run, b: Run, category: str, est_a: dict, est_b: dict, diffs: dict, params: Params,
+                     delong: float) -> list[dict]:
+    rows = []
+    for m in METRICS:
+        low, high = percentile_interval(diffs[m], params.statistics.confidence)
+        rows.append({
+            "family": family, "a": "/".join(a), "b": "/".join(b), "category": category, "metric": m,
+            "estimate_a": est_a[m], "estimate_b": est_b[m], "difference": est_a[m] - est_b[m], "ci_low": low, "ci_high": high,
+            "p_bootstrap": bootstrap_p_value(diffs[m]), "p_delong": delong if m == "image_auroc" else float("nan"),
+        })
+    return rows
+
+
+def add_holm(table: pd.DataFrame) -> pd.DataFrame:
+    """Holm-adjusted p-values within each family of tests: (comparison family, metric, test,
+    per-category vs macro level)."""
+    table = table.copy()
+    table["level"] = np.where(table["category"] == "mean", "macro", "category")
+    for test in ("bootstrap", "delong"):
+        column = f"p_{test}"
+        table[f"{column}_holm"] = np.nan
+        for _, index in table.groupby(["family", "metric", "level"]).groups.items():
+            table.loc[index, f"{column}_holm"] = holm(table.loc[index, column].to_numpy(dtype=float))
+    return table.drop(columns="level")
+
+
+def _breakdown_rows(run: Run, category: str, data: RunData, params: Params, seed: int) -> tuple[list[dict], dict]:
+    """Per defect type and per size group: normals vs that group's anomalous images."""
+    test, records = data.test, data.records
+    labels = test.labels.astype(bool)
+    groups: dict[tuple[str, str], np.ndarray] = {}
+    for defect in sorted({r.defect_type for r in records if r.is_anomalous}):
+        groups[("defect_type", defect)] = np.array([r.is_anomalous and r.defect_type == defect for r in records])
+    if not np.isnan(data.areas[labels]).any():
+        sizes = np.array([size_group(a, params.statistics.size_edges) if l else "" for a, l in zip(data.areas, labels)])
+        for group in SIZE_GROUPS:
+            if (sizes == group).any():
+                groups[("defect_size", group)] = sizes == group
+    rows, distributions = [], {}
+    for (kind, group), members in groups.items():
+        keep = ~labels | members
+        subset = TestSet(scores=test.scores[keep], labels=test.labels[keep], threshold=test.threshold)
+        result = bootstrap_metrics(subset, params.statistics.n_resamples, params.statistics.confidence, seed=seed)
+        detected = float(np.mean(test.scores[members] >= test.threshold))
+        rows.append({"detector": run[0], "regime": run[1], "scenario": run[2], "category": category, "breakdown": kind, "group": group,
+                     "n_normal": int((~labels).sum()), "n_anomalous": int(members.sum()),
+                     "image_auroc": result.estimate["image_auroc"], "ci_low": result.low["image_auroc"], "ci_high": result.high["image_auroc"],
+                     "detection_rate": detected})
+        distributions[(kind, group)] = result.distribution["image_auroc"]
+    return rows, distributions
+
+
+def _error_rows(run: Run, category: str, data: RunData, k: int) -> list[dict]:
+    predictions = {p["filename"]: p for p in read_json(PREDICTIONS_DIR / run[0] / run[1] / run[2] / f"{category}.json")}
+    test = data.test
+    flagged = test.scores >= test.threshold
+    normal, anomalous = test.labels == 0, test.labels == 1
+    fp = np.flatnonzero(normal & flagged)
+    fn = np.flatnonzero(anomalous & ~flagged)
+    rows = []
+    for kind, index in (("false_positive", fp[np.argsort(-test.scores[fp], kind="stable")][:k]),
+                        ("false_negative", fn[np.argsort(test.scores[fn], kind="stable")][:k])):
+        for rank, i in enumerate(index, start=1):
+            record = data.records[i]
+            rows.append({"detector": run[0], "regime": run[1], "scenario": run[2], "category": category, "kind": kind, "rank": rank,
+                         "filename": record.path, "defect_type": record.defect_type, "score": float(test.scores[i]),
+                         "threshold": test.threshold, "margin": float(test.scores[i] - test.threshold),
+                         "heatmap_path": predictions.get(record.path, {}).get("prediction", {}).get("heatmap_path")})
+    return rows
+
+
+def robustness_rows(params: Params, thresholds: dict, clean_distributions: dict, seeds: dict[str, int]) -> pd.DataFrame:
+    """Robustness curves: per detector, family, severity (0 = clean) and category, plus the macro mean."""
+    clean_names = [n for n, s in params.scenarios.items() if (s.model, s.threshold, s.test) == ("clean", "clean", "clean")]
+    rows, replicates = [], defaultdict(list)
+    for detector in params.detectors:
+        for category in params.categories:
+            path = robustness_file(detector, category)
+            if not path.exists():
+                continue
+            sweep = load_npz(path)
+            threshold = thresholds.get((detector, "per_class", clean_names[0], category), float("nan")) if clean_names else float("nan")
+            for c, (family, severity) in enumerate(zip(sweep["families"], sweep["severities"])):
+                test = TestSet(scores=sweep["image_scores"][c], labels=sweep["labels"], threshold=threshold)
+                result = bootstrap_metrics(test, params.statistics.n_resamples, params.statistics.confidence, seed=seeds[category])
+                key = (detector, str(family), int(severity))
+                replicates[key].append(result.distribution["image_auroc"])
+                rows.append({"detector": detector, "family": str(family), "severity": int(severity), "category": category,
+                             "image_auroc": result.estimate["image_auroc"], "ci_low": result.low["image_auroc"],
+                             "ci_high": result.high["image_auroc"], "f1": result.estimate["f1"],
+                             "pixel_auroc": float(sweep["pixel_auroc"][c]), "aupro": float(sweep["aupro"][c])})
+            if clean_names and (detector, "per_class", clean_names[0], category) in clean_distributions:
+                clean_est, clean_dist, clean_low, clean_high, clean_pixel = clean_distributions[(detector, "per_class", clean_names[0], category)]
+                for family in sorted({str(f) for f in sweep["families"]}):
+                    replicates[(detector, family, 0)].append(clean_dist)
+                    rows.append({"detector": detector, "family": family, "severity": 0, "category": category,
+                                 "image_auroc": clean_est["image_auroc"], "ci_low": clean_low, "ci_high": clean_high,
+                                 "f1": clean_est["f1"], "pixel_auroc": clean_est["pixel_auroc"], "aupro": clean_est["aupro"]})
+    if not rows:
+        return pd.DataFrame()
+    table = pd.DataFrame(rows)
+    macro_rows = []
+    for (detector, family, severity), group in table.groupby(["detector", "family", "severity"]):
+        estimate, low, high = macro(replicates[(detector, family, severity)], params.statistics.confidence,
+                                             estimates=group["image_auroc"].to_list())
+        macro_rows.append({"detector": detector, "family": family, "severity": severity, "category": "mean", "image_auroc": estimate,
+                      "ci_low": low, "ci_high": high, "f1": group["f1"].mean(), "pixel_auroc": group["pixel_auroc"].mean(),
+                      "aupro": group["aupro"].mean()})
+    table = pd.concat([table, pd.DataFrame(macro_rows)], ignore_index=True)
+    return table.sort_values(["detector", "family", "category", "severity"], ignore_index=True)
+
+
+def headline(intervals: pd.DataFrame) -> dict:
+    """Macro means with CIs nested detector -> regime -> scenario -> metric (for `dvc metrics`)."""
+    out: dict = {}
+    for row in intervals[intervals["category"] == "mean"].itertuples():
+        value = {"value": _round(row.estimate), "ci_low": _round(row.ci_low), "ci_high": _round(row.ci_high)}
+        out.setdefault(row.detector, {}).setdefault(row.regime, {}).setdefault(row.scenario, {})[row.metric] = value
+    return out
+
+
+def _round(x: float) -> float | None:
+    return None if x is None or np.isnan(x) else round(float(x), 4)
+
+
+def run_statistics_stage(params: Params, progress: bool = True) -> dict[str, pd.DataFrame]:
+    settings = params.statistics
+    thresholds = _thresholds(params)
+    runs: list[Run] = [(d, r, s) for d in params.detectors for r in REGIMES for s in params.scenarios]
+    pairs = comparison_pairs(params)
+    views = {domain: domain_view(domain) for domain in {s.test for s in params.scenarios.values()}}
+    seeds = {c: category_seed(params.seed, c) for c in params.categories}
+
+    interval_rows, comparison_rows, breakdown_rows, error_rows = [], [], [], []
+    run_replicates: dict[Run, list[dict]] = defaultdict(list)  # per category: metric -> replicates
+    run_estimates: dict[Run, list[dict]] = defaultdict(list)
+    pair_replicates: dict[tuple, list[dict]] = defaultdict(list)
+    breakdown_replicates: dict[tuple, list[np.ndarray]] = defaultdict(list)
+    clean_for_robustness: dict = {}
+    for category in tqdm(params.categories, desc="statistics", disable=not progress):
+        records = {d: views[d].get(category, "test") for d in views}
+        orders = {d: _source_order(records[d], d, category) for d in views}
+        reference = next(iter(orders.values()))
+        if any(order != reference for order in orders.values()):
+            raise RuntimeError(f"{category}: the clean and shifted test lists are not in the same image order; rerun the shift stage")
+        data: dict[Run, RunData] = {}
+        results = {}
+        for run in runs:
+            domain = params.scenarios[run[2]].test
+            data[run] = load_run(params, run, category, thresholds[(*run, category)], records[domain])
+            result = bootstrap_metrics(data[run].test, settings.n_resamples, settings.confidence, seed=seeds[category],
+                                       fpr_limit=params.evaluation.aupro_fpr_limit)
+            results[run] = result
+            interval_rows += _interval_rows(run, category, result.estimate, result.low, result.high, params)
+            run_replicates[run].append(result.distribution)
+            run_estimates[run].append(result.estimate)
+            clean_for_robustness[(*run, category)] = (result.estimate, result.distribution["image_auroc"],
+                                                      result.low["image_auroc"], result.high["image_auroc"], None)
+            rows, distributions = _breakdown_rows(run, category, data[run], params, seeds[category])
+            breakdown_rows += rows
+            for key, dist in distributions.items():
+                if key[0] == "defect_size":
+                    breakdown_replicates[(*run, *key)].append(dist)
+            error_rows += _error_rows(run, category, data[run], settings.top_errors)
+        for family, a, b in pairs:
+            diffs = {m: results[a].distribution[m] - results[b].distribution[m] for m in METRICS}
+            delong = delong_test(data[a].test.scores, data[b].test.scores, data[a].test.labels).p_value
+            comparison_rows += _comparison_rows(family, a, b, category, results[a].estimate, results[b].estimate, diffs, params, delong)
+            pair_replicates[(family, a, b)].append(diffs)
+        del data
+
+    # macro means over categories
+    for run in runs:
+        estimate, low, high = {}, {}, {}
+        for m in METRICS:
+            estimate[m], low[m], high[m] = macro([r[m] for r in run_replicates[run]], settings.confidence,
+                                                          estimates=[e[m] for e in run_estimates[run]])
+        interval_rows += _interval_rows(run, "mean", estimate, low, high, params)
+    intervals = pd.DataFrame(interval_rows)
+    by_key = intervals[intervals["category"] == "mean"].set_index(["detector", "regime", "scenario", "metric"])["estimate"]
+    for family, a, b in pairs:
+        diffs = {m: np.nanmean(np.stack([d[m] for d in pair_replicates[(family, a, b)]]), axis=0) if len(pair_replicates[(family, a, b)]) else np.array([]) for m in METRICS}
+        est_a = {m: by_key[(*a, m)] for m in METRICS}
+        est_b = {m: by_key[(*b, m)] for m in METRICS}
+        comparison_rows += _comparison_rows(family, a, b, "mean", est_a, est_b, diffs, params, float("nan"))
+    comparisons = add_holm(pd.DataFrame(comparison_rows))
+
+    breakdowns = pd.DataFrame(breakdown_rows)
+    if not breakdowns.empty:
+        size_rows = []
+        sizes = breakdowns[breakdowns["breakdown"] == "defect_size"]
+        for (d, r, s, group), rows in sizes.groupby(["detector", "regime", "scenario", "group"]):
+            estimate, low, high = macro(breakdown_replicates[(d, r, s, "defect_size", group)], settings.confidence,
+                                                 estimates=rows["image_auroc"].to_list())
+            size_rows.append({"detector": d, "regime": r, "scenario": s, "category": "mean", "breakdown": "defect_size", "group": group,
+                          "n_normal": int(rows["n_normal"].sum()), "n_anomalous": int(rows["n_anomalous"].sum()),
+                          "image_auroc": estimate, "ci_low": low, "ci_high": high,
+                          "detection_rate": float(np.average(rows["detection_rate"], weights=rows["n_anomalous"]))})
+        breakdowns = pd.concat([breakdowns, pd.DataFrame(size_rows)], ignore_index=True)
+    robustness = robustness_rows(params, thresholds, clean_for_robustness, seeds)
+    errors = pd.DataFrame(error_rows, columns=["detector", "regime", "scenario", "category", "kind", "rank", "filename", "defect_type",
+                                               "score", "threshold", "margin", "heatmap_path"])
+
+    tables = {"intervals": intervals, "comparisons": comparisons, "breakdowns": breakdowns, "robustness": robustness, "errors": errors}
+    for name, table in tables.items():
+        write_text(STATISTICS_DIR / f"{name}.csv", table.to_csv(index=False, float_format="%.6g"))
+    write_json(STATISTICS_DIR / "headline.json", headline(intervals))
+    log.info("statistics: %d intervals, %d comparisons, %d breakdown rows, %d robustness rows, %d errors",
+             len(intervals), len(comparisons), len(breakdowns), len(robustness), len(errors))
+    return tables

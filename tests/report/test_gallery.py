@@ -1,0 +1,38 @@
+"""Gallery assets: thumbnails, red mask layers aligned with them, badge ranges around the threshold."""
+
+import json
+
+import numpy as np
+from PIL import Image
+
+from shiftad.report.gallery import MASK_RGBA, build_tiles, score_range
+
+
+def test_score_range_is_symmetric_around_the_threshold():
+    assert score_range([1.0, 2.0, 5.0], 2.0) == (-1.0, 5.0)
+    assert score_range([], 2.0) == (1.0, 3.0)
+
+
+def test_tiles_link_thumbnails_and_mask_layers(tmp_path):
+    heat = tmp_path / "heat.png"
+    Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(heat)
+    mask = np.zeros((128, 128), np.uint8)
+    mask[:64, :64] = 255  # the top-left quadrant, at twice the heatmap size
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    records = [
+        {"filename": "n.png", "ground_truth": {"is_anomalous": False, "defect_type": "good", "mask_path": None},
+         "prediction": {"is_anomalous": True, "anomaly_score": 3.0, "heatmap_path": str(heat)}, "correct": False},
+        {"filename": "a.png", "ground_truth": {"is_anomalous": True, "defect_type": "crack", "mask_path": str(tmp_path / "mask.png")},
+         "prediction": {"is_anomalous": True, "anomaly_score": 4.0, "heatmap_path": str(heat)}, "correct": True},
+    ]
+    (tmp_path / "p.json").write_text(json.dumps(records))
+    done: set[str] = set()
+    tiles = build_tiles(tmp_path / "p.json", 2.0, tmp_path / "gallery", "d/r/s", "c", done)
+    assert [t.image for t in tiles] == ["gallery/d/r/s/c/0000.jpg", "gallery/d/r/s/c/0001.jpg"]
+    assert tiles[0].mask is None and tiles[1].mask.startswith("gallery/masks/")
+    assert not tiles[0].correct and tiles[1].correct and tiles[0].score_range == (0.0, 4.0)
+    layer = np.asarray(Image.open(tmp_path / tiles[1].mask))
+    assert layer.shape == (64, 64, 4)  # resized to the thumbnail
+    assert tuple(layer[10, 10]) == MASK_RGBA and layer[40, 40, 3] == 0 and layer[10, 40, 3] == 0
+    again = build_tiles(tmp_path / "p.json", 2.0, tmp_path / "gallery", "d/r/t", "c", done)
+    assert again[1].mask == tiles[1].mask  # one layer file per mask, shared by runs

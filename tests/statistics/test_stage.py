@@ -1,0 +1,82 @@
+"""The statistics stage's own logic: pairing, Holm families, size groups, error lists, seeds."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from shiftad.data.records import ImageRecord
+from shiftad.params import validate_params
+from shiftad.statistics.bootstrap import TestSet, bootstrap_metrics, paired_bootstrap
+from shiftad.statistics.multiple import holm
+from shiftad.statistics.stage import RunData, _error_rows, add_holm, category_seed, comparison_pairs, size_group
+
+
+def test_comparison_families_cover_detectors_regimes_and_scenarios():
+    pairs = comparison_pairs(validate_params({}))
+    families = {f for f, _, _ in pairs}
+    assert families == {"detector", "regime", "scenario", "adaptation"}
+    assert ("detector", ("patchcore", "per_class", "clean"), ("padim", "per_class", "clean")) in pairs
+    assert ("regime", ("padim", "per_class", "shift_adapted"), ("padim", "global", "shift_adapted")) in pairs
+    # every shift scenario against clean; every adaptation against no adaptation
+    assert ("scenario", ("patchcore", "global", "shift_no_adaptation"), ("patchcore", "global", "clean")) in pairs
+    assert ("adaptation", ("patchcore", "global", "shift_adapted"), ("patchcore", "global", "shift_no_adaptation")) in pairs
+    assert not any(a == b for _, a, b in pairs)
+    assert len(pairs) == 8 + 8 + 12 + 8
+
+
+def test_one_detector_has_no_detector_family():
+    pairs = comparison_pairs(validate_params({"detectors": ["padim"]}))
+    assert "detector" not in {f for f, _, _ in pairs}
+
+
+def test_shared_seed_makes_replicate_differences_the_paired_bootstrap():
+    """The stage pairs two runs by subtracting their replicates; that must equal a paired bootstrap."""
+    rng = np.random.default_rng(1)
+    labels = np.r_[np.zeros(30, int), np.ones(12, int)]
+    a = TestSet(scores=rng.normal(size=42) + labels, labels=labels, threshold=0.5)
+    b = TestSet(scores=rng.normal(size=42) + 0.5 * labels, labels=labels, threshold=0.5)
+    seed = category_seed(0, "brick")
+    da = bootstrap_metrics(a, 300, seed=seed).distribution["image_auroc"]
+    db = bootstrap_metrics(b, 300, seed=seed).distribution["image_auroc"]
+    paired = paired_bootstrap(a, b, 300, seed=seed)
+    np.testing.assert_allclose(da - db, paired.distribution["image_auroc"], atol=1e-12)
+
+
+def test_category_seeds_differ_and_are_stable():
+    assert category_seed(0, "brick") == category_seed(0, "brick")
+    assert len({category_seed(0, c) for c in ("brick", "gravel", "widget")}) == 3
+    assert category_seed(0, "brick") != category_seed(1, "brick")
+
+
+def test_holm_runs_within_each_family_and_level():
+    table = pd.DataFrame({
+        "family": ["detector", "detector", "scenario", "scenario", "scenario"],
+        "category": ["a", "b", "a", "b", "mean"],
+        "metric": ["image_auroc"] * 5,
+        "p_bootstrap": [0.01, 0.04, 0.01, 0.04, 0.01],
+        "p_delong": [0.02, np.nan, 0.2, 0.3, np.nan],
+    })
+    out = add_holm(table)
+    np.testing.assert_allclose(out["p_bootstrap_holm"][:2], holm(np.array([0.01, 0.04])))
+    assert out["p_bootstrap_holm"].iloc[4] == 0.01  # the macro row is its own family of one
+    assert out["p_delong_holm"].iloc[0] == 0.02 and np.isnan(out["p_delong_holm"].iloc[1])
+
+
+@pytest.mark.parametrize("area, group", [(0.001, "small"), (0.005, "medium"), (0.0199, "medium"), (0.02, "large"), (0.5, "large")])
+def test_size_groups_by_mask_area(area, group):
+    assert size_group(area, [0.005, 0.02]) == group
+
+
+def test_error_lists_take_the_most_confident_mistakes(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    records = [ImageRecord(f"img{i}.png", "c", int(i >= 4), "dent" if i >= 4 else "good", None, "test") for i in range(8)]
+    scores = np.array([0.1, 0.9, 0.7, 0.2, 0.3, 0.8, 0.1, 0.6])  # normals 1, 2 above 0.5; anomalous 4, 6 below
+    data = RunData(TestSet(scores=scores, labels=np.array([r.label for r in records]), threshold=0.5), records, np.zeros(8))
+    folder = tmp_path / "results/predictions/d/r/s"
+    folder.mkdir(parents=True)
+    (folder / "c.json").write_text("[]")
+    rows = _error_rows(("d", "r", "s"), "c", data, k=5)
+    fps = [r["filename"] for r in rows if r["kind"] == "false_positive"]
+    fns = [r["filename"] for r in rows if r["kind"] == "false_negative"]
+    assert fps == ["img1.png", "img2.png"] and fns == ["img6.png", "img4.png"]
+    assert _error_rows(("d", "r", "s"), "c", data, k=1)[0]["margin"] == pytest.approx(0.4)

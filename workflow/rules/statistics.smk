@@ -1,0 +1,23 @@
+# Bootstrap CIs, paired tests, breakdowns, robustness curves and error lists (one job).
+rule statistics:
+    input:
+        scores=score_files(P),
+        splits=[splits_input(d) for d in DOMAINS],
+        table="results/metrics/scenarios.csv",
+        predictions="results/predictions",
+        robustness=expand("results/robustness/{detector}/{category}.npz", detector=P.detectors, category=P.categories),
+        code="src/shiftad/statistics",
+    output:
+        intervals=report("results/statistics/intervals.csv", caption="../report/intervals.rst", category="Statistics"),
+        comparisons=report("results/statistics/comparisons.csv", caption="../report/comparisons.rst", category="Statistics"),
+        breakdowns="results/statistics/breakdowns.csv",
+        robustness="results/statistics/robustness.csv",
+        errors="results/statistics/errors.csv",
+        headline="results/statistics/headline.json",
+    params:
+        statistics=P.statistics.model_dump(),
+        seed=P.seed,
+    log:
+        "logs/statistics.log",
+    shell:
+        "shiftad statistics {PARAMS} 2> {log}"
