@@ -87,7 +87,7 @@ def cmd_statistics(params: Params, args: argparse.Namespace) -> None:
 def cmd_notebooks(params: Params, args: argparse.Namespace) -> None:
     from shiftad.notebooks import run_notebooks_stage
 
-    run_notebooks_stage(params, progress=not args.quiet)
+    run_notebooks_stage(params, progress=not args.quiet, params_files=args.params)
 
 
 def cmd_report(params: Params, args: argparse.Namespace) -> None:

@@ -61,7 +61,10 @@ def examples_figure(category: str, n: int = 4, root: str | Path = "."):
     return fig
 
 
-def run_notebooks_stage(params: Params, progress: bool = True, sources: Path = NOTEBOOK_SOURCES, out: Path = NOTEBOOKS_OUT) -> list[Path]:
+def run_notebooks_stage(params: Params, progress: bool = True, sources: Path = NOTEBOOK_SOURCES, out: Path = NOTEBOOKS_OUT,
+                        params_files: list[str] | None = None) -> list[Path]:
+    """`params_files`: the files the stage was given (overrides included), passed on so every
+    notebook sees the same params."""
     import papermill
     from nbconvert import HTMLExporter
     import nbformat
@@ -69,7 +72,8 @@ def run_notebooks_stage(params: Params, progress: bool = True, sources: Path = N
     notebooks = sorted(sources.glob("*.ipynb"))
     if not notebooks:
         raise FileNotFoundError(f"{sources}: no notebooks to execute")
-    parameters = {"detectors": list(params.detectors), "categories": list(params.categories), "project_dir": str(Path.cwd())}
+    parameters = {"detectors": list(params.detectors), "categories": list(params.categories), "project_dir": str(Path.cwd()),
+                  "params_files": [str(Path(f).resolve()) for f in (params_files or ["params.yaml"])]}
     written = []
     with atomic_dir(out) as tmp:
         for notebook in notebooks:

@@ -183,7 +183,6 @@ class StatisticsParams(Section):
 class ReportParams(Section):
     gallery_images: int = Field(6, ge=1, description="test images per category in the figure galleries (the HTML page shows all)")
     pdf: bool = Field(True, description="save every figure as PDF beside the PNG")
-    notebooks: bool = Field(True, description="execute the notebooks into report/notebooks/")
 
 
 CategoryName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]

@@ -27,7 +27,9 @@ def test_tiles_link_thumbnails_and_mask_layers(tmp_path):
     ]
     (tmp_path / "p.json").write_text(json.dumps(records))
     done: set[str] = set()
-    tiles = build_tiles(tmp_path / "p.json", 2.0, tmp_path / "gallery", "d/r/s", "c", done)
+    pairs = build_tiles(tmp_path / "p.json", 2.0, tmp_path / "gallery", "d/r/s", "c", done)
+    assert [f for f, _ in pairs] == ["n.png", "a.png"]
+    tiles = [t for _, t in pairs]
     assert [t.image for t in tiles] == ["gallery/d/r/s/c/0000.jpg", "gallery/d/r/s/c/0001.jpg"]
     assert tiles[0].mask is None and tiles[1].mask.startswith("gallery/masks/")
     assert not tiles[0].correct and tiles[1].correct and tiles[0].score_range == (0.0, 4.0)
@@ -35,4 +37,4 @@ def test_tiles_link_thumbnails_and_mask_layers(tmp_path):
     assert layer.shape == (64, 64, 4)  # resized to the thumbnail
     assert tuple(layer[10, 10]) == MASK_RGBA and layer[40, 40, 3] == 0 and layer[10, 40, 3] == 0
     again = build_tiles(tmp_path / "p.json", 2.0, tmp_path / "gallery", "d/r/t", "c", done)
-    assert again[1].mask == tiles[1].mask  # one layer file per mask, shared by runs
+    assert again[1][1].mask == tiles[1].mask  # one layer file per mask, shared by runs

@@ -80,3 +80,34 @@ def test_error_lists_take_the_most_confident_mistakes(tmp_path, monkeypatch):
     fns = [r["filename"] for r in rows if r["kind"] == "false_negative"]
     assert fps == ["img1.png", "img2.png"] and fns == ["img6.png", "img4.png"]
     assert _error_rows(("d", "r", "s"), "c", data, k=1)[0]["margin"] == pytest.approx(0.4)
+
+
+def test_wald_p_value_from_the_bootstrap_standard_error():
+    from scipy.stats import norm
+
+    from shiftad.statistics.stage import wald_p_value
+
+    replicates = np.random.default_rng(0).normal(0.1, 0.05, size=1000)
+    sd = replicates.std(ddof=1)
+    assert wald_p_value(0.1, replicates) == pytest.approx(2 * norm.sf(0.1 / sd))
+    assert wald_p_value(0.3, replicates) < 2 / 1001  # not floored at 2/(B+1) like a share of replicates
+    assert wald_p_value(0.0, np.zeros(10)) == 1.0 and wald_p_value(0.2, np.zeros(10)) == 0.0
+    assert np.isnan(wald_p_value(0.1, np.array([0.1, np.nan])))
+
+
+def test_tests_that_compare_a_run_with_itself_are_left_out_and_repeats_listed_once():
+    from shiftad.statistics.stage import _comparison_rows, drop_duplicate_tests
+
+    params = validate_params({})
+    a, b = ("patchcore", "per_class", "shift_threshold_only"), ("patchcore", "per_class", "shift_no_adaptation")
+    est = {m: 0.5 for m in ("image_auroc", "image_auprc", "f1", "pixel_auroc", "aupro")}
+    diffs = {m: np.zeros(10) for m in est}
+    rows = _comparison_rows("adaptation", a, b, "brick", est, est, diffs, params, 1.0)
+    assert [r["metric"] for r in rows] == ["f1"]  # only the threshold differs between the two
+    # detector comparisons under no adaptation and threshold only repeat each other for AUROC
+    c, d = ("padim", "per_class", "shift_no_adaptation"), ("padim", "per_class", "shift_threshold_only")
+    table = pd.DataFrame(_comparison_rows("detector", b, c, "brick", est, est, diffs, params, 0.5)
+                         + _comparison_rows("detector", a, d, "brick", est, est, diffs, params, 0.5))
+    kept = drop_duplicate_tests(table)
+    assert sorted(kept["metric"]) == sorted(list(est) + ["f1"])  # 5 + the second f1
+    assert "signature" not in kept

@@ -4,10 +4,15 @@ rule notebooks:
         notebooks=sorted(str(p) for p in Path("notebooks").glob("*.ipynb")),
         statistics=rules.statistics.output,
         table="results/metrics/scenarios.csv",
+        roc="results/plots/roc",
+        pr="results/plots/pr",
+        predictions="results/predictions",
         splits=[splits_input(d) for d in DOMAINS],
-        code="src/shiftad/notebooks.py",
+        code=["src/shiftad/notebooks.py", "src/shiftad/results.py", "src/shiftad/report"],
     output:
         directory("report/notebooks"),
+    params:
+        study={"detectors": P.detectors, "categories": P.categories, "scenarios": list(P.scenarios)},
     log:
         "logs/notebooks.log",
     shell:

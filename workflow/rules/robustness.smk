@@ -9,6 +9,7 @@ rule robustness:
     params:
         robustness=P.robustness.model_dump(),
         shift_sigma=P.shift.illumination_sigma_px,
+        aupro_fpr_limit=P.evaluation.aupro_fpr_limit,
     threads: P.threads
     log:
         "logs/robustness/{detector}_{category}.log",

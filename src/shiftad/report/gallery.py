@@ -8,8 +8,8 @@ one file per mask, shared by every run that shows the same test image).
 
 from __future__ import annotations
 
+import hashlib
 import math
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -52,8 +52,8 @@ def score_range(scores: list[float], threshold: float) -> tuple[float, float]:
 
 
 def build_tiles(predictions_file: Path, threshold: float, gallery_dir: Path, run_dir: str, category: str,
-                masks_done: set[str]) -> list[Tile]:
-    """Tiles of one run and category, writing the thumbnails and mask layers they point at into
+                masks_done: set[str]) -> list[tuple[str, Tile]]:
+    """(test image filename, tile) of one run and category, writing the thumbnails and mask layers they point at into
     `gallery_dir` (which becomes `report/gallery/`; tiles link as `gallery/...`)."""
     records = read_json(predictions_file)
     scores = [r["prediction"]["anomaly_score"] for r in records]
@@ -68,15 +68,15 @@ def build_tiles(predictions_file: Path, threshold: float, gallery_dir: Path, run
         mask_rel = None
         mask_path = record["ground_truth"].get("mask_path")
         if record["ground_truth"]["is_anomalous"] and mask_path:
-            mask_rel = f"masks/{zlib.crc32(mask_path.encode('utf-8')):08x}.png"
+            mask_rel = f"masks/{hashlib.sha1(mask_path.encode('utf-8')).hexdigest()[:16]}.png"
             if mask_rel not in masks_done:
                 size = Image.open(gallery_dir / image_rel).size
                 mask_layer(mask_path, gallery_dir / mask_rel, size)
                 masks_done.add(mask_rel)
         truth = record["ground_truth"]
-        tiles.append(Tile(
+        tiles.append((record["filename"], Tile(
             image=f"gallery/{image_rel}", mask=f"gallery/{mask_rel}" if mask_rel else None, score=float(record["prediction"]["anomaly_score"]), threshold=threshold,
             score_range=lo_hi, is_anomalous=bool(truth["is_anomalous"]), predicted_anomalous=bool(record["prediction"]["is_anomalous"]),
             caption=f"{category} · {truth.get('defect_type', '')} · {Path(record['filename']).name}",
-        ))
+        )))
     return tiles

@@ -78,7 +78,7 @@ def run_report_stage(params: Params, progress: bool = True) -> Path:
                   robustness)
         for kind, title in (("defect_type", "per defect type"), ("defect_size", "per defect size (macro)")):
             table("Breakdowns", f"breakdown_{kind}", T.breakdown_table(breakdowns, kind),
-                  f"Image AUROC {title}: normal test images vs the group's anomalous ones [CI]; detection rate at the threshold.",
+                  f"Image AUROC {title}: normal test images vs the group's anomalous ones [CI; none for groups under 5 images]; the group's detection rate and the normal images' false-positive rate at the validation threshold.",
                   breakdowns[breakdowns["breakdown"] == kind])
         table("Error analysis", "confusion", T.confusion_table(scenarios), "Confusion counts at the validation threshold, summed over categories.")
         table("Error analysis", "errors", errors.drop(columns=["heatmap_path"]),
@@ -129,10 +129,11 @@ def run_report_stage(params: Params, progress: bool = True) -> Path:
             if not params.evaluation.heatmaps:
                 break
             run_dir = f"{detector}/{regime}/{scenario}"
-            tiles = build_tiles(PREDICTIONS_DIR / run_dir / f"{category}.json", float(threshold), gallery_dir,
+            pairs = build_tiles(PREDICTIONS_DIR / run_dir / f"{category}.json", float(threshold), gallery_dir,
                                 run_dir, category, masks_done)
-            for tile, p in zip(tiles, read_json(PREDICTIONS_DIR / run_dir / f"{category}.json")):
-                tile_index[(run_dir, p["filename"])] = tile
+            tiles = [tile for _, tile in pairs]
+            for filename, tile in pairs:
+                tile_index[(run_dir, filename)] = tile
             if galleries and galleries[-1].title == run_dir:
                 galleries[-1].tiles.extend(tiles)
             else:

@@ -94,7 +94,7 @@ def headline_table(intervals: pd.DataFrame, scenarios: list[str], metrics: list[
     """Macro mean [CI] per detector, regime and metric (rows) and scenario (columns)."""
     mean = intervals[intervals["category"] == "mean"]
     rows = []
-    for (detector, regime), group in mean.groupby(["detector", "regime"], sort=True):
+    for (detector, regime), group in mean.groupby(["detector", "regime"], sort=False):  # params order
         for metric in metrics:
             cells = group[group["metric"] == metric].set_index("scenario")
             row = {"detector": detector, "regime": regime, "metric": METRIC_NAMES.get(metric, metric)}
@@ -109,7 +109,7 @@ def category_table(intervals: pd.DataFrame, scenarios: list[str], metric: str) -
     """One metric per detector, regime and category (rows; the macro mean last) and scenario (columns)."""
     picked = intervals[intervals["metric"] == metric]
     rows = []
-    for (detector, regime), group in picked.groupby(["detector", "regime"], sort=True):
+    for (detector, regime), group in picked.groupby(["detector", "regime"], sort=False):
         categories = sorted(c for c in group["category"].unique() if c != "mean") + ["mean"]
         for category in categories:
             cells = group[group["category"] == category].set_index("scenario")
@@ -152,6 +152,7 @@ def breakdown_table(breakdowns: pd.DataFrame, kind: str) -> pd.DataFrame:
         "group": picked["group"], "n_anomalous": picked["n_anomalous"],
         "image AUROC [CI]": [ci_cell(e, lo, hi) for e, lo, hi in zip(picked["image_auroc"], picked["ci_low"], picked["ci_high"])],
         "detection rate": picked["detection_rate"],
+        "normal FPR": picked["false_positive_rate"] if "false_positive_rate" in picked else float("nan"),
     }).reset_index(drop=True)
 
 

@@ -9,8 +9,10 @@ writes into `results/statistics/`:
 - `headline.json`: the macro means with their CIs (the DVC metrics file);
 - `comparisons.csv`: paired comparisons on the same test images (detector vs detector,
   per-class vs global, each shift scenario vs clean, adaptation vs no adaptation) with the
-  paired bootstrap CI of the difference, its p-value, DeLong's p for image AUROC, and Holm
-  adjusted p-values within each family;
+  paired bootstrap CI of the difference, its p-value (Wald, bootstrap SE), DeLong's p for
+  image AUROC, and Holm-adjusted p-values within each family; a test whose two sides are
+  the same numbers by design (AUROC of threshold-only vs no adaptation) is left out, and a
+  test repeated across scenarios is listed once;
 - `breakdowns.csv`: image AUROC (with CI) and detection rate per defect type and per defect
   size (small / medium / large by mask area, `statistics.size_edges`);
 - `robustness.csv`: the severity sweep per shift family (severity 0 = clean), with CIs;
@@ -43,7 +45,9 @@ from shiftad.paths import METRICS_DIR, PREDICTIONS_DIR, STATISTICS_DIR, scores_f
 from shiftad.pipeline import REGIMES
 from shiftad.robustness import robustness_file
 from shiftad.split import domain_view
-from shiftad.statistics.bootstrap import METRICS, TestSet, bootstrap_metrics, bootstrap_p_value, macro_interval, percentile_interval
+from scipy.stats import norm
+
+from shiftad.statistics.bootstrap import METRICS, TestSet, bootstrap_metrics, macro_distribution, macro_interval, percentile_interval
 from shiftad.statistics.delong import delong_test
 from shiftad.statistics.multiple import holm
 
@@ -55,6 +59,33 @@ SIZE_GROUPS = ("small", "medium", "large")
 def category_seed(seed: int, category: str) -> int:
     """One bootstrap seed per category, shared by every run of it (that is what pairs them)."""
     return int(np.random.default_rng([seed, zlib.crc32(category.encode("utf-8"))]).integers(2**31))
+
+
+MIN_GROUP_ANOMALOUS = 5  # fewer anomalous images in a breakdown group: no interval (it would be degenerate)
+THRESHOLD_FREE = {"image_auroc", "image_auprc", "pixel_auroc", "aupro"}
+
+
+def wald_p_value(difference: float, replicates: np.ndarray) -> float:
+    """Two-sided p of "no difference" from the bootstrap standard error: 2·Φ(−|Δ| / sd(Δ*)).
+
+    Unlike the share of replicates beyond zero, it is not floored at 2/(B+1), which with
+    B = 1000 and Holm over a family of 24 tests would make every per-category test
+    non-significant however large the effect. sd = 0: p = 1 when Δ = 0, else 0."""
+    replicates = np.asarray(replicates, dtype=float)
+    if not np.isfinite(difference) or replicates.size < 2 or np.isnan(replicates).any():
+        return float("nan")
+    sd = float(np.std(replicates, ddof=1))
+    if sd == 0.0:
+        return 1.0 if difference == 0 else 0.0
+    return float(2 * norm.sf(abs(difference) / sd))
+
+
+def test_signature(params: Params, run: Run, metric: str) -> tuple:
+    """What a metric of a run depends on: threshold-free metrics only on the model and the test
+    images, F1 also on the threshold's domain. Equal signatures = the same numbers."""
+    scenario = params.scenarios[run[2]]
+    base = (run[0], run[1], scenario.model, scenario.test)
+    return base if metric in THRESHOLD_FREE else (*base, scenario.threshold)
 
 
 def macro(distributions: list[np.ndarray], confidence: float, estimates: list[float]) -> tuple[float, float, float]:
@@ -92,14 +123,21 @@ def _source_order(records: list[ImageRecord], domain: str, category: str) -> lis
     return [e["source_path"] for e in entries]
 
 
-def load_run(params: Params, run: Run, category: str, threshold: float, records: list[ImageRecord]) -> RunData:
+def defect_areas(records: list[ImageRecord]) -> np.ndarray:
+    """Mask area / image area per record (0 for normal images, NaN when a mask is missing)."""
+    from shiftad.data.images import read_mask
+
+    return np.array([float(read_mask(r.mask_path).mean()) if r.is_anomalous and r.mask_path else (0.0 if not r.is_anomalous else np.nan)
+                     for r in records])
+
+
+def load_run(params: Params, run: Run, category: str, threshold: float, records: list[ImageRecord], areas: np.ndarray) -> RunData:
     detector, regime, scenario_name = run
     scenario = params.scenarios[scenario_name]
     scores = load_npz(scores_file(detector, regime, scenario.model, scenario.test, "test", category))
     if list(scores["paths"]) != [r.path for r in records]:
         raise RuntimeError(f"{detector}/{regime}/{scenario_name}/{category}: score file does not match the splits; rerun the score stage")
     masks = ground_truth_masks(records, scores["maps"].shape[1:])
-    areas = masks.reshape(len(records), -1).mean(axis=1) if masks is not None else np.full(len(records), np.nan)
     test = TestSet(scores=scores["image_scores"].astype(np.float64), labels=scores["labels"].astype(np.int64),
                    threshold=threshold, maps=scores["maps"] if masks is not None else None, masks=masks)
     return RunData(test, records, areas)
@@ -132,15 +170,26 @@ def comparison_pairs(params: Params) -> list[tuple[str, Run, Run]]:
 
 def _comparison_rows(family: str, a: Run, b: Run, category: str, est_a: dict, est_b: dict, diffs: dict, params: Params,
                      delong: float) -> list[dict]:
+    """One row per metric, leaving out tests whose two sides are the same numbers by design
+    (e.g. AUROC of threshold-only vs no adaptation: same model, same images)."""
     rows = []
     for m in METRICS:
+        if test_signature(params, a, m) == test_signature(params, b, m):
+            continue
         low, high = percentile_interval(diffs[m], params.statistics.confidence)
         rows.append({
             "family": family, "a": "/".join(a), "b": "/".join(b), "category": category, "metric": m,
             "estimate_a": est_a[m], "estimate_b": est_b[m], "difference": est_a[m] - est_b[m], "ci_low": low, "ci_high": high,
-            "p_bootstrap": bootstrap_p_value(diffs[m]), "p_delong": delong if m == "image_auroc" else float("nan"),
+            "p_bootstrap": wald_p_value(est_a[m] - est_b[m], diffs[m]), "p_delong": delong if m == "image_auroc" else float("nan"),
+            "signature": (family, test_signature(params, a, m), test_signature(params, b, m), m, category),
         })
     return rows
+
+
+def drop_duplicate_tests(table: pd.DataFrame) -> pd.DataFrame:
+    """A test that repeats another of its family (same models, images and thresholds on both
+    sides, e.g. threshold-only rows for AUROC) is listed once, so it is not counted twice by Holm."""
+    return table[~table["signature"].duplicated()].drop(columns="signature").reset_index(drop=True)
 
 
 def add_holm(table: pd.DataFrame) -> pd.DataFrame:
@@ -157,7 +206,8 @@ def add_holm(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _breakdown_rows(run: Run, category: str, data: RunData, params: Params, seed: int) -> tuple[list[dict], dict]:
-    """Per defect type and per size group: normals vs that group's anomalous images."""
+    """Per defect type and per size group: normals vs that group's anomalous images. Size groups
+    come from the clean masks (`data.areas`), so a shifted image stays in its source's group."""
     test, records = data.test, data.records
     labels = test.labels.astype(bool)
     groups: dict[tuple[str, str], np.ndarray] = {}
@@ -174,10 +224,13 @@ def _breakdown_rows(run: Run, category: str, data: RunData, params: Params, seed
         subset = TestSet(scores=test.scores[keep], labels=test.labels[keep], threshold=test.threshold)
         result = bootstrap_metrics(subset, params.statistics.n_resamples, params.statistics.confidence, seed=seed)
         detected = float(np.mean(test.scores[members] >= test.threshold))
+        small = int(members.sum()) < MIN_GROUP_ANOMALOUS
         rows.append({"detector": run[0], "regime": run[1], "scenario": run[2], "category": category, "breakdown": kind, "group": group,
                      "n_normal": int((~labels).sum()), "n_anomalous": int(members.sum()),
-                     "image_auroc": result.estimate["image_auroc"], "ci_low": result.low["image_auroc"], "ci_high": result.high["image_auroc"],
-                     "detection_rate": detected})
+                     "image_auroc": result.estimate["image_auroc"],
+                     "ci_low": float("nan") if small else result.low["image_auroc"],
+                     "ci_high": float("nan") if small else result.high["image_auroc"],
+                     "detection_rate": detected, "false_positive_rate": float(np.mean(test.scores[~labels] >= test.threshold))})
         distributions[(kind, group)] = result.distribution["image_auroc"]
     return rows, distributions
 
@@ -204,6 +257,9 @@ def _error_rows(run: Run, category: str, data: RunData, k: int) -> list[dict]:
 def robustness_rows(params: Params, thresholds: dict, clean_distributions: dict, seeds: dict[str, int]) -> pd.DataFrame:
     """Robustness curves: per detector, family, severity (0 = clean) and category, plus the macro mean."""
     clean_names = [n for n, s in params.scenarios.items() if (s.model, s.threshold, s.test) == ("clean", "clean", "clean")]
+    if not clean_names:  # the sweep's threshold and severity 0 come from the clean scenario
+        log.warning("robustness: no clean scenario (model, threshold and test clean) in params.scenarios; sweep not reported")
+        return pd.DataFrame()
     rows, replicates = [], defaultdict(list)
     for detector in params.detectors:
         for category in params.categories:
@@ -239,7 +295,8 @@ def robustness_rows(params: Params, thresholds: dict, clean_distributions: dict,
                       "ci_low": low, "ci_high": high, "f1": group["f1"].mean(), "pixel_auroc": group["pixel_auroc"].mean(),
                       "aupro": group["aupro"].mean()})
     table = pd.concat([table, pd.DataFrame(macro_rows)], ignore_index=True)
-    return table.sort_values(["detector", "family", "category", "severity"], ignore_index=True)
+    table["is_mean"] = table["category"] == "mean"  # the macro rows last in each block
+    return table.sort_values(["detector", "family", "is_mean", "category", "severity"], ignore_index=True).drop(columns="is_mean")
 
 
 def headline(intervals: pd.DataFrame) -> dict:
@@ -275,11 +332,12 @@ def run_statistics_stage(params: Params, progress: bool = True) -> dict[str, pd.
         reference = next(iter(orders.values()))
         if any(order != reference for order in orders.values()):
             raise RuntimeError(f"{category}: the clean and shifted test lists are not in the same image order; rerun the shift stage")
+        areas = defect_areas(records["clean"]) if "clean" in records else defect_areas(next(iter(records.values())))
         data: dict[Run, RunData] = {}
         results = {}
         for run in runs:
             domain = params.scenarios[run[2]].test
-            data[run] = load_run(params, run, category, thresholds[(*run, category)], records[domain])
+            data[run] = load_run(params, run, category, thresholds[(*run, category)], records[domain], areas)
             result = bootstrap_metrics(data[run].test, settings.n_resamples, settings.confidence, seed=seeds[category],
                                        fpr_limit=params.evaluation.aupro_fpr_limit)
             results[run] = result
@@ -296,7 +354,10 @@ def run_statistics_stage(params: Params, progress: bool = True) -> dict[str, pd.
             error_rows += _error_rows(run, category, data[run], settings.top_errors)
         for family, a, b in pairs:
             diffs = {m: results[a].distribution[m] - results[b].distribution[m] for m in METRICS}
-            delong = delong_test(data[a].test.scores, data[b].test.scores, data[a].test.labels).p_value
+            try:
+                delong = delong_test(data[a].test.scores, data[b].test.scores, data[a].test.labels).p_value
+            except ValueError:  # fewer than two images in a class
+                delong = float("nan")
             comparison_rows += _comparison_rows(family, a, b, category, results[a].estimate, results[b].estimate, diffs, params, delong)
             pair_replicates[(family, a, b)].append(diffs)
         del data
@@ -311,11 +372,11 @@ def run_statistics_stage(params: Params, progress: bool = True) -> dict[str, pd.
     intervals = pd.DataFrame(interval_rows)
     by_key = intervals[intervals["category"] == "mean"].set_index(["detector", "regime", "scenario", "metric"])["estimate"]
     for family, a, b in pairs:
-        diffs = {m: np.nanmean(np.stack([d[m] for d in pair_replicates[(family, a, b)]]), axis=0) if len(pair_replicates[(family, a, b)]) else np.array([]) for m in METRICS}
+        diffs = {m: macro_distribution([d[m] for d in pair_replicates[(family, a, b)]]) for m in METRICS}
         est_a = {m: by_key[(*a, m)] for m in METRICS}
         est_b = {m: by_key[(*b, m)] for m in METRICS}
         comparison_rows += _comparison_rows(family, a, b, "mean", est_a, est_b, diffs, params, float("nan"))
-    comparisons = add_holm(pd.DataFrame(comparison_rows))
+    comparisons = add_holm(drop_duplicate_tests(pd.DataFrame(comparison_rows)))
 
     breakdowns = pd.DataFrame(breakdown_rows)
     if not breakdowns.empty:
