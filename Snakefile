@@ -6,6 +6,7 @@
 from pathlib import Path
 
 from shiftad.params import validate_params
+from shiftad.pipeline import source_files
 
 configfile: "params.yaml"
 

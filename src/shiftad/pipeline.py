@@ -13,6 +13,19 @@ GLOBAL_CATEGORY = "all"  # the global model's folder name (params refuse a categ
 SCORED_SPLITS = ("val", "test")
 
 
+def source_files(*paths: str) -> list[str]:
+    """The Python files of `paths` (files or packages), for Snakemake code inputs: Snakemake
+    compares modification times, and editing a file does not touch its folder's time, so a
+    folder as input would miss an edit (DVC hashes folder contents and lists folders)."""
+    from pathlib import Path
+
+    files: list[str] = []
+    for path in paths:
+        p = Path(path)
+        files += sorted(f.as_posix() for f in p.rglob("*.py")) if p.is_dir() else [p.as_posix()]
+    return files
+
+
 def model_category(regime: str, category: str) -> str:
     """The model that scores `category`: its own (per_class) or the pooled one (global)."""
     return GLOBAL_CATEGORY if regime == "global" else category

@@ -5,7 +5,7 @@ import json
 import numpy as np
 from PIL import Image
 
-from shiftad.report.gallery import MASK_RGBA, build_tiles, score_range
+from shiftad.report.gallery import MASK_RGBA, OUTLINE_RGBA, build_tiles, score_range
 
 
 def test_score_range_is_symmetric_around_the_threshold():
@@ -36,5 +36,6 @@ def test_tiles_link_thumbnails_and_mask_layers(tmp_path):
     layer = np.asarray(Image.open(tmp_path / tiles[1].mask))
     assert layer.shape == (64, 64, 4)  # resized to the thumbnail
     assert tuple(layer[10, 10]) == MASK_RGBA and layer[40, 40, 3] == 0 and layer[10, 40, 3] == 0
+    assert tuple(layer[10, 32]) == OUTLINE_RGBA  # the edge just outside the defect
     again = build_tiles(tmp_path / "p.json", 2.0, tmp_path / "gallery", "d/r/t", "c", done)
     assert again[1][1].mask == tiles[1].mask  # one layer file per mask, shared by runs

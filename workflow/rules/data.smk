@@ -1,6 +1,6 @@
 rule data:
     input:
-        code="src/shiftad/data",
+        code=source_files("src/shiftad/data"),
     output:
         raw="data/raw/source.json",  # not the folder: Snakemake would delete a downloaded archive
         manifest="data/processed/manifest.json",

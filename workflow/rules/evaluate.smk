@@ -5,7 +5,7 @@ rule evaluate:
     input:
         scores=score_files(P),
         splits=[splits_input(d) for d in DOMAINS],
-        code="src/shiftad/evaluate",
+        code=source_files("src/shiftad/evaluate"),
     output:
         table="results/metrics/scenarios.csv",
         records="results/metrics/scenarios.json",

@@ -12,7 +12,7 @@ rule fit:
         raw="data/raw/source.json",
         manifest="data/processed/manifest.json",
         splits=lambda w: splits_input(w.domain),
-        code=["src/shiftad/fit.py", "src/shiftad/detectors", "src/shiftad/components", "src/shiftad/backbones.py"],
+        code=source_files("src/shiftad/fit.py", "src/shiftad/detectors", "src/shiftad/components", "src/shiftad/backbones.py"),
     output:
         directory("results/models/{detector}/{regime}/{domain}/{category}"),
     params:

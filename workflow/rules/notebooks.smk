@@ -8,7 +8,7 @@ rule notebooks:
         pr="results/plots/pr",
         predictions="results/predictions",
         splits=[splits_input(d) for d in DOMAINS],
-        code=["src/shiftad/notebooks.py", "src/shiftad/results.py", "src/shiftad/report"],
+        code=source_files("src/shiftad/notebooks.py", "src/shiftad/results.py", "src/shiftad/report"),
     output:
         directory("report/notebooks"),
     params:

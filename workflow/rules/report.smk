@@ -8,7 +8,7 @@ rule report:
         predictions="results/predictions",
         heatmaps="results/heatmaps",
         notebooks="report/notebooks",
-        code=["src/shiftad/report", "src/shiftad/results.py"],
+        code=source_files("src/shiftad/report", "src/shiftad/results.py"),
     output:
         tables=directory("report/tables"),
         figures=report(directory("report/figures"), patterns=["{name}.png"], caption="../report/figures.rst", category="Figures"),

@@ -3,7 +3,7 @@ rule robustness:
     input:
         model=lambda w: model_path(w.detector, "per_class", "clean", w.category),
         splits=splits_input("clean"),
-        code=["src/shiftad/robustness.py", "src/shiftad/shift.py"],
+        code=source_files("src/shiftad/robustness.py", "src/shiftad/shift.py"),
     output:
         "results/robustness/{detector}/{category}.npz",
     params:

@@ -3,7 +3,7 @@ rule score:
     input:
         model=lambda w: model_path(w.detector, w.regime, w.model, w.category),
         splits=[splits_input(d) for d in DOMAINS],
-        code="src/shiftad/score.py",
+        code=source_files("src/shiftad/score.py"),
     output:
         [f"results/scores/{{detector}}/{{regime}}/{{model}}_on_{data}/{split}/{{category}}.npz" for data in DOMAINS for split in ("val", "test")],
     threads: P.threads

@@ -2,7 +2,7 @@ rule shift:
     input:
         manifest="data/processed/manifest.json",
         splits="data/processed/splits.json",
-        code="src/shiftad/shift.py",
+        code=source_files("src/shiftad/shift.py"),
     output:
         images=directory("data/shifted"),
         splits="data/processed/shifted_splits.json",

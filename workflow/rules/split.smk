@@ -1,7 +1,7 @@
 rule split:
     input:
         manifest="data/processed/manifest.json",
-        code="src/shiftad/split.py",
+        code=source_files("src/shiftad/split.py"),
     output:
         "data/processed/splits.json",
     params:

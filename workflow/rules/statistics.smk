@@ -6,7 +6,7 @@ rule statistics:
         table="results/metrics/scenarios.csv",
         predictions="results/predictions",
         robustness=expand("results/robustness/{detector}/{category}.npz", detector=P.detectors, category=P.categories),
-        code="src/shiftad/statistics",
+        code=source_files("src/shiftad/statistics"),
     output:
         intervals=report("results/statistics/intervals.csv", caption="../report/intervals.rst", category="Statistics"),
         comparisons=report("results/statistics/comparisons.csv", caption="../report/comparisons.rst", category="Statistics"),

@@ -21,6 +21,7 @@ from shiftad.report.html import Tile
 
 THUMBNAIL_PX = 192  # twice the CSS tile size would be sharper, but 2000+ tiles must stay light
 MASK_RGBA = (230, 20, 20, 110)  # red at ~43 % opacity
+OUTLINE_RGBA = (255, 255, 255, 255)  # a white edge: a small defect stays visible on a red heatmap
 
 
 def _save(image: Image.Image, path: Path, **options) -> None:
@@ -36,11 +37,15 @@ def thumbnail(source: str | Path, target: Path) -> None:
 
 
 def mask_layer(mask_path: str, target: Path, size: tuple[int, int]) -> None:
-    """The ground-truth mask as an RGBA PNG of `size` (w, h): red where defective, transparent elsewhere."""
+    """The ground-truth mask as an RGBA PNG of `size` (w, h): semi-transparent red where
+    defective, a one-pixel white edge around it, transparent elsewhere."""
     mask = read_mask(mask_path)
     mask = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(size, Image.NEAREST)) > 0
+    from scipy.ndimage import binary_dilation
+
     rgba = np.zeros((*mask.shape, 4), dtype=np.uint8)
     rgba[mask] = MASK_RGBA
+    rgba[binary_dilation(mask) & ~mask] = OUTLINE_RGBA
     _save(Image.fromarray(rgba, "RGBA"), target, format="PNG", optimize=True)
 
 
