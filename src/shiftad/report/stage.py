@@ -156,7 +156,9 @@ def run_report_stage(params: Params, progress: bool = True) -> Path:
              f"({', '.join(params.shift.families)}).\n\n"
              f"Every threshold was chosen on validation images only (rule: {params.evaluation.threshold.rule}). Intervals are "
              f"{level} percentile intervals of a {boot} (normal and anomalous counts kept); the macro mean resamples each category "
-             "independently. Paired comparisons reuse the same resamples for both sides; p-values are Holm-adjusted within each family.")
+             "independently. F1 intervals hold the validation threshold fixed (it is not re-chosen inside the bootstrap). "
+             "Paired comparisons reuse the same resamples for both sides; p-values (from the bootstrap standard error) are "
+             "Holm-adjusted within each family.")
     order = ["Headline", "Per category", "Comparisons", "Shift effects", "Robustness", "Curves", "Score distributions",
              "Breakdowns", "Error analysis", "Heatmap galleries"]
     sections = [Section("Overview", [Text(intro)])]
