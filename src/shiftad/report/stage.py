@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from shiftad.io import atomic_dir, read_json, write_text
+from shiftad.io import atomic_dir, write_text
 from shiftad.params import Params
 from shiftad.paths import PREDICTIONS_DIR, REPORT_DIR
 from shiftad.results import load_results

@@ -31,7 +31,6 @@ import logging
 import zlib
 from collections import defaultdict
 from itertools import combinations
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -116,10 +115,9 @@ def _source_order(records: list[ImageRecord], domain: str, category: str) -> lis
     """The clean source image of each test record (identity for clean records)."""
     if domain == "clean":
         return [r.path for r in records]
-    from shiftad.io import read_json as _read
     from shiftad.paths import SHIFTED_SPLITS
 
-    entries = _read(SHIFTED_SPLITS)["categories"][category]["test"]
+    entries = read_json(SHIFTED_SPLITS)["categories"][category]["test"]
     return [e["source_path"] for e in entries]
 
 
