@@ -252,7 +252,7 @@ def _error_rows(run: Run, category: str, data: RunData, k: int) -> list[dict]:
     return rows
 
 
-def robustness_rows(params: Params, thresholds: dict, clean_distributions: dict, seeds: dict[str, int]) -> pd.DataFrame:
+def robustness_rows(params: Params, thresholds: dict, clean_results: dict, seeds: dict[str, int]) -> pd.DataFrame:
     """Robustness curves: per detector, family, severity (0 = clean) and category, plus the macro mean."""
     clean_names = [n for n, s in params.scenarios.items() if (s.model, s.threshold, s.test) == ("clean", "clean", "clean")]
     if not clean_names:  # the sweep's threshold and severity 0 come from the clean scenario
@@ -275,13 +275,14 @@ def robustness_rows(params: Params, thresholds: dict, clean_distributions: dict,
                              "image_auroc": result.estimate["image_auroc"], "ci_low": result.low["image_auroc"],
                              "ci_high": result.high["image_auroc"], "f1": result.estimate["f1"],
                              "pixel_auroc": float(sweep["pixel_auroc"][c]), "aupro": float(sweep["aupro"][c])})
-            if clean_names and (detector, "per_class", clean_names[0], category) in clean_distributions:
-                clean_est, clean_dist, clean_low, clean_high, clean_pixel = clean_distributions[(detector, "per_class", clean_names[0], category)]
+            clean = clean_results.get((detector, "per_class", clean_names[0], category))
+            if clean is not None:
                 for family in sorted({str(f) for f in sweep["families"]}):
-                    replicates[(detector, family, 0)].append(clean_dist)
+                    replicates[(detector, family, 0)].append(clean.distribution["image_auroc"])
                     rows.append({"detector": detector, "family": family, "severity": 0, "category": category,
-                                 "image_auroc": clean_est["image_auroc"], "ci_low": clean_low, "ci_high": clean_high,
-                                 "f1": clean_est["f1"], "pixel_auroc": clean_est["pixel_auroc"], "aupro": clean_est["aupro"]})
+                                 "image_auroc": clean.estimate["image_auroc"], "ci_low": clean.low["image_auroc"],
+                                 "ci_high": clean.high["image_auroc"], "f1": clean.estimate["f1"],
+                                 "pixel_auroc": clean.estimate["pixel_auroc"], "aupro": clean.estimate["aupro"]})
     if not rows:
         return pd.DataFrame()
     table = pd.DataFrame(rows)
@@ -323,7 +324,7 @@ def run_statistics_stage(params: Params, progress: bool = True) -> dict[str, pd.
     run_estimates: dict[Run, list[dict]] = defaultdict(list)
     pair_replicates: dict[tuple, list[dict]] = defaultdict(list)
     breakdown_replicates: dict[tuple, list[np.ndarray]] = defaultdict(list)
-    clean_for_robustness: dict = {}
+    all_results: dict = {}  # (detector, regime, scenario, category) -> MetricIntervals
     for category in tqdm(params.categories, desc="statistics", disable=not progress):
         records = {d: views[d].get(category, "test") for d in views}
         orders = {d: _source_order(records[d], d, category) for d in views}
@@ -342,8 +343,7 @@ def run_statistics_stage(params: Params, progress: bool = True) -> dict[str, pd.
             interval_rows += _interval_rows(run, category, result.estimate, result.low, result.high, params)
             run_replicates[run].append(result.distribution)
             run_estimates[run].append(result.estimate)
-            clean_for_robustness[(*run, category)] = (result.estimate, result.distribution["image_auroc"],
-                                                      result.low["image_auroc"], result.high["image_auroc"], None)
+            all_results[(*run, category)] = result
             rows, distributions = _breakdown_rows(run, category, data[run], params, seeds[category])
             breakdown_rows += rows
             for key, dist in distributions.items():
@@ -388,7 +388,7 @@ def run_statistics_stage(params: Params, progress: bool = True) -> dict[str, pd.
                           "image_auroc": estimate, "ci_low": low, "ci_high": high,
                           "detection_rate": float(np.average(rows["detection_rate"], weights=rows["n_anomalous"]))})
         breakdowns = pd.concat([breakdowns, pd.DataFrame(size_rows)], ignore_index=True)
-    robustness = robustness_rows(params, thresholds, clean_for_robustness, seeds)
+    robustness = robustness_rows(params, thresholds, all_results, seeds)
     errors = pd.DataFrame(error_rows, columns=["detector", "regime", "scenario", "category", "kind", "rank", "filename", "defect_type",
                                                "score", "threshold", "margin", "heatmap_path"])
 
