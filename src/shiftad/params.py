@@ -104,6 +104,20 @@ class PaDiMParams(Section):
     map_sigma: float = Field(4.0, ge=0)
 
 
+class KNNParams(Section):
+    """Few-shot patch kNN (issue 8, work in progress)."""
+
+    layers: list[str] = Field(default_factory=lambda: ["blocks.2", "blocks.4"], min_length=1)
+    neighbourhood: int = Field(3, ge=1)
+    distance: Literal["euclidean", "cosine"] = "euclidean"
+    k: int = Field(1, ge=1, description="neighbours averaged per patch")
+    image_score: Literal["max", "top1pct"] = "max"
+    coreset: Literal["none", "random", "greedy"] = "none"
+    coreset_ratio: float = Field(1.0, gt=0, le=1)
+    map_sigma: float = Field(4.0, ge=0)
+    knn_batch: int = Field(8192, ge=1)
+
+
 ShiftFamily = Literal["geometric", "photometric", "illumination"]
 
 
@@ -198,9 +212,10 @@ class Params(Section):
     dataset: DatasetParams = DatasetParams()
     split: SplitParams = SplitParams()
     backbone: BackboneParams = BackboneParams()
-    detectors: list[Literal["patchcore", "padim"]] = Field(default_factory=lambda: ["patchcore", "padim"], min_length=1)
+    detectors: list[Literal["patchcore", "padim", "knn"]] = Field(default_factory=lambda: ["patchcore", "padim"], min_length=1)
     patchcore: PatchCoreParams = PatchCoreParams()
     padim: PaDiMParams = PaDiMParams()
+    knn: KNNParams = KNNParams()
     shift: ShiftParams = ShiftParams()
     scenarios: dict[str, ScenarioParams] = Field(default_factory=lambda: dict(DEFAULT_SCENARIOS), min_length=1)
     evaluation: EvaluationParams = EvaluationParams()

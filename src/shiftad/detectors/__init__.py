@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from shiftad.detectors.base import Detector, Scores
+from shiftad.detectors.knn import FewShotKNN
 from shiftad.detectors.padim import PaDiM
 from shiftad.detectors.patchcore import PatchCore
 from shiftad.params import Params
 
-DETECTORS: dict[str, type[Detector]] = {cls.name: cls for cls in (PatchCore, PaDiM)}
+DETECTORS: dict[str, type[Detector]] = {cls.name: cls for cls in (PatchCore, PaDiM, FewShotKNN)}
 
 
 def detector_class(name: str) -> type[Detector]:
