@@ -1,5 +1,5 @@
-# shiftad DAG: data -> split -> shift -> fit -> score -> evaluate -> robustness -> statistics
-# -> notebooks -> report.
+# shiftad DAG: data -> split -> shift -> fit -> score (+ fewshot) -> evaluate -> robustness -> statistics
+# -> notebooks -> report; kshot (learning curves) feeds the report.
 # Rules only call the `shiftad` CLI; every number lives in params.yaml.
 # `--configfile my.yaml` overrides params.yaml key by key, and the CLI sees the same files.
 
@@ -19,6 +19,8 @@ include: "workflow/rules/split.smk"
 include: "workflow/rules/shift.smk"
 include: "workflow/rules/fit.smk"
 include: "workflow/rules/score.smk"
+include: "workflow/rules/fewshot.smk"
+include: "workflow/rules/kshot.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/robustness.smk"
 include: "workflow/rules/statistics.smk"

@@ -12,8 +12,9 @@ from conftest import REPO
 def test_repository_params_are_valid_and_match_schema_defaults_where_set():
     params = load_params([REPO / "params.yaml"])
     assert params.dataset.source == "synthetic"
-    assert params.detectors == ["patchcore", "padim"]
-    assert list(params.scenarios) == ["clean", "shift_no_adaptation", "shift_threshold_only", "shift_adapted"]
+    assert params.detectors == ["patchcore", "padim", "knn"]
+    assert list(params.scenarios) == ["clean", "shift_no_adaptation", "shift_threshold_only", "shift_adapted", "shift_fewshot"]
+    assert params.few_shot.detectors == ["patchcore", "knn"] and params.threshold_rule("knn") == "percentile"
     assert params.scenarios["shift_adapted"].model == "shift" and params.scenarios["shift_threshold_only"].threshold == "shift"
 
 
@@ -85,3 +86,21 @@ def test_folder_source_has_exactly_one_category():
     with pytest.raises(ParamsError, match="exactly one"):
         validate_params({"categories": ["a", "b"], "dataset": {"source": "folder"}, "split": {"policy": "ratios"}})
     assert validate_params({"categories": ["a"], "dataset": {"source": "folder"}, "split": {"policy": "ratios"}}).categories == ["a"]
+
+
+def test_few_shot_detectors_default_to_the_memory_bank_detectors_listed():
+    assert validate_params({"detectors": ["padim", "knn"]}).few_shot.detectors == ["knn"]
+    assert validate_params({"detectors": ["padim"]}).few_shot.detectors == []
+    with pytest.raises(ParamsError, match=r"few_shot\.detectors: \['knn'\] are not in detectors"):
+        validate_params({"detectors": ["patchcore"], "few_shot": {"detectors": ["knn"]}})
+
+
+def test_fewshot_scenario_expands_to_one_run_per_k_for_memory_bank_detectors_only():
+    params = validate_params({"scenarios": {"clean": {}, "few": {"model": "fewshot", "threshold": "shift", "test": "shift"}},
+                              "few_shot": {"adaptation_k": [4, 0, 2]}})
+    runs = params.scenario_runs("knn")
+    assert list(runs) == ["clean", "few_k0", "few_k2", "few_k4"]
+    assert runs["few_k2"].k == 2 and runs["few_k2"].model_key == "fewshot_k2" and runs["few_k2"].group == "few"
+    assert list(params.scenario_runs("padim")) == ["clean"]
+    with pytest.raises(ParamsError, match=r"scenarios\.bad: model fewshot"):
+        validate_params({"scenarios": {"bad": {"model": "fewshot", "threshold": "clean", "test": "shift"}}})

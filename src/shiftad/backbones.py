@@ -51,9 +51,9 @@ def offline_weights_file(name: str) -> Path | None:
     return Path(getattr(module, class_name).get_model_file_path())
 
 
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+def read_state_dict(path: Path, param_key: str = "backbone") -> dict[str, torch.Tensor]:
     if not path.is_file():
-        raise BackboneWeightsError(f"{path}: backbone weights file not found (params key backbone.weights)")
+        raise BackboneWeightsError(f"{path}: backbone weights file not found (params key {param_key}.weights)")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -90,16 +90,22 @@ def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], sou
     model.load_state_dict(mapped, strict=True)
 
 
-def create_backbone(name: str, weights: str = "auto") -> tuple[nn.Module, tuple[float, ...], tuple[float, ...]]:
-    """Build the classification model `name` with the requested weights; return it with its input mean/std."""
+def create_backbone(
+    name: str, weights: str = "auto", param_key: str = "backbone", **model_kwargs: object
+) -> tuple[nn.Module, tuple[float, ...], tuple[float, ...]]:
+    """Build the classification model `name` with the requested weights; return it with its input mean/std.
+
+    `param_key` is the params section the name and weights came from (errors name it);
+    `model_kwargs` go to timm (``dynamic_img_size=True`` for ViTs).
+    """
     if name.startswith("torchvision/"):
-        return _create_torchvision(name.split("/", 1)[1], weights)
+        return _create_torchvision(name.split("/", 1)[1], weights, param_key)
     import timm
 
     try:
-        model = timm.create_model(name, pretrained=False)
+        model = timm.create_model(name, pretrained=False, **model_kwargs)
     except RuntimeError as exc:  # timm raises RuntimeError for unknown names
-        raise ParamsError(f"backbone.name: '{name}' is not a timm model ({exc})") from None
+        raise ParamsError(f"{param_key}.name: '{name}' is not a timm model ({exc})") from None
     mean = tuple(model.pretrained_cfg.get("mean", IMAGENET_MEAN))
     std = tuple(model.pretrained_cfg.get("std", IMAGENET_STD))
     if weights == "none":
@@ -110,35 +116,35 @@ def create_backbone(name: str, weights: str = "auto") -> tuple[nn.Module, tuple[
             load_state_dict_strict(model, read_state_dict(offline), str(offline))
             return model.eval(), mean, std
         try:
-            model = timm.create_model(name, pretrained=True)
+            model = timm.create_model(name, pretrained=True, **model_kwargs)
         except Exception as exc:  # no network, no hub access, no such pretrained tag
             raise BackboneWeightsError(
-                f"backbone '{name}': could not download its pretrained weights ({exc.__class__.__name__}: {exc}). "
-                "Without internet, set backbone.weights to a local weights file, use the offline default "
-                "backbone.name: tf_efficientnet_lite0, or set backbone.weights: none for random weights."
+                f"{param_key} '{name}': could not download its pretrained weights ({exc.__class__.__name__}: {exc}). "
+                f"Without internet, set {param_key}.weights to a local weights file, use the offline default "
+                f"backbone tf_efficientnet_lite0, or set {param_key}.weights: none for random weights."
             ) from None
         return model.eval(), mean, std
-    load_state_dict_strict(model, read_state_dict(Path(weights)), weights)
+    load_state_dict_strict(model, read_state_dict(Path(weights), param_key), weights)
     return model.eval(), mean, std
 
 
-def _create_torchvision(name: str, weights: str) -> tuple[nn.Module, tuple[float, ...], tuple[float, ...]]:
+def _create_torchvision(name: str, weights: str, param_key: str = "backbone") -> tuple[nn.Module, tuple[float, ...], tuple[float, ...]]:
     import torchvision
 
     try:
         model = torchvision.models.get_model(name, weights=None)
     except ValueError as exc:
-        raise ParamsError(f"backbone.name: 'torchvision/{name}' is not a torchvision model ({exc})") from None
+        raise ParamsError(f"{param_key}.name: 'torchvision/{name}' is not a torchvision model ({exc})") from None
     if weights == "auto":
         try:
             model = torchvision.models.get_model(name, weights="DEFAULT")
         except Exception as exc:
             raise BackboneWeightsError(
-                f"backbone 'torchvision/{name}': could not download its pretrained weights ({exc}). "
-                "Set backbone.weights to a local weights file, or backbone.weights: none for random weights."
+                f"{param_key} 'torchvision/{name}': could not download its pretrained weights ({exc}). "
+                f"Set {param_key}.weights to a local weights file, or {param_key}.weights: none for random weights."
             ) from None
     elif weights != "none":
-        load_state_dict_strict(model, read_state_dict(Path(weights)), weights)
+        load_state_dict_strict(model, read_state_dict(Path(weights), param_key), weights)
     return model.eval(), IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -152,17 +158,17 @@ class FeatureExtractor(nn.Module):
     An unknown layer name is an error listing the valid names (anomalib drops it silently).
     """
 
-    def __init__(self, name: str, layers: Sequence[str], weights: str = "auto") -> None:
+    def __init__(self, name: str, layers: Sequence[str], weights: str = "auto", param_key: str = "backbone") -> None:
         super().__init__()
         self.name = name
         self.layers = list(layers)
-        model, mean, std = create_backbone(name, weights)
+        model, mean, std = create_backbone(name, weights, param_key)
         modules = dict(model.named_modules())
         unknown = [layer for layer in self.layers if layer not in modules]
         if unknown:
             candidates = [n for n in modules if n and n.count(".") <= 1]
             raise ParamsError(
-                f"layers {unknown} do not exist in backbone '{name}'; valid names include: {', '.join(candidates[:40])}"
+                f"layers {unknown} (params key {param_key}'s layers) do not exist in backbone '{name}'; valid names include: {', '.join(candidates[:40])}"
             )
         self.model = model.requires_grad_(False).eval()
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
@@ -195,6 +201,42 @@ class FeatureExtractor(nn.Module):
         except _StopForward:
             pass
         return [self._outputs[layer] for layer in self.layers]
+
+
+def is_vision_transformer(name: str) -> bool:
+    """ViT names (DINOv2 ``vit_small_patch14_dinov2.lvd142m``, ``vit_base_patch14_dinov2``…): patch tokens, not layers."""
+    return name.split("/")[-1].startswith(("vit_", "deit", "eva"))
+
+
+class PatchTokenExtractor(nn.Module):
+    """Final-layer patch tokens of a timm ViT as a feature map (B, C, H/p, W/p).
+
+    As AnomalyDINO uses DINOv2: the normed output of the last block, prefix tokens (class,
+    registers) dropped. Inputs are resized by the caller to a multiple of the patch size.
+    """
+
+    def __init__(self, name: str, weights: str = "auto", param_key: str = "backbone") -> None:
+        super().__init__()
+        self.name = name
+        model, mean, std = create_backbone(name, weights, param_key, dynamic_img_size=True)
+        if not hasattr(model, "patch_embed") or not hasattr(model, "forward_features"):
+            raise ParamsError(f"{param_key}.name: '{name}' is not a vision transformer with patch tokens")
+        self.model = model.requires_grad_(False).eval()
+        self.patch_size = int(model.patch_embed.patch_size[0])
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
+
+    def input_size(self, image_size: int) -> int:
+        """The multiple of the patch size nearest `image_size` (DINOv2: 252 for 256)."""
+        return max(self.patch_size, round(image_size / self.patch_size) * self.patch_size)
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        b, _, h, w = images.shape
+        tokens = self.model.forward_features((images - self.mean) / self.std)
+        patches = tokens[:, getattr(self.model, "num_prefix_tokens", 1) :]
+        grid = (h // self.patch_size, w // self.patch_size)
+        return [patches.transpose(1, 2).reshape(b, -1, *grid)]
 
 
 def to_tensor_batch(images: Sequence[np.ndarray], size: int) -> torch.Tensor:

@@ -78,6 +78,20 @@ def cmd_robustness(params: Params, args: argparse.Namespace) -> None:
     run_robustness_stage(params, args.detector, args.category, progress=not args.quiet)
 
 
+def cmd_kshot(params: Params, args: argparse.Namespace) -> None:
+    from shiftad.kshot import run_kshot_stage
+
+    _configure_threads(params)
+    run_kshot_stage(params, args.detector, progress=not args.quiet)
+
+
+def cmd_fewshot(params: Params, args: argparse.Namespace) -> None:
+    from shiftad.fewshot import run_fewshot_stage
+
+    _configure_threads(params)
+    run_fewshot_stage(params, args.detector, args.regime, progress=not args.quiet)
+
+
 def cmd_statistics(params: Params, args: argparse.Namespace) -> None:
     from shiftad.statistics.stage import run_statistics_stage
 
@@ -137,6 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
     robustness = add("robustness", cmd_robustness, "severity sweep: one category's test images shifted by one family at a time, scored by the clean per-class model")
     robustness.add_argument("--detector", required=True)
     robustness.add_argument("--category", required=True)
+    kshot = add("kshot", cmd_kshot, "K-shot learning curves of a memory-bank detector, every category: K clean train images x seeds, threshold on val")
+    kshot.add_argument("--detector", required=True)
+    fewshot = add("fewshot", cmd_fewshot, "few-shot adaptation: clean memory banks plus K shifted normal train images score the shifted val/test images")
+    fewshot.add_argument("--detector", required=True)
+    fewshot.add_argument("--regime", required=True, choices=["per_class", "global"])
     add("statistics", cmd_statistics, "bootstrap CIs, paired tests (bootstrap, DeLong, Holm), breakdowns and error lists")
     add("report", cmd_report, "tables (CSV, Markdown, LaTeX), figures (PNG, PDF) and report/index.html")
     shot = add("screenshot", cmd_screenshot, "render a report page in headless Chromium and save a PNG (a tool, not a DAG stage)")

@@ -7,6 +7,8 @@ and the dotted key, e.g. ``params.yaml: patchcore.coreset_ratio: must be <= 1``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -105,17 +107,49 @@ class PaDiMParams(Section):
 
 
 class KNNParams(Section):
-    """Few-shot patch kNN (issue 8, work in progress)."""
+    """Few-shot patch kNN (AnomalyDINO's memory-bank design)."""
 
-    layers: list[str] = Field(default_factory=lambda: ["blocks.2", "blocks.4"], min_length=1)
+    backbone: str = Field("default", description="default = backbone.name; or a DINOv2 timm name, e.g. vit_small_patch14_dinov2.lvd142m")
+    weights: str = Field("auto", description="for a non-default backbone: auto (download) | none | path/to/weights.safetensors")
+    layers: list[str] = Field(default_factory=lambda: ["blocks.2", "blocks.4"], min_length=1, description="CNN layers (ViTs use their patch tokens)")
     neighbourhood: int = Field(3, ge=1)
     distance: Literal["euclidean", "cosine"] = "euclidean"
     k: int = Field(1, ge=1, description="neighbours averaged per patch")
     image_score: Literal["max", "top1pct"] = "max"
     coreset: Literal["none", "random", "greedy"] = "none"
     coreset_ratio: float = Field(1.0, gt=0, le=1)
+    shots: int = Field(8, ge=0, description="normal train images per category in the bank (seeded draw); 0 = all")
+    foreground_mask: Literal["auto", "on", "off"] = Field("auto", description="PCA foreground mask: auto = on for ViT tokens, off for CNN features")
+    foreground_threshold: float = 10.0
     map_sigma: float = Field(4.0, ge=0)
     knn_batch: int = Field(8192, ge=1)
+
+
+PositiveK = Annotated[int, Field(ge=1)]
+AdaptationK = Annotated[int, Field(ge=0)]
+
+
+MEMORY_BANK_DETECTORS = ("patchcore", "knn")  # the detectors whose bank K-shot fits and few-shot adaptation extend
+
+
+class FewShotParams(Section):
+    """K-shot learning curves (clean) and the few-shot adaptation scenario (model: fewshot),
+    for the memory-bank detectors."""
+
+    detectors: list[Literal["patchcore", "knn"]] | None = Field(None, description="default: every memory-bank detector in `detectors`")
+    kshot: list[PositiveK] = Field(default_factory=lambda: [1, 2, 4, 8, 16, 32], min_length=1, description="training images per K-shot fit")
+    kshot_seeds: int = Field(3, ge=1, description="draws of the K images per K (seeds 0..n-1 offset by the global seed)")
+    adaptation_k: list[AdaptationK] = Field(default_factory=lambda: [0, 1, 2, 4, 8, 16], min_length=1,
+                                            description="shifted normal train images added to the clean bank")
+
+    @field_validator("kshot", "adaptation_k", "detectors")
+    @classmethod
+    def _sorted_unique(cls, values: list | None) -> list | None:
+        if values is None:
+            return None
+        if len(set(values)) != len(values):
+            raise ValueError(f"values repeat in {values}")
+        return sorted(values) if values and isinstance(values[0], int) else values
 
 
 ShiftFamily = Literal["geometric", "photometric", "illumination"]
@@ -135,16 +169,41 @@ class ShiftParams(Section):
         return families
 
 
+ThresholdRule = Literal["f1_max", "percentile", "mean_std"]
+
+
 class ThresholdParams(Section):
-    rule: Literal["f1_max", "percentile", "mean_std"] = "f1_max"
+    rule: ThresholdRule = "f1_max"
+    # The few-shot kNN's own default (AnomalyDINO): the 95th percentile of validation normals.
+    detector_rules: dict[str, ThresholdRule] = Field(default_factory=lambda: {"knn": "percentile"},
+                                                     description="per-detector rule overriding `rule`")
     percentile: float = Field(95, gt=0, lt=100)
     std_multiplier: float = Field(3, gt=0)
 
 
 class ScenarioParams(Section):
-    model: Literal["clean", "shift"] = "clean"
+    # fewshot: the clean model's memory bank plus K shifted normal train images, one run per
+    # K in few_shot.adaptation_k (memory-bank detectors only)
+    model: Literal["clean", "shift", "fewshot"] = "clean"
     threshold: Literal["clean", "shift"] = "clean"
     test: Literal["clean", "shift"] = "clean"
+
+
+@dataclass(frozen=True)
+class ScenarioRun:
+    """One concrete scenario: a params scenario, or one K of a fewshot scenario."""
+
+    name: str  # the params name, or <name>_k<K> for a fewshot run
+    group: str  # the params scenario name
+    model: str  # clean | shift | fewshot
+    threshold: str
+    test: str
+    k: int | None = None  # shifted normals added to the clean bank (fewshot only)
+
+    @property
+    def model_key(self) -> str:
+        """The score files' model name: clean, shift, or fewshot_k<K>."""
+        return f"fewshot_k{self.k}" if self.model == "fewshot" else self.model
 
 
 # The study's four scenarios: which model, which threshold, which test set.
@@ -212,10 +271,11 @@ class Params(Section):
     dataset: DatasetParams = DatasetParams()
     split: SplitParams = SplitParams()
     backbone: BackboneParams = BackboneParams()
-    detectors: list[Literal["patchcore", "padim", "knn"]] = Field(default_factory=lambda: ["patchcore", "padim"], min_length=1)
+    detectors: list[Literal["patchcore", "padim", "knn"]] = Field(default_factory=lambda: ["patchcore", "padim", "knn"], min_length=1)
     patchcore: PatchCoreParams = PatchCoreParams()
     padim: PaDiMParams = PaDiMParams()
     knn: KNNParams = KNNParams()
+    few_shot: FewShotParams = FewShotParams()
     shift: ShiftParams = ShiftParams()
     scenarios: dict[str, ScenarioParams] = Field(default_factory=lambda: dict(DEFAULT_SCENARIOS), min_length=1)
     evaluation: EvaluationParams = EvaluationParams()
@@ -223,6 +283,19 @@ class Params(Section):
     statistics: StatisticsParams = StatisticsParams()
     report: ReportParams = ReportParams()
     threads: int = Field(2, ge=1, description="CPU threads per job")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _few_shot_defaults(cls, raw: Any) -> Any:
+        """few_shot.detectors defaults to the memory-bank detectors among `detectors`."""
+        if isinstance(raw, dict):
+            few_shot = dict(raw.get("few_shot") or {})
+            if few_shot.get("detectors") is None:
+                detectors = raw.get("detectors", cls.model_fields["detectors"].default_factory())
+                if isinstance(detectors, list):
+                    few_shot["detectors"] = [d for d in detectors if d in MEMORY_BANK_DETECTORS]
+                    raw = {**raw, "few_shot": few_shot}
+        return raw
 
     @model_validator(mode="after")
     def _consistent(self) -> "Params":
@@ -239,7 +312,32 @@ class Params(Section):
             )
         if len(set(self.detectors)) != len(self.detectors):
             raise ValueError(f"detectors: names repeat in {self.detectors}")
+        unknown = set(self.evaluation.threshold.detector_rules) - {"patchcore", "padim", "knn"}
+        if unknown:
+            raise ValueError(f"evaluation.threshold.detector_rules: unknown detectors {sorted(unknown)}")
+        missing = [d for d in self.few_shot.detectors if d not in self.detectors]
+        if missing:
+            raise ValueError(f"few_shot.detectors: {missing} are not in detectors {self.detectors}; add them there or drop them here")
+        for name, scenario in self.scenarios.items():
+            if scenario.model == "fewshot" and (scenario.threshold, scenario.test) != ("shift", "shift"):
+                raise ValueError(f"scenarios.{name}: model fewshot adapts to the shift, so threshold and test must be 'shift'")
         return self
+
+    def scenario_runs(self, detector: str | None = None) -> dict[str, "ScenarioRun"]:
+        """The concrete scenarios, by name: a fewshot scenario becomes one run per K
+        (`<name>_k<K>`), for the detectors in few_shot.detectors (all of them when
+        `detector` is None)."""
+        runs: dict[str, ScenarioRun] = {}
+        for name, s in self.scenarios.items():
+            if s.model != "fewshot":
+                runs[name] = ScenarioRun(name, name, s.model, s.threshold, s.test)
+            elif detector is None or detector in self.few_shot.detectors:
+                for k in self.few_shot.adaptation_k:
+                    runs[f"{name}_k{k}"] = ScenarioRun(f"{name}_k{k}", name, s.model, s.threshold, s.test, k)
+        return runs
+
+    def threshold_rule(self, detector: str) -> str:
+        return self.evaluation.threshold.detector_rules.get(detector, self.evaluation.threshold.rule)
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -19,6 +19,8 @@ ROC_DIR = PLOTS_DIR / "roc"  # one CSV per run and category: DVC plots, `dvc plo
 PR_DIR = PLOTS_DIR / "pr"
 STATISTICS_DIR = Path("results/statistics")
 ROBUSTNESS_DIR = Path("results/robustness")
+KSHOT_DIR = Path("results/kshot")
+FEWSHOT_DIR = Path("results/fewshot")  # score files of the few-shot adapted banks (one DVC output per detector, regime)
 REPORT_DIR = Path("report")
 
 
@@ -32,8 +34,10 @@ def domain_splits_file(domain: str) -> Path:
 
 
 def scores_file(detector: str, regime: str, model_domain: str, data_domain: str, split: str, category: str) -> Path:
-    """Scores of the `model_domain` model on the `data_domain` images of one split and category."""
-    return SCORES_DIR / detector / regime / f"{model_domain}_on_{data_domain}" / split / f"{category}.npz"
+    """Scores of the `model_domain` model on the `data_domain` images of one split and category
+    (`fewshot_k<K>`: the clean bank plus K shifted normals, under results/fewshot/)."""
+    root = FEWSHOT_DIR if model_domain.startswith("fewshot_k") else SCORES_DIR
+    return root / detector / regime / f"{model_domain}_on_{data_domain}" / split / f"{category}.npz"
 
 
 def curve_file(detector: str, regime: str, scenario: str, category: str) -> str:

@@ -41,8 +41,24 @@ def splits_input(domain: str) -> str:
 
 def score_files(params: Params) -> list[str]:
     """Every model scores every data domain's val and test images once (shift_on_clean too:
-    how an adapted model does on clean data)."""
-    return [
+    how an adapted model does on clean data); plus the few-shot adapted banks' scores."""
+    files = [
         scores_file(d, r, m, x, split, c).as_posix()
         for d, r, m, x, split, c in product(params.detectors, REGIMES, DOMAINS, DOMAINS, SCORED_SPLITS, params.categories)
     ]
+    return files + fewshot_score_files(params)
+
+
+def fewshot_score_files(params: Params, detector: str | None = None, regime: str | None = None, category: str | None = None) -> list[str]:
+    """Score files of the few-shot adapted banks (none when no scenario has model: fewshot)."""
+    if not any(s.model == "fewshot" for s in params.scenarios.values()):
+        return []
+    return [
+        scores_file(d, r, f"fewshot_k{k}", "shift", split, c).as_posix()
+        for d, r, k, split, c in product(params.few_shot.detectors, REGIMES, params.few_shot.adaptation_k, SCORED_SPLITS, params.categories)
+        if (detector is None or d == detector) and (regime is None or r == regime) and (category is None or c == category)
+    ]
+
+
+def kshot_files(params: Params) -> list[str]:
+    return [f"results/kshot/{d}/{c}.csv" for d in params.few_shot.detectors for c in params.categories]

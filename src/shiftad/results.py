@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from shiftad.io import read_json
-from shiftad.paths import METRICS_DIR, PR_DIR, PREDICTIONS_DIR, ROC_DIR, STATISTICS_DIR, parse_curve_file
+from shiftad.paths import KSHOT_DIR, METRICS_DIR, PR_DIR, PREDICTIONS_DIR, ROC_DIR, STATISTICS_DIR, parse_curve_file
 
 STATISTICS_TABLES = ("intervals", "comparisons", "breakdowns", "robustness", "errors")
 
@@ -45,6 +45,7 @@ class Results:
     errors: pd.DataFrame
     roc: pd.DataFrame
     pr: pd.DataFrame
+    kshot: pd.DataFrame  # K-shot learning curves, one row per detector, category, K and draw (empty without)
 
     def predictions(self, root: Path = Path(".")) -> pd.DataFrame:
         return read_predictions(self.scenarios, root)
@@ -54,4 +55,10 @@ def load_results(root: str | Path = ".") -> Results:
     root = Path(root)
     stats = {name: pd.read_csv(root / STATISTICS_DIR / f"{name}.csv") for name in STATISTICS_TABLES}
     return Results(scenarios=pd.read_csv(root / METRICS_DIR / "scenarios.csv"), roc=read_curves(root / ROC_DIR),
-                   pr=read_curves(root / PR_DIR), **stats)
+                   pr=read_curves(root / PR_DIR), kshot=read_kshot(root / KSHOT_DIR), **stats)
+
+
+def read_kshot(folder: Path) -> pd.DataFrame:
+    """Every K-shot table (`results/kshot/<detector>/<category>.csv`), stacked."""
+    files = sorted(folder.glob("*/*.csv")) if folder.is_dir() else []
+    return pd.concat([pd.read_csv(f) for f in files], ignore_index=True) if files else pd.DataFrame()

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 from sklearn.neighbors import NearestNeighbors as SkNN
 
@@ -81,3 +82,36 @@ def test_maps_upsample_and_smooth():
     assert gaussian_kernel_size(4) == 33
     raw = upsample_and_smooth(patch, 64, sigma=0)
     assert raw.max() > m.max()  # smoothing spreads the peak
+
+
+def test_merged_neighbour_lists_equal_a_search_of_the_union():
+    from shiftad.components.knn import merge_neighbours
+
+    rng = np.random.default_rng(4)
+    a, b, queries = rng.normal(size=(300, 8)), rng.normal(size=(200, 8)), rng.normal(size=(50, 8))
+    for k in (1, 5):
+        da, ia = NearestNeighbours(a).query(queries, k)
+        db, ib = NearestNeighbours(b).query(queries, k)
+        d, i = merge_neighbours(da, ia, db, ib + len(a), k)
+        ref_d, ref_i = SkNN(n_neighbors=k).fit(np.concatenate([a, b])).kneighbors(queries)
+        np.testing.assert_array_equal(i, ref_i)
+        np.testing.assert_allclose(d, ref_d, rtol=1e-4)
+
+
+def test_foreground_mask_keeps_the_side_of_the_first_component_that_covers_the_centre():
+    from shiftad.components.foreground import foreground_mask
+
+    rng = np.random.default_rng(5)
+    h = w = 12
+    centre = np.zeros((h, w), dtype=bool)
+    centre[3:9, 3:9] = True
+    direction = rng.normal(size=32)
+    direction /= np.linalg.norm(direction)
+    for sign in (1.0, -1.0):  # the component's sign is arbitrary: the centre decides
+        tokens = rng.normal(size=(h * w, 32)) * 0.5 + np.where(centre.reshape(-1, 1), 30.0, -30.0) * sign * direction
+        mask = foreground_mask(tokens, (h, w), threshold=10.0).reshape(h, w)
+        assert mask[centre].all()
+        assert not mask[0, 0] and not mask[-1, -1]  # far background stays out (dilation adds one ring only)
+        assert mask.sum() <= (8 * 8)  # the 6×6 centre plus at most one dilated ring
+    with pytest.raises(ValueError, match="grid"):
+        foreground_mask(np.zeros((10, 4)), (3, 3))

@@ -26,7 +26,7 @@ def setup(tmp_path_factory):
 def test_patch_distances_equal_brute_force(setup, distance, k):
     train, _, normal, _ = setup
     model = FewShotKNN(image_size=128, distance=distance, k=k).fit(train)
-    rows = model._rows(model.embed([__import__("shiftad.data.images", fromlist=["read_image"]).read_image(normal[0].path)]))
+    rows = model.patch_rows(normal[:1]).rows[0]
     got = model.patch_distances(rows)
     bank = model.memory_bank_.astype(np.float64)
     if distance == "cosine":
@@ -83,3 +83,74 @@ def test_bad_options_are_errors():
         FewShotKNN(distance="manhattan")
     with pytest.raises(ValueError, match="k must"):
         FewShotKNN(k=0)
+
+
+def test_shots_are_a_seeded_draw_per_category_from_the_given_images(tmp_path):
+    from shiftad.detectors.knn import few_shot_draw
+
+    a = texture_records(tmp_path / "a", 6, size=32, category="a")
+    b = texture_records(tmp_path / "b", 3, size=32, category="b")
+    records = a + b
+    draw = few_shot_draw(records, 2, seed=0)
+    assert [r.category for r in draw] == ["a", "a", "b", "b"]
+    assert set(r.path for r in draw) <= set(r.path for r in records)
+    assert draw == few_shot_draw(records, 2, seed=0)  # a function of the seed
+    assert few_shot_draw(records, 0, seed=0) == records and len(few_shot_draw(records, 5, seed=0)) == 8  # b keeps all 3
+    assert any(few_shot_draw(records, 2, seed=s) != draw for s in range(1, 6))
+
+
+def test_fit_banks_shots_images_per_category(setup):
+    train, *_ = setup
+    model = FewShotKNN(image_size=128, shots=2).fit(train)
+    assert model.n_fit_images_ == 2 and model.memory_bank_.shape[0] == 2 * 16 * 16
+
+
+def test_extending_the_bank_by_merging_searches_equals_searching_the_extended_bank(setup):
+    from shiftad.components.knn import NearestNeighbours, merge_neighbours
+
+    train, extra, normal, defects = setup
+    for model in (FewShotKNN(image_size=128, k=5, distance="cosine", image_score="top1pct"),
+                  __import__("shiftad.detectors.patchcore", fromlist=["PatchCore"]).PatchCore(image_size=128, coreset_ratio=0.2)):
+        model.fit(train)
+        queries = model.patch_rows(normal + defects)
+        flat = queries.rows.reshape(-1, queries.rows.shape[-1])
+        found = model.neighbours(flat)
+        block = model.patch_rows(extra)
+        offset = model.memory_bank_.shape[0]
+        model.add_rows(block)
+        d, i = NearestNeighbours(block.bank_rows()).query(flat, model.n_neighbours)
+        merged = model.scores_from_neighbours(queries, *merge_neighbours(*found, d, i + offset, model.n_neighbours))
+        direct = model.score_rows(queries)
+        np.testing.assert_allclose(merged.image_scores, direct.image_scores, rtol=1e-5)
+        np.testing.assert_allclose(merged.maps, direct.maps, rtol=1e-4, atol=1e-5)
+
+
+def test_dinov2_patch_tokens_and_foreground_mask_on_random_weights(setup, tmp_path):
+    """The ViT path offline: DINOv2 ViT-S/14 architecture with random weights (weights: none),
+    tokens on a 14-px grid, the PCA foreground mask shrinking the bank; and a local weights
+    file is loaded strictly (the same state dict round-trips to the same tokens)."""
+    from safetensors.torch import save_file
+
+    train, _, normal, _ = setup
+    model = FewShotKNN(backbone="vit_small_patch14_dinov2.lvd142m", weights="none", image_size=112, foreground_threshold=0.0)
+    assert model.uses_foreground_mask
+    rows = model.patch_rows(train[:2])
+    assert rows.grid == (8, 8) and rows.rows.shape == (2, 64, 384) and rows.foreground is not None
+    model.fit_rows(rows)
+    assert model.memory_bank_.shape[0] == rows.foreground.sum() < 2 * 64
+    scores = model.score_rows(model.patch_rows(normal[:1]))
+    assert scores.maps.shape == (1, 112, 112)
+    weights = tmp_path / "vit.safetensors"
+    save_file({k: v.contiguous() for k, v in model.extractor.model.state_dict().items()}, str(weights))
+    again = FewShotKNN(backbone="vit_small_patch14_dinov2.lvd142m", weights=str(weights), image_size=112, foreground_mask="off")
+    np.testing.assert_allclose(again.patch_rows(train[:1]).rows, rows.rows[:1], rtol=1e-4, atol=1e-4)
+
+
+def test_a_missing_dinov2_weights_file_is_an_error_naming_the_param(tmp_path):
+    from shiftad.backbones import BackboneWeightsError
+
+    model = FewShotKNN(backbone="vit_small_patch14_dinov2.lvd142m", weights=str(tmp_path / "dinov2_vits14.safetensors"))
+    with pytest.raises(BackboneWeightsError, match=r"dinov2_vits14\.safetensors.*knn\.weights"):
+        model.extractor
+    with pytest.raises(Exception, match="knn.foreground_mask"):
+        FewShotKNN(foreground_mask="on")  # CNN features: no PCA foreground

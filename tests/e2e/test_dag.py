@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -42,9 +43,11 @@ def run(args: list[str], cwd: Path) -> str:
 
 
 SCENARIOS = ["clean", "shift_adapted", "shift_no_adaptation", "shift_threshold_only"]
+FEWSHOT_K = [0, 1, 4]  # tiny.yaml few_shot.adaptation_k
+MEMORY_BANK = ("patchcore", "knn")
 
 
-def check_outputs(project: Path, categories=("brick", "widget"), detectors=("padim", "patchcore")) -> pd.DataFrame:
+def check_outputs(project: Path, categories=("brick", "widget"), detectors=("padim", "knn", "patchcore")) -> pd.DataFrame:
     manifest = {r["path"]: r for r in json.loads((project / "data/processed/manifest.json").read_text())["records"]}
     splits = json.loads((project / "data/processed/splits.json").read_text())["categories"]
     assert sorted(splits) == sorted(categories)
@@ -59,10 +62,14 @@ def check_outputs(project: Path, categories=("brick", "widget"), detectors=("pad
     table = pd.read_csv(project / "results/metrics/scenarios.csv")
     assert set(table["category"]) == set(categories)
     assert table[["image_auroc", "pixel_auroc", "aupro"]].apply(lambda c: c.between(0, 1)).all().all()
-    assert (table["threshold_rule"] == "f1_max").all()
-    # every detector x regime x scenario x category, once
-    assert len(table) == len(detectors) * 2 * 4 * len(categories)
-    assert sorted(table["scenario"].unique()) == SCENARIOS and sorted(table["regime"].unique()) == ["global", "per_class"]
+    assert (table.loc[table["detector"] != "knn", "threshold_rule"] == "f1_max").all()
+    assert (table.loc[table["detector"] == "knn", "threshold_rule"] == "percentile").all()  # the kNN's own default
+    # every detector x regime x scenario x category, once; few-shot runs (one per K) for memory-bank detectors
+    runs_per_regime = sum(4 + (len(FEWSHOT_K) if d in MEMORY_BANK else 0) for d in detectors)
+    assert len(table) == runs_per_regime * 2 * len(categories)
+    fewshot_names = [f"shift_fewshot_k{k}" for k in FEWSHOT_K]
+    assert sorted(table["scenario"].unique()) == sorted(SCENARIOS + fewshot_names) and sorted(table["regime"].unique()) == ["global", "per_class"]
+    check_few_shot(project, table, categories, [d for d in detectors if d in MEMORY_BANK])
     shifted_rows = table[table["test_domain"] == "shift"]
     assert (shifted_rows["shift_severity"] == 3).all() and table.loc[table["test_domain"] == "clean", "shift_severity"].isna().all()
     # threshold-only reuses the no-adaptation scores: same ranking, threshold from shifted val
@@ -86,6 +93,28 @@ def check_outputs(project: Path, categories=("brick", "widget"), detectors=("pad
     check_statistics(project, table, categories, detectors)
     check_report(project, detectors)
     return table
+
+
+def check_few_shot(project: Path, table: pd.DataFrame, categories, detectors) -> None:
+    fewshot = table[table["scenario_group"] == "shift_fewshot"]
+    assert sorted(fewshot["k"].unique()) == FEWSHOT_K and set(fewshot["detector"]) == set(detectors)
+    # K = 0 is the clean bank with the shifted-val threshold: threshold only, to the last digit
+    k0 = fewshot[fewshot["k"] == 0].set_index(["detector", "regime", "category"])
+    only = table[table["scenario"] == "shift_threshold_only"].set_index(["detector", "regime", "category"]).loc[k0.index]
+    pd.testing.assert_series_equal(k0["image_auroc"], only["image_auroc"])
+    pd.testing.assert_series_equal(k0["threshold"], only["threshold"])
+    patches = (96 // 8) ** 2  # Lite0 blocks.2 grid at 96 px
+    for detector in detectors:
+        for regime, covered in (("per_class", 1), ("global", len(categories))):
+            sizes = {k: int(np.load(project / f"results/fewshot/{detector}/{regime}/fewshot_k{k}_on_shift/test/{categories[0]}.npz")["memory_bank_size"])
+                     for k in FEWSHOT_K}
+            assert sizes[4] - sizes[0] == 4 * patches * covered and sizes[1] - sizes[0] == patches * covered  # exactly their patches
+    for detector in detectors:
+        for category in categories:
+            kshot = pd.read_csv(project / f"results/kshot/{detector}/{category}.csv")
+            assert list(kshot["k"]) == [1, 1, 2, 2, 4, 4] and list(kshot["draw"]) == [0, 1] * 3
+            assert kshot["image_auroc"].between(0, 1).all() and (kshot["memory_bank_size"] > 0).all()
+            assert all(len(set(map(int, images.split()))) == k for images, k in zip(kshot["train_images"].astype(str), kshot["k"]))
 
 
 def check_statistics(project: Path, table: pd.DataFrame, categories, detectors) -> None:
@@ -120,6 +149,8 @@ def check_report(project: Path, detectors) -> None:
                  "tables/comparisons.tex", "tables/robustness.md", f"figures/curves_{detectors[-1]}_per_class.png",
                  f"figures/curves_{detectors[-1]}_per_class.pdf", "figures/robustness_image_auroc.png",
                  "figures/shift_effects_image_auroc.pdf", f"figures/scores_{detectors[-1]}_global.png",
+                 "tables/kshot.md", "tables/kshot_categories.csv", "tables/fewshot_recovery.tex", "figures/kshot_image_auroc.png",
+                 "figures/fewshot_recovery_image_auroc.png", "figures/fewshot_recovery_aupro.pdf",
                  f"figures/gallery_{detectors[-1]}_per_class_clean.png", "notebooks/03_shift_analysis.html",
                  "notebooks/04_statistics.ipynb"):
         assert (report / name).is_file(), name
@@ -168,6 +199,7 @@ def test_dvc_repro_reruns_only_what_a_patchcore_param_touches(tmp_path):
     project = copy_project(tmp_path)
     params = deep_merge(yaml.safe_load((project / "params.yaml").read_text()), yaml.safe_load((project / "tiny.yaml").read_text()))
     params.update(detectors=["patchcore"], categories=["widget"])  # stage behaviour, not coverage: keep it quick
+    params["few_shot"]["detectors"] = ["patchcore"]
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "init", "-q"], project)
     run([str(BIN / "dvc"), "repro"], project)
@@ -183,12 +215,13 @@ def test_dvc_repro_reruns_only_what_a_patchcore_param_touches(tmp_path):
     status = run([str(BIN / "dvc"), "status", "--json"], project)
     changed = set(json.loads(status[status.index("{"):]))
     fits = {f"fit@patchcore-{d}-widget" for d in ("clean", "shift")} | {f"fit_global@patchcore-{d}" for d in ("clean", "shift")}
-    assert changed == fits, changed  # later stages follow once fit's outputs change
+    assert changed == fits | {"kshot@patchcore"}, changed  # later stages follow once fit's outputs change
     manifest_mtime = (project / "data/processed/manifest.json").stat().st_mtime_ns
     log = run([str(BIN / "dvc"), "repro"], project)
     for stage in ("data", "split", "shift"):
         assert f"Stage '{stage}' didn't change, skipping" in log, stage
     scores = {f"score@patchcore-{m}-widget" for m in ("clean", "shift")} | {f"score_global@patchcore-{m}-widget" for m in ("clean", "shift")}
-    for stage in sorted(fits | scores) + ["evaluate", "robustness@patchcore-widget", "statistics", "notebooks", "report"]:
+    fewshot = {f"fewshot@patchcore-{r}" for r in ("per_class", "global")}
+    for stage in sorted(fits | scores | fewshot) + ["kshot@patchcore", "evaluate", "robustness@patchcore-widget", "statistics", "notebooks", "report"]:
         assert f"Running stage '{stage}'" in log, stage
     assert (project / "data/processed/manifest.json").stat().st_mtime_ns == manifest_mtime

@@ -12,7 +12,7 @@ from shiftad.statistics.stage import RunData, _error_rows, add_holm, category_se
 
 
 def test_comparison_families_cover_detectors_regimes_and_scenarios():
-    pairs = comparison_pairs(validate_params({}))
+    pairs = comparison_pairs(validate_params({"detectors": ["patchcore", "padim"]}))
     families = {f for f, _, _ in pairs}
     assert families == {"detector", "regime", "scenario", "adaptation"}
     assert ("detector", ("patchcore", "per_class", "clean"), ("padim", "per_class", "clean")) in pairs
@@ -22,6 +22,17 @@ def test_comparison_families_cover_detectors_regimes_and_scenarios():
     assert ("adaptation", ("patchcore", "global", "shift_adapted"), ("patchcore", "global", "shift_no_adaptation")) in pairs
     assert not any(a == b for _, a, b in pairs)
     assert len(pairs) == 8 + 8 + 12 + 8
+
+
+def test_few_shot_runs_are_compared_with_no_adaptation_and_across_memory_bank_detectors():
+    scenarios = {"clean": {}, "shift_no_adaptation": {"test": "shift"}, "few": {"model": "fewshot", "threshold": "shift", "test": "shift"}}
+    params = validate_params({"detectors": ["patchcore", "padim", "knn"], "scenarios": scenarios, "few_shot": {"adaptation_k": [0, 2]}})
+    pairs = comparison_pairs(params)
+    assert ("adaptation", ("knn", "global", "few_k2"), ("knn", "global", "shift_no_adaptation")) in pairs
+    assert ("detector", ("patchcore", "per_class", "few_k0"), ("knn", "per_class", "few_k0")) in pairs
+    assert not any("few" in a[2] and f in ("scenario", "regime") and a[0] == "padim" for f, a, _ in pairs)
+    assert not any(f == "scenario" and "few" in a[2] for f, a, _ in pairs)  # recovery is measured against no adaptation
+    assert not any(a[0] == "padim" and "few" in a[2] or b[0] == "padim" and "few" in b[2] for _, a, b in pairs)
 
 
 def test_one_detector_has_no_detector_family():

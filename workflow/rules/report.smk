@@ -1,3 +1,5 @@
+from shiftad.pipeline import kshot_files
+
 # The DAG's last rule: tables, figures, gallery and report/index.html.
 rule report:
     input:
@@ -8,6 +10,7 @@ rule report:
         predictions="results/predictions",
         heatmaps="results/heatmaps",
         notebooks="report/notebooks",
+        kshot=kshot_files(P),
         code=source_files("src/shiftad/report", "src/shiftad/results.py"),
     output:
         tables=directory("report/tables"),

@@ -27,3 +27,15 @@ class NearestNeighbours:
             distances[start:stop] = np.sqrt(np.maximum(sq, 0.0))
             indices[start:stop] = idx
         return distances, indices
+
+
+def merge_neighbours(
+    distances: np.ndarray, indices: np.ndarray, more_distances: np.ndarray, more_indices: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The k nearest of two (M, ·) neighbour lists over disjoint bank parts (indices already
+    global): exact k-NN of the union, which extends a bank without searching it again."""
+    d = np.concatenate([distances, more_distances], axis=1)
+    i = np.concatenate([indices, more_indices], axis=1)
+    k = min(k, d.shape[1])
+    order = np.argsort(d, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(d, order, axis=1), np.take_along_axis(i, order, axis=1)

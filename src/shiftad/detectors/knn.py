@@ -1,39 +1,38 @@
 """Few-shot patch kNN (the memory-bank design of AnomalyDINO, Damm et al. 2025).
 
-fit: patch features of K normal images (which K is the pipeline's choice) form the memory
-bank, optionally thinned by a random or greedy coreset. score: per patch, the mean distance
+fit: patch features of K normal images (`knn.shots` per category, a seeded draw from the
+training images; the K-shot stage sweeps K) form the memory bank, optionally thinned by a random or greedy coreset. score: per patch, the mean distance
 to its k nearest bank patches (euclidean, or cosine on L2-normalised features); image score =
 max patch score or the mean of the top 1%; map = patch scores upsampled to the image size and
-Gaussian-smoothed (σ = 4). `add_normals` appends the patches of more normal images (the
-few-shot adaptation under shift) without refitting anything else.
+Gaussian-smoothed (σ = 4).
 
-WIP (issue 8): DINOv2 backbones and their PCA foreground masking, the K-shot stage and the
-few-shot adaptation scenario are not built yet.
+Backbone: DINOv2 ViT-S/14 or ViT-B/14 patch tokens (`knn.backbone:
+vit_small_patch14_dinov2.lvd142m`, weights downloaded or from `knn.weights`), or by default
+the pipeline's offline CNN backbone with PatchCore's locally aware features. For ViT tokens
+an optional foreground mask (first principal component, AnomalyDINO) keeps background
+patches out of the bank and out of the scores.
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
-from typing import Any, Sequence
+import zlib
+from typing import Sequence
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
 
-from shiftad.backbones import FeatureExtractor, to_tensor_batch
-from shiftad.components.aggregation import aggregate_patches, to_patch_rows
+from shiftad.backbones import is_vision_transformer
 from shiftad.components.coreset import greedy_coreset_indices
-from shiftad.components.knn import NearestNeighbours
-from shiftad.components.maps import upsample_and_smooth
+from shiftad.components.foreground import foreground_mask
 from shiftad.data.records import ImageRecord
-from shiftad.detectors.base import Detector, Scores, iter_image_batches
-from shiftad.io import read_json
+from shiftad.detectors.memory_bank import PatchBankDetector
+from shiftad.errors import ParamsError
 
 DISTANCES = ("euclidean", "cosine")
 IMAGE_SCORES = ("max", "top1pct")
 CORESETS = ("none", "random", "greedy")
+FOREGROUND = ("auto", "on", "off")
 
 
 def patch_scores_from_neighbours(distances: np.ndarray) -> np.ndarray:
@@ -49,7 +48,22 @@ def image_scores_from_patches(patch_scores: np.ndarray, rule: str) -> np.ndarray
     return np.sort(patch_scores, axis=1)[:, -top:].mean(axis=1)
 
 
-class FewShotKNN(Detector):
+def few_shot_draw(records: Sequence[ImageRecord], shots: int, seed: int) -> list[ImageRecord]:
+    """`shots` records per category, a seeded draw (all of a category's records when it has
+    no more than `shots`, or when shots = 0); records keep their order."""
+    if shots == 0:
+        return list(records)
+    keep: list[int] = []
+    for category in dict.fromkeys(r.category for r in records):
+        indices = [i for i, r in enumerate(records) if r.category == category]
+        if len(indices) > shots:
+            rng = np.random.default_rng([seed, zlib.crc32(category.encode())])
+            indices = sorted(rng.choice(indices, size=shots, replace=False).tolist())
+        keep += indices
+    return [records[i] for i in sorted(keep)]
+
+
+class FewShotKNN(PatchBankDetector):
     name = "knn"
 
     def __init__(
@@ -64,61 +78,69 @@ class FewShotKNN(Detector):
         image_score: str = "max",
         coreset: str = "none",
         coreset_ratio: float = 1.0,
+        shots: int = 8,
+        foreground_mask: str = "auto",
+        foreground_threshold: float = 10.0,
         map_sigma: float = 4.0,
         batch_size: int = 16,
         knn_batch: int = 8192,
         seed: int = 0,
     ) -> None:
-        for value, allowed, what in ((distance, DISTANCES, "distance"), (image_score, IMAGE_SCORES, "image_score"), (coreset, CORESETS, "coreset")):
+        for value, allowed, what in ((distance, DISTANCES, "distance"), (image_score, IMAGE_SCORES, "image_score"),
+                                     (coreset, CORESETS, "coreset"), (foreground_mask, FOREGROUND, "foreground_mask")):
             if value not in allowed:
                 raise ValueError(f"{what} must be one of {allowed}, got {value!r}")
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
+        if shots < 0:
+            raise ValueError(f"shots must be >= 0 (0 = every training image), got {shots}")
+        if foreground_mask == "on" and not is_vision_transformer(backbone):
+            raise ParamsError(f"knn.foreground_mask: 'on' needs ViT patch tokens (DINOv2); '{backbone}' is a CNN, use auto or off")
         self.backbone, self.weights, self.layers = backbone, weights, list(layers)
         self.image_size, self.neighbourhood = image_size, neighbourhood
         self.distance, self.k, self.image_score = distance, k, image_score
-        self.coreset, self.coreset_ratio = coreset, coreset_ratio
+        self.coreset, self.coreset_ratio, self.shots = coreset, coreset_ratio, shots
+        self.foreground_mask, self.foreground_threshold = foreground_mask, foreground_threshold
         self.map_sigma, self.batch_size, self.knn_batch, self.seed = map_sigma, batch_size, knn_batch, seed
-        self._extractor: FeatureExtractor | None = None
 
     @classmethod
     def from_params(cls, params) -> "FewShotKNN":
         p = params.knn
-        return cls(backbone=params.backbone.name, weights=params.backbone.weights, layers=p.layers, image_size=params.image_size,
-                   neighbourhood=p.neighbourhood, distance=p.distance, k=p.k, image_score=p.image_score, coreset=p.coreset,
-                   coreset_ratio=p.coreset_ratio, map_sigma=p.map_sigma, batch_size=params.backbone.batch_size,
-                   knn_batch=p.knn_batch, seed=params.seed)
+        own_backbone = p.backbone != "default"  # otherwise the pipeline's backbone and its weights
+        return cls(backbone=p.backbone if own_backbone else params.backbone.name,
+                   weights=p.weights if own_backbone else params.backbone.weights,
+                   layers=p.layers, image_size=params.image_size, neighbourhood=p.neighbourhood, distance=p.distance,
+                   k=p.k, image_score=p.image_score, coreset=p.coreset, coreset_ratio=p.coreset_ratio, shots=p.shots,
+                   foreground_mask=p.foreground_mask, foreground_threshold=p.foreground_threshold, map_sigma=p.map_sigma,
+                   batch_size=params.backbone.batch_size, knn_batch=p.knn_batch, seed=params.seed)
+
+    def _backbone_param_key(self) -> str:
+        return "knn"
+
+    def fit(self, records: Sequence[ImageRecord]) -> "FewShotKNN":
+        """The bank holds `shots` normal images per category (a seeded draw), or all of them."""
+        return super().fit(few_shot_draw(records, self.shots, self.seed))
 
     @property
-    def extractor(self) -> FeatureExtractor:
-        if self._extractor is None:
-            self._extractor = FeatureExtractor(self.backbone, self.layers, self.weights)
-        return self._extractor
+    def uses_foreground_mask(self) -> bool:
+        return self.foreground_mask == "on" or (self.foreground_mask == "auto" and is_vision_transformer(self.backbone))
 
-    def embed(self, images: list[np.ndarray]) -> torch.Tensor:
-        return aggregate_patches(self.extractor(to_tensor_batch(images, self.image_size)), self.neighbourhood)
-
-    def _rows(self, embedding: torch.Tensor) -> np.ndarray:
-        """Patch rows as the bank stores them (unit length for the cosine distance)."""
-        rows = to_patch_rows(embedding).numpy().astype(np.float32)
+    def _prepare_rows(self, rows: np.ndarray) -> np.ndarray:
         if self.distance == "cosine":
             rows /= np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
         return rows
 
-    def _patches(self, records: Sequence[ImageRecord], desc: str) -> np.ndarray:
-        if any(r.is_anomalous for r in records):
-            raise ValueError(f"{type(self).__name__}: the memory bank takes normal images only")
-        total = -(-len(records) // self.batch_size)
-        batches = tqdm(iter_image_batches(records, self.batch_size), total=total, desc=desc, disable=not self.progress, leave=False)
-        rows = []
-        for images in batches:
-            embedding = self.embed(images)
-            self.feature_grid_ = tuple(embedding.shape[-2:])
-            rows.append(self._rows(embedding))
-        return np.concatenate(rows)
+    def _foreground(self, rows: np.ndarray, grid: tuple[int, int]) -> np.ndarray | None:
+        if not self.uses_foreground_mask:
+            return None
+        return np.stack([foreground_mask(image_rows, grid, self.foreground_threshold) for image_rows in rows])
+
+    @property
+    def keeps_every_patch(self) -> bool:
+        return self.coreset == "none" or self.coreset_ratio >= 1.0
 
     def _thin(self, patches: np.ndarray) -> np.ndarray:
-        if self.coreset == "none" or self.coreset_ratio >= 1.0:
+        if self.keeps_every_patch:
             return patches
         if self.coreset == "random":
             n = max(1, math.ceil(self.coreset_ratio * len(patches)))
@@ -127,52 +149,21 @@ class FewShotKNN(Detector):
         keep = greedy_coreset_indices(torch.from_numpy(patches), self.coreset_ratio, seed=self.seed, progress=self.progress)
         return patches[keep.numpy()]
 
-    def fit(self, records: Sequence[ImageRecord]) -> "FewShotKNN":
-        if not records:
-            raise ValueError("FewShotKNN.fit needs at least one normal image")
-        patches = self._patches(records, "features (bank)")
-        self.n_fit_images_ = len(records)
-        self.memory_bank_ = np.ascontiguousarray(self._thin(patches))
-        self._index = NearestNeighbours(self.memory_bank_, self.knn_batch)
-        return self
-
-    def add_normals(self, records: Sequence[ImageRecord]) -> int:
-        """Append every patch of `records` (normal images) to the bank; returns how many were added."""
-        if not hasattr(self, "memory_bank_"):
-            raise RuntimeError("FewShotKNN.add_normals called before fit/load")
-        if not records:
-            return 0
-        added = self._patches(records, "features (added normals)")
-        self.memory_bank_ = np.ascontiguousarray(np.concatenate([self.memory_bank_, added]))
-        self._index = NearestNeighbours(self.memory_bank_, self.knn_batch)
-        return int(len(added))
+    @property
+    def n_neighbours(self) -> int:
+        return self.k
 
     def patch_distances(self, rows: np.ndarray) -> np.ndarray:
-        """(M, k) distances of query rows to their k nearest bank patches, in this detector's metric."""
-        euclidean, _ = self._index.query(rows, self.k)
-        if self.distance == "cosine":  # unit vectors: 1 - cos = ‖a − b‖² / 2
-            return (euclidean.astype(np.float64) ** 2) / 2.0
-        return euclidean.astype(np.float64)
+        """(M, C) prepared rows -> (M, k) distances to the k nearest bank rows in this detector's metric."""
+        return self.metric(self.neighbours(rows)[0])
 
-    def score(self, records: Sequence[ImageRecord]) -> Scores:
-        if not hasattr(self, "memory_bank_"):
-            raise RuntimeError("FewShotKNN.score called before fit/load")
-        image_scores, maps = [], []
-        total = -(-len(records) // self.batch_size)
-        for images in tqdm(iter_image_batches(records, self.batch_size), total=total, desc="scoring", disable=not self.progress, leave=False):
-            embedding = self.embed(images)
-            b, _, h, w = embedding.shape
-            patch = patch_scores_from_neighbours(self.patch_distances(self._rows(embedding))).reshape(b, h * w)
-            image_scores.append(image_scores_from_patches(patch, self.image_score))
-            maps.append(upsample_and_smooth(torch.from_numpy(patch.reshape(b, h, w)), self.image_size, self.map_sigma))
-        return Scores(np.concatenate(image_scores).astype(np.float64), np.concatenate(maps))
+    def metric(self, euclidean: np.ndarray) -> np.ndarray:
+        """Euclidean bank distances in this detector's metric (cosine: 1 − cos of unit vectors = ‖a − b‖² / 2)."""
+        euclidean = euclidean.astype(np.float64)
+        return euclidean**2 / 2.0 if self.distance == "cosine" else euclidean
 
-    def _save_state(self, folder: Path) -> dict[str, Any]:
-        save_file({"memory_bank": torch.from_numpy(self.memory_bank_)}, str(folder / "memory_bank.safetensors"))
-        return {"memory_bank_size": int(self.memory_bank_.shape[0]), "n_fit_images": self.n_fit_images_, "feature_grid": list(self.feature_grid_)}
+    def _patch_scores(self, distances: np.ndarray) -> np.ndarray:
+        return patch_scores_from_neighbours(self.metric(distances))
 
-    def _load_state(self, folder: Path) -> None:
-        self.memory_bank_ = load_file(str(folder / "memory_bank.safetensors"))["memory_bank"].numpy()
-        meta = read_json(folder / "meta.json")
-        self.n_fit_images_, self.feature_grid_ = meta["n_fit_images"], tuple(meta["feature_grid"])
-        self._index = NearestNeighbours(self.memory_bank_, self.knn_batch)
+    def _image_scores(self, patch_scores: np.ndarray, nearest: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        return image_scores_from_patches(patch_scores, self.image_score)

@@ -75,13 +75,15 @@ def _write_heatmaps(folder: Path, records: list[ImageRecord], maps: np.ndarray, 
 
 
 def evaluate_category(
-    params: Params, records: list[ImageRecord], val: dict[str, np.ndarray], test: dict[str, np.ndarray], context: str, heatmap_folder: Path | None
+    params: Params, records: list[ImageRecord], val: dict[str, np.ndarray], test: dict[str, np.ndarray], context: str,
+    heatmap_folder: Path | None, threshold_rule: str | None = None,
 ) -> tuple[dict, list[dict], pd.DataFrame, pd.DataFrame]:
     settings = params.evaluation
     if list(test["paths"]) != [r.path for r in records]:
         raise RuntimeError(f"{context}: score file does not match splits.json; rerun the score stage")
+    rule = threshold_rule or settings.threshold.rule
     thresholds = compute_thresholds(
-        val["image_scores"], val["labels"], settings.threshold.rule, settings.threshold.percentile, settings.threshold.std_multiplier, context=context
+        val["image_scores"], val["labels"], rule, settings.threshold.percentile, settings.threshold.std_multiplier, context=context
     )
     scores, labels, maps = test["image_scores"], test["labels"], test["maps"]
     masks = ground_truth_masks(records, maps.shape[1:])
@@ -156,24 +158,27 @@ def shift_effects(table: pd.DataFrame) -> pd.DataFrame:
 def run_evaluate_stage(params: Params, progress: bool = True) -> pd.DataFrame:
     views = {domain: domain_view(domain) for domain in {s.test for s in params.scenarios.values()}}
     rows = []
-    runs = [(d, r, s) for d in params.detectors for r in REGIMES for s in params.scenarios]
+    runs = [(d, r, s) for d in params.detectors for r in REGIMES for s in params.scenario_runs(d).values()]
     with (atomic_dir(PREDICTIONS_DIR) as predictions_dir, atomic_dir(HEATMAPS_DIR) as heatmaps_dir,
           atomic_dir(ROC_DIR) as roc_dir, atomic_dir(PR_DIR) as pr_dir):
-        for detector, regime, scenario_name in tqdm(runs, desc="evaluate", disable=not progress):
-            scenario = params.scenarios[scenario_name]
+        for detector, regime, scenario in tqdm(runs, desc="evaluate", disable=not progress):
+            scenario_name = scenario.name
             for category in params.categories:
                 context = f"{detector}/{regime}/{scenario_name}/{category}"
-                val = load_npz(scores_file(detector, regime, scenario.model, scenario.threshold, "val", category))
-                test = load_npz(scores_file(detector, regime, scenario.model, scenario.test, "test", category))
+                val = load_npz(scores_file(detector, regime, scenario.model_key, scenario.threshold, "val", category))
+                test = load_npz(scores_file(detector, regime, scenario.model_key, scenario.test, "test", category))
                 run_path = Path(detector) / regime / scenario_name
-                heat_folder = heatmaps_dir / run_path / category if params.evaluation.heatmaps else None
+                # few-shot runs share their heatmaps' look with threshold-only; only K = largest is drawn
+                draw = params.evaluation.heatmaps and (scenario.k is None or scenario.k == max(params.few_shot.adaptation_k))
+                heat_folder = heatmaps_dir / run_path / category if draw else None
                 records = views[scenario.test].get(category, "test")
-                row, predictions, roc, pr = evaluate_category(params, records, val, test, context, heat_folder)
+                row, predictions, roc, pr = evaluate_category(params, records, val, test, context, heat_folder, params.threshold_rule(detector))
                 if heat_folder is not None:  # record the final location, not the temporary one
                     for p in predictions:
                         p["prediction"]["heatmap_path"] = (HEATMAPS_DIR / Path(p["prediction"]["heatmap_path"]).relative_to(heatmaps_dir)).as_posix()
                 shift = {"shift_severity": params.shift.severity, "shift_families": "+".join(params.shift.families)} if scenario.test == "shift" else {}
                 rows.append({"detector": detector, "regime": regime, "scenario": scenario_name, "category": category,
+                             "scenario_group": scenario.group, "k": scenario.k,
                              "model_domain": scenario.model, "threshold_domain": scenario.threshold, "test_domain": scenario.test, **shift, **row})
                 write_json(predictions_dir / run_path / f"{category}.json", predictions)
                 if not roc.empty:

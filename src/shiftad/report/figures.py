@@ -38,7 +38,7 @@ from shiftad.io import atomic_path  # noqa: E402
 
 __all__ = [
     "CAPTIONS", "FIGURE_CAPTIONS", "TRUTH_COLORS", "anomalous_shares", "confusion_figure", "curves_figure",
-    "defect_size_figure", "defect_type_figure", "gallery_figure", "palette", "robustness_figure",
+    "defect_size_figure", "defect_type_figure", "gallery_figure", "kshot_figure", "palette", "recovery_figure", "robustness_figure",
     "save_figure", "score_distributions_figure", "shift_effects_figure",
 ]
 
@@ -58,6 +58,17 @@ CAPTIONS: dict[str, str] = {
     "robustness_figure": (
         "Macro-mean metric against shift severity (0 = clean) for each shift family, per detector, "
         "with the bootstrap CI as a shaded band where available."
+    ),
+    "kshot_figure": (
+        "Image AUROC against the number K of clean training images in the memory bank (log scale), per detector: "
+        "one line per category (mean over seeded draws of the K images, whiskers ± sd over draws) and the macro mean "
+        "in black; thresholds from validation images, metrics on the test images."
+    ),
+    "recovery_figure": (
+        "Few-shot adaptation under shift, the clean model's memory bank plus the patches of K shifted normal training "
+        "images: from no adaptation (clean threshold) through K = 0 (threshold from shifted validation images only) "
+        "to the full refit on shifted training images, thin lines per category, the macro mean bold with its "
+        "bootstrap CI as a band and the clean macro mean dashed."
     ),
     "defect_type_figure": (
         "Image AUROC with bootstrap CIs per defect type (each type's anomalous images against all normal test images), "
@@ -676,5 +687,73 @@ def gallery_figure(records: Sequence[Mapping[str, Any]], title: str, per_row: in
                Patch(facecolor="none", edgecolor=BORDER_COLORS[False], lw=3, label="wrong decision"),
                Line2D([], [], color="#bbbbbb", lw=1.5, label="ground-truth defect (white contour)")]
     fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8.5)
+    fig.suptitle(title)
+    return fig
+
+
+def kshot_figure(kshot: pd.DataFrame, metric: str = "image_auroc") -> Figure:
+    """`metric` against K (log scale), one panel per detector, one line per category (mean over
+    draws, whiskers ± sd) and the macro mean in black."""
+    title = f"K-shot learning curves: {_metric_label(metric)}"
+    frame = _select(kshot, ("detector", "category", "k", "draw", metric))
+    if frame.empty:
+        return _no_data(title)
+    detectors = _ordered(frame["detector"])
+    categories = sorted(_ordered(frame["category"]))
+    color = palette(categories)
+    fig, axes = _grid(len(detectors), 3, (4.6, 3.9), sharey=True)
+    for ax, detector in zip(axes, detectors):
+        panel = frame[frame["detector"].astype(str) == detector]
+        for category in categories:
+            stats = panel[panel["category"].astype(str) == category].groupby("k")[metric].agg(["mean", "std"]).fillna(0.0)
+            ax.errorbar(stats.index, stats["mean"], yerr=stats["std"], marker="o", ms=3.5, lw=1.2, capsize=2,
+                        color=color[category], label=category)
+        macro = panel.groupby(["k", "draw"])[metric].mean().groupby("k").agg(["mean", "std"]).fillna(0.0)
+        ax.errorbar(macro.index, macro["mean"], yerr=macro["std"], marker="s", ms=4, lw=2.2, capsize=3, color="black", label="macro mean")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(list(macro.index), [str(int(k)) for k in macro.index])
+        ax.set_title(detector, fontsize=10)
+        ax.set_xlabel("K (clean training images)")
+        ax.set_ylabel(_metric_label(metric))
+        ax.legend(fontsize=8, framealpha=0.85)
+    fig.suptitle(title)
+    return fig
+
+
+def recovery_figure(intervals: pd.DataFrame, steps: Sequence[tuple[str, str]], reference: Mapping[str, str],
+                    metric: str = "image_auroc") -> Figure:
+    """Recovery under shift against the number of shifted normals added to the clean bank: one
+    panel per detector and regime; x = no adaptation, K = 0 … (few-shot), full refit; thin lines
+    per category, the macro mean bold with its bootstrap CI as a band; the clean macro mean dashed."""
+    title = f"Few-shot recovery under shift: {_metric_label(metric)}"
+    frame = _select(intervals, ("detector", "regime", "scenario", "category", "estimate", "ci_low", "ci_high"), metric=metric)
+    names = [s for _, s in steps]
+    frame = frame[frame["scenario"].astype(str).isin(names + list(reference.values()))]
+    panels = [(d, r) for d, r in dict.fromkeys(zip(frame["detector"].astype(str), frame["regime"].astype(str)))
+              if (frame[(frame["detector"] == d) & (frame["regime"] == r)]["scenario"] == steps[1][1]).any()]
+    if not panels:
+        return _no_data(title)
+    categories = sorted(c for c in _ordered(frame["category"]) if c != "mean")
+    color = palette(categories)
+    x = np.arange(len(steps))
+    fig, axes = _grid(len(panels), 4, (4.4, 3.8), sharey=True)
+    for ax, (detector, regime) in zip(axes, panels):
+        panel = frame[(frame["detector"] == detector) & (frame["regime"] == regime)].set_index(["category", "scenario"])
+        for category in categories + ["mean"]:
+            y = [float(panel.loc[(category, s), "estimate"]) if (category, s) in panel.index else np.nan for s in names]
+            if category == "mean":
+                lo = [float(panel.loc[("mean", s), "ci_low"]) if ("mean", s) in panel.index else np.nan for s in names]
+                hi = [float(panel.loc[("mean", s), "ci_high"]) if ("mean", s) in panel.index else np.nan for s in names]
+                ax.fill_between(x, lo, hi, color="black", alpha=0.12, lw=0)
+                ax.plot(x, y, marker="s", ms=4, lw=2.2, color="black", label="macro mean [CI]")
+            else:
+                ax.plot(x, y, marker="o", ms=3, lw=1.0, alpha=0.8, color=color[category], label=category)
+        for label, scenario in reference.items():
+            if ("mean", scenario) in panel.index:
+                ax.axhline(float(panel.loc[("mean", scenario), "estimate"]), ls="--", lw=1.2, color="#2ca02c", label=label)
+        ax.set_xticks(x, [label for label, _ in steps], rotation=35, ha="right", fontsize=8)
+        ax.set_title(f"{detector} ({regime})", fontsize=10)
+        ax.set_ylabel(_metric_label(metric))
+        ax.legend(fontsize=7, framealpha=0.85)
     fig.suptitle(title)
     return fig

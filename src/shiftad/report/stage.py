@@ -40,15 +40,40 @@ class FigureWriter:
         self.blocks.setdefault(section, []).append(Figure(f"figures/{name}.png", caption, pdf=f"figures/{name}.pdf" if pdf else None))
 
 
+def _is_fewshot(run: str, runs: dict) -> bool:
+    scenario = str(run).split("/")[-1]
+    return scenario in runs and runs[scenario].k is not None
+
+
+def few_shot_steps(params: Params) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    """The recovery curve's x axis as (label, scenario) and its reference lines (label -> scenario)."""
+    runs = params.scenario_runs()
+    pick = lambda m, t, x: next((n for n, s in runs.items() if (s.model, s.threshold, s.test) == (m, t, x)), None)  # noqa: E731
+    fewshot = [(f"K = {s.k}", n) for n, s in runs.items() if s.k is not None]
+    if not fewshot:
+        return [], {}
+    steps = ([("no adaptation", pick("clean", "clean", "shift"))] if pick("clean", "clean", "shift") else []) + fewshot
+    steps += [("full refit", pick("shift", "shift", "shift"))] if pick("shift", "shift", "shift") else []
+    return steps, ({"clean": pick("clean", "clean", "clean")} if pick("clean", "clean", "clean") else {})
+
+
 def run_report_stage(params: Params, progress: bool = True) -> Path:
-    scenario_order = list(params.scenarios)
+    all_runs = params.scenario_runs()
+    # Few-shot runs have their own section; tables by scenario and galleries show the rest (and the largest K).
+    scenario_order = [n for n, s in all_runs.items() if s.k is None]
+    largest_k = max(params.few_shot.adaptation_k)
+    shown = set(scenario_order) | {n for n, s in all_runs.items() if s.k == largest_k}
     results = load_results()
     scenarios, intervals, comparisons = results.scenarios, results.intervals, results.comparisons
     breakdowns, robustness, errors, roc, pr = results.breakdowns, results.robustness, results.errors, results.roc, results.pr
     thresholds = scenarios.set_index(["detector", "regime", "scenario", "category"])["threshold"]
+    thresholds = thresholds[[key[2] in shown for key in thresholds.index]]
     predictions = results.predictions()
+    predictions = predictions[predictions["scenario"].isin(shown)]
     runs = [(d, r) for d in params.detectors for r in REGIMES]
-    shift_scenarios = [s for s in scenario_order if params.scenarios[s].test == "shift"]
+    shift_scenarios = [s for s in scenario_order if all_runs[s].test == "shift"]
+    kshot = results.kshot
+    steps, reference = few_shot_steps(params)
     tables: dict[str, list] = {}
 
     with (atomic_dir(REPORT_DIR / "tables") as tables_dir, atomic_dir(REPORT_DIR / "figures") as figures_dir,
@@ -72,6 +97,18 @@ def run_report_stage(params: Params, progress: bool = True) -> Path:
         table("Comparisons", "comparisons", T.comparisons_table(comparisons, HEADLINE_METRICS),
               "Paired comparisons of macro means on the same test images: difference A − B [CI], bootstrap p, Holm-adjusted p "
               "within each family (per-category rows and DeLong tests in the CSV).", comparisons)
+        if steps:
+            table("Few-shot adaptation", "fewshot_recovery", T.recovery_table(intervals, comparisons, steps),
+                  f"Recovery under shift by adding K shifted normal training images to the clean memory bank: macro mean [{level} CI] "
+                  "per adaptation step (threshold from shifted validation images from K = 0 on), and the paired difference "
+                  "to no adaptation [CI].", intervals[intervals["scenario"].isin([s for _, s in steps])])
+        if not kshot.empty:
+            table("K-shot curves", "kshot", T.kshot_table(kshot),
+                  "K-shot learning curves: macro mean over categories per seeded draw of the K clean training images, then "
+                  "mean ± sd over draws; threshold from validation images (the detector's rule); bank size in patches; fit time "
+                  "= feature extraction of the K images + bank building; inference = extraction + search + map.", kshot)
+            table("K-shot curves", "kshot_categories", T.kshot_category_table(kshot),
+                  "Image AUROC per category and K (mean ± sd over draws).")
         if not robustness.empty:
             table("Robustness", "robustness", T.robustness_table(robustness),
                   "Macro image AUROC [CI] under one shift family at increasing severity (clean per-class models, no adaptation).",
@@ -99,9 +136,16 @@ def run_report_stage(params: Params, progress: bool = True) -> Path:
         for regime in REGIMES:
             figures.add("Breakdowns", f"defect_sizes_{regime}", F.defect_size_figure(breakdowns, regime, scenario_order),
                         f"{regime}: {F.CAPTIONS['defect_size_figure']}")
+        if steps:
+            for metric in ("image_auroc", "aupro"):
+                figures.add("Few-shot adaptation", f"fewshot_recovery_{metric}", F.recovery_figure(intervals, steps, reference, metric),
+                            f"{T.METRIC_NAMES[metric]}: {F.CAPTIONS['recovery_figure']}")
+        if not kshot.empty:
+            figures.add("K-shot curves", "kshot_image_auroc", F.kshot_figure(kshot), F.CAPTIONS["kshot_figure"])
         if shift_scenarios:
+            main_comparisons = comparisons[[not _is_fewshot(a, all_runs) for a in comparisons["a"]]] if not comparisons.empty else comparisons
             for metric in HEADLINE_METRICS:
-                figures.add("Shift effects", f"shift_effects_{metric}", F.shift_effects_figure(comparisons, metric=metric),
+                figures.add("Shift effects", f"shift_effects_{metric}", F.shift_effects_figure(main_comparisons, metric=metric),
                             f"{T.METRIC_NAMES[metric]}: {F.CAPTIONS['shift_effects_figure']}")
         if not robustness.empty:
             for metric in ("image_auroc", "pixel_auroc"):
@@ -117,7 +161,7 @@ def run_report_stage(params: Params, progress: bool = True) -> Path:
                 picked += rows[rows["is_anomalous"]].head((k + 1) // 2).to_dict("records") + rows[~rows["is_anomalous"]].head(k // 2).to_dict("records")
             records = [{"image": r["heatmap_path"], "mask": r["mask_path"] if isinstance(r["mask_path"], str) else None, "correct": r["correct"],
                         "caption": f"{r['category']}: {r['defect_type']}\nscore {r['score']:.2f} ({'ok' if r['correct'] else 'WRONG'})"}
-                       for r in picked if r["heatmap_path"]]
+                       for r in picked if isinstance(r["heatmap_path"], str)]
             if records:
                 figures.add("Heatmap galleries", f"gallery_{detector}_{regime}_{scenario}",
                             F.gallery_figure(records, f"{detector}/{regime}/{scenario}: highest-scored images", per_row=params.report.gallery_images),
@@ -159,7 +203,7 @@ def run_report_stage(params: Params, progress: bool = True) -> Path:
              "independently. F1 intervals hold the validation threshold fixed (it is not re-chosen inside the bootstrap). "
              "Paired comparisons reuse the same resamples for both sides; p-values (from the bootstrap standard error) are "
              "Holm-adjusted within each family.")
-    order = ["Headline", "Per category", "Comparisons", "Shift effects", "Robustness", "Curves", "Score distributions",
+    order = ["Headline", "Per category", "Comparisons", "Shift effects", "Few-shot adaptation", "K-shot curves", "Robustness", "Curves", "Score distributions",
              "Breakdowns", "Error analysis", "Heatmap galleries"]
     sections = [Section("Overview", [Text(intro)])]
     for name in order:

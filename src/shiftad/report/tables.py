@@ -160,3 +160,51 @@ def confusion_table(scenarios_table: pd.DataFrame) -> pd.DataFrame:
     """Counts at the validation-chosen threshold, summed over categories."""
     sums = scenarios_table.groupby(["detector", "regime", "scenario"], sort=False)[["tn", "fp", "fn", "tp"]].sum().reset_index()
     return sums.rename(columns={"tn": "n_tn", "fp": "n_fp", "fn": "n_fn", "tp": "n_tp"})
+
+
+def kshot_table(kshot: pd.DataFrame) -> pd.DataFrame:
+    """Per detector and K: the macro mean over categories of each draw, then mean ± sd over draws."""
+    per_draw = kshot.groupby(["detector", "k", "draw"], sort=False).agg(
+        image_auroc=("image_auroc", "mean"), f1=("f1", "mean"), threshold=("threshold", "mean"),
+        memory_bank_size=("memory_bank_size", "mean"), fit_seconds=("fit_seconds", "mean"), ms_per_image=("ms_per_image", "mean"))
+    rows = []
+    for (detector, k), group in per_draw.groupby(level=["detector", "k"], sort=False):
+        row = {"detector": detector, "K": int(k), "draws": len(group)}
+        for column, label, digits in (("image_auroc", "image AUROC", 3), ("f1", "F1", 3), ("threshold", "threshold", 3)):
+            row[label] = f"{group[column].mean():.{digits}f} ± {group[column].std(ddof=1) if len(group) > 1 else 0:.{digits}f}"
+        row["bank size"] = int(round(group["memory_bank_size"].mean()))
+        row["fit s"] = round(float(group["fit_seconds"].mean()), 3)
+        row["ms / image"] = round(float(group["ms_per_image"].mean()), 1)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def kshot_category_table(kshot: pd.DataFrame) -> pd.DataFrame:
+    """Image AUROC mean ± sd over draws per detector, category (rows) and K (columns)."""
+    stats = kshot.groupby(["detector", "category", "k"], sort=False)["image_auroc"].agg(["mean", "std"]).reset_index()
+    stats["cell"] = [f"{m:.3f} ± {0 if pd.isna(s) else s:.3f}" for m, s in zip(stats["mean"], stats["std"])]
+    wide = stats.pivot(index=["detector", "category"], columns="k", values="cell")
+    wide.columns = [f"K={k}" for k in wide.columns]
+    return wide.reset_index()
+
+
+def recovery_table(intervals: pd.DataFrame, comparisons: pd.DataFrame, steps: list[tuple[str, str]],
+                   metrics: tuple[str, ...] = ("image_auroc", "f1", "aupro")) -> pd.DataFrame:
+    """Macro mean [CI] per detector, regime and adaptation step (`steps`: (label, scenario) from no
+    adaptation through K shifted normals to the full refit), with the difference to no adaptation."""
+    mean = intervals[intervals["category"] == "mean"].set_index(["detector", "regime", "scenario", "metric"])
+    diffs = comparisons[(comparisons["family"] == "adaptation") & (comparisons["category"] == "mean")] if not comparisons.empty else comparisons
+    rows = []
+    for detector, regime in dict.fromkeys(zip(intervals["detector"], intervals["regime"])):
+        if (detector, regime, steps[1][1], metrics[0]) not in mean.index:
+            continue  # this detector has no few-shot runs
+        for label, scenario in steps:
+            row = {"detector": detector, "regime": regime, "step": label}
+            for metric in metrics:
+                key = (detector, regime, scenario, metric)
+                row[METRIC_NAMES.get(metric, metric)] = ci_cell(*mean.loc[key, ["estimate", "ci_low", "ci_high"]]) if key in mean.index else "–"
+            d = diffs[(diffs["a"] == f"{detector}/{regime}/{scenario}") & (diffs["metric"] == metrics[0])] if not diffs.empty else diffs
+            row[f"Δ {METRIC_NAMES.get(metrics[0])} vs no adaptation"] = (
+                ci_cell(d.iloc[0]["difference"], d.iloc[0]["ci_low"], d.iloc[0]["ci_high"]) if len(d) else "–")
+            rows.append(row)
+    return pd.DataFrame(rows)

@@ -82,8 +82,8 @@ def wald_p_value(difference: float, replicates: np.ndarray) -> float:
 def test_signature(params: Params, run: Run, metric: str) -> tuple:
     """What a metric of a run depends on: threshold-free metrics only on the model and the test
     images, F1 also on the threshold's domain. Equal signatures = the same numbers."""
-    scenario = params.scenarios[run[2]]
-    base = (run[0], run[1], scenario.model, scenario.test)
+    scenario = params.scenario_runs()[run[2]]
+    base = (run[0], run[1], scenario.model_key, scenario.test)
     return base if metric in THRESHOLD_FREE else (*base, scenario.threshold)
 
 
@@ -131,8 +131,8 @@ def defect_areas(records: list[ImageRecord]) -> np.ndarray:
 
 def load_run(params: Params, run: Run, category: str, threshold: float, records: list[ImageRecord], areas: np.ndarray) -> RunData:
     detector, regime, scenario_name = run
-    scenario = params.scenarios[scenario_name]
-    scores = load_npz(scores_file(detector, regime, scenario.model, scenario.test, "test", category))
+    scenario = params.scenario_runs()[scenario_name]
+    scores = load_npz(scores_file(detector, regime, scenario.model_key, scenario.test, "test", category))
     if list(scores["paths"]) != [r.path for r in records]:
         raise RuntimeError(f"{detector}/{regime}/{scenario_name}/{category}: score file does not match the splits; rerun the score stage")
     masks = ground_truth_masks(records, scores["maps"].shape[1:])
@@ -151,16 +151,17 @@ def comparison_pairs(params: Params) -> list[tuple[str, Run, Run]]:
     """(family, A, B) with difference A − B, on the same test images."""
     pairs: list[tuple[str, Run, Run]] = []
     for a, b in combinations(params.detectors, 2):
-        pairs += [("detector", (a, r, s), (b, r, s)) for r in REGIMES for s in params.scenarios]
-    pairs += [("regime", (d, "per_class", s), (d, "global", s)) for d in params.detectors for s in params.scenarios]
-    scenarios = params.scenarios
-    clean = [n for n, s in scenarios.items() if (s.model, s.threshold, s.test) == ("clean", "clean", "clean")]
-    no_adaptation = [n for n, s in scenarios.items() if (s.model, s.threshold, s.test) == ("clean", "clean", "shift")]
-    shifted = [n for n, s in scenarios.items() if s.test == "shift"]
+        common = [s for s in params.scenario_runs(a) if s in params.scenario_runs(b)]
+        pairs += [("detector", (a, r, s), (b, r, s)) for r in REGIMES for s in common]
+    pairs += [("regime", (d, "per_class", s), (d, "global", s)) for d in params.detectors for s in params.scenario_runs(d)]
     for d in params.detectors:
+        scenarios = params.scenario_runs(d)
+        clean = [n for n, s in scenarios.items() if (s.model, s.threshold, s.test) == ("clean", "clean", "clean")]
+        no_adaptation = [n for n, s in scenarios.items() if (s.model, s.threshold, s.test) == ("clean", "clean", "shift")]
+        shifted = [n for n, s in scenarios.items() if s.test == "shift"]
         for r in REGIMES:
-            if clean:
-                pairs += [("scenario", (d, r, s), (d, r, clean[0])) for s in shifted]
+            if clean:  # few-shot runs are compared with no adaptation (their recovery), not with clean
+                pairs += [("scenario", (d, r, s), (d, r, clean[0])) for s in shifted if scenarios[s].k is None]
             if no_adaptation:
                 pairs += [("adaptation", (d, r, s), (d, r, no_adaptation[0])) for s in shifted if s != no_adaptation[0]]
     return pairs
@@ -314,7 +315,7 @@ def _round(x: float) -> float | None:
 def run_statistics_stage(params: Params, progress: bool = True) -> dict[str, pd.DataFrame]:
     settings = params.statistics
     thresholds = _thresholds(params)
-    runs: list[Run] = [(d, r, s) for d in params.detectors for r in REGIMES for s in params.scenarios]
+    runs: list[Run] = [(d, r, s) for d in params.detectors for r in REGIMES for s in params.scenario_runs(d)]
     pairs = comparison_pairs(params)
     views = {domain: domain_view(domain) for domain in {s.test for s in params.scenarios.values()}}
     seeds = {c: category_seed(params.seed, c) for c in params.categories}
@@ -335,7 +336,7 @@ def run_statistics_stage(params: Params, progress: bool = True) -> dict[str, pd.
         data: dict[Run, RunData] = {}
         results = {}
         for run in runs:
-            domain = params.scenarios[run[2]].test
+            domain = params.scenario_runs()[run[2]].test
             data[run] = load_run(params, run, category, thresholds[(*run, category)], records[domain], areas)
             result = bootstrap_metrics(data[run].test, settings.n_resamples, settings.confidence, seed=seeds[category],
                                        fpr_limit=params.evaluation.aupro_fpr_limit)

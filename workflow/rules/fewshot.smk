@@ -1,0 +1,21 @@
+# Few-shot adaptation: one job per memory-bank detector and regime; each clean model plus K
+# shifted normal train images (every K) scores the shifted val and test images.
+from shiftad.pipeline import SCORED_SPLITS
+
+
+rule fewshot:
+    input:
+        models=lambda w: [model_path(w.detector, w.regime, "clean", c) for c in P.categories],
+        splits=[splits_input(d) for d in DOMAINS],
+        code=source_files("src/shiftad/fewshot.py", "src/shiftad/detectors/memory_bank.py"),
+    output:
+        [f"results/fewshot/{{detector}}/{{regime}}/fewshot_k{k}_on_shift/{split}/{c}.npz"
+         for k in P.few_shot.adaptation_k for split in SCORED_SPLITS for c in P.categories],
+    params:
+        few_shot=P.few_shot.model_dump(),
+        seed=P.seed,
+    threads: P.threads
+    log:
+        "logs/fewshot/{detector}_{regime}.log",
+    shell:
+        "shiftad fewshot {PARAMS} --detector {wildcards.detector} --regime {wildcards.regime} 2> {log}"

@@ -1,0 +1,18 @@
+# K-shot learning curves: one job per memory-bank detector (every category, clean data).
+rule kshot:
+    input:
+        splits=splits_input("clean"),
+        code=source_files("src/shiftad/kshot.py", "src/shiftad/detectors", "src/shiftad/components", "src/shiftad/backbones.py"),
+    output:
+        [f"results/kshot/{{detector}}/{c}.csv" for c in P.categories],
+    params:
+        few_shot=P.few_shot.model_dump(),
+        detector=lambda w: P.model_dump()[w.detector],
+        threshold=P.evaluation.threshold.model_dump(),
+        backbone=P.backbone.model_dump(),
+        seed=P.seed,
+    threads: P.threads
+    log:
+        "logs/kshot/{detector}.log",
+    shell:
+        "shiftad kshot {PARAMS} --detector {wildcards.detector} 2> {log}"
