@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--regime", required=True, choices=REGIMES)
     fit.add_argument("--domain", required=True, choices=DOMAINS, help="domain of the training images")
     fit.add_argument("--category", required=True, help=f"a category of params, or '{GLOBAL_CATEGORY}' for the global model")
-    score = add("score", cmd_score, "score one category's val and test images of every domain with one fitted model")
+    score = add("score", cmd_score, "score one category's val and test images of every domain with one fitted model (global: --category all scores every category)")
     score.add_argument("--detector", required=True)
     score.add_argument("--regime", required=True, choices=REGIMES)
     score.add_argument("--model", required=True, choices=DOMAINS, help="domain the model was fitted on")

@@ -41,6 +41,7 @@ def run_fit_stage(params: Params, detector: str, regime: str, domain: str, categ
     target = model_dir(detector, regime, domain, category)
     with atomic_dir(target) as folder:
         model.save(folder)
-        write_json(folder / "fit_log.json", {"fit_seconds": round(seconds, 3), "n_train_images": len(train)})
-    log.info("fitted %s on %d images in %.1f s -> %s", detector, len(train), seconds, target)
+        used = getattr(model, "n_fit_images_", len(train))  # the few-shot kNN banks `knn.shots` of them
+        write_json(folder / "fit_log.json", {"fit_seconds": round(seconds, 3), "n_train_images": len(train), "n_fit_images": used})
+    log.info("fitted %s on %d of %d train images in %.1f s -> %s", detector, used, len(train), seconds, target)
     return target

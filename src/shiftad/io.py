@@ -65,9 +65,10 @@ def write_text(path: str | Path, text: str) -> None:
 
 
 def save_npz(path: str | Path, **arrays: np.ndarray) -> None:
+    """Uncompressed: float32 anomaly maps shrink by under 20% with deflate, at 30× the write time."""
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
-            np.savez_compressed(handle, **arrays)
+            np.savez(handle, **arrays)
 
 
 def load_npz(path: str | Path) -> dict[str, np.ndarray]:

@@ -15,7 +15,7 @@ import numpy as np
 from shiftad.detectors import detector_class
 from shiftad.io import save_npz
 from shiftad.params import Params
-from shiftad.pipeline import DOMAINS, SCORED_SPLITS, model_path
+from shiftad.pipeline import DOMAINS, GLOBAL_CATEGORY, SCORED_SPLITS, model_path
 from shiftad.paths import scores_file
 from shiftad.split import domain_view
 
@@ -23,22 +23,28 @@ log = logging.getLogger(__name__)
 
 
 def run_score_stage(params: Params, detector: str, regime: str, model_domain: str, category: str, progress: bool = True) -> None:
-    model = detector_class(detector).load(model_path(detector, regime, model_domain, category))
+    """`category`: one category (its per-class model, or the global model on that category), or
+    `all` with the global regime: the global model, loaded once, scores every category."""
+    if category == GLOBAL_CATEGORY and regime != "global":
+        raise ValueError(f"category '{GLOBAL_CATEGORY}' names the global model; per-class models score one category at a time")
+    categories = list(params.categories) if category == GLOBAL_CATEGORY else [category]
+    model = detector_class(detector).load(model_path(detector, regime, model_domain, categories[0]))
     model.progress = progress
     for data_domain in DOMAINS:
         view = domain_view(data_domain)
-        for split in SCORED_SPLITS:
-            records = view.get(category, split)
-            start = time.perf_counter()
-            scores = model.score(records)
-            seconds = time.perf_counter() - start
-            save_npz(
-                scores_file(detector, regime, model_domain, data_domain, split, category),
-                paths=np.array([r.path for r in records]),
-                labels=np.array([r.label for r in records], dtype=np.int64),
-                image_scores=scores.image_scores,
-                maps=scores.maps.astype(np.float32),
-                seconds_per_image=np.array(seconds / max(len(records), 1)),
-            )
-            log.info("%s/%s %s model scored %s %s %s: %d images, %.1f ms/image", detector, regime, model_domain,
-                     data_domain, category, split, len(records), 1000 * seconds / max(len(records), 1))
+        for name in categories:
+            for split in SCORED_SPLITS:
+                records = view.get(name, split)
+                start = time.perf_counter()
+                scores = model.score(records)
+                seconds = time.perf_counter() - start
+                save_npz(
+                    scores_file(detector, regime, model_domain, data_domain, split, name),
+                    paths=np.array([r.path for r in records]),
+                    labels=np.array([r.label for r in records], dtype=np.int64),
+                    image_scores=scores.image_scores,
+                    maps=scores.maps.astype(np.float32),
+                    seconds_per_image=np.array(seconds / max(len(records), 1)),
+                )
+                log.info("%s/%s %s model scored %s %s %s: %d images, %.1f ms/image", detector, regime, model_domain,
+                         data_domain, name, split, len(records), 1000 * seconds / max(len(records), 1))

@@ -220,7 +220,7 @@ def test_dvc_repro_reruns_only_what_a_patchcore_param_touches(tmp_path):
     log = run([str(BIN / "dvc"), "repro"], project)
     for stage in ("data", "split", "shift"):
         assert f"Stage '{stage}' didn't change, skipping" in log, stage
-    scores = {f"score@patchcore-{m}-widget" for m in ("clean", "shift")} | {f"score_global@patchcore-{m}-widget" for m in ("clean", "shift")}
+    scores = {f"score@patchcore-{m}-widget" for m in ("clean", "shift")} | {f"score_global@patchcore-{m}" for m in ("clean", "shift")}
     fewshot = {f"fewshot@patchcore-{r}" for r in ("per_class", "global")}
     for stage in sorted(fits | scores | fewshot) + ["kshot@patchcore", "evaluate", "robustness@patchcore-widget", "statistics", "notebooks", "report"]:
         assert f"Running stage '{stage}'" in log, stage

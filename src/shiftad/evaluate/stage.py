@@ -168,8 +168,8 @@ def run_evaluate_stage(params: Params, progress: bool = True) -> pd.DataFrame:
                 val = load_npz(scores_file(detector, regime, scenario.model_key, scenario.threshold, "val", category))
                 test = load_npz(scores_file(detector, regime, scenario.model_key, scenario.test, "test", category))
                 run_path = Path(detector) / regime / scenario_name
-                # few-shot runs share their heatmaps' look with threshold-only; only K = largest is drawn
-                draw = params.evaluation.heatmaps and (scenario.k is None or scenario.k == max(params.few_shot.adaptation_k))
+                # few-shot runs: metrics and curves only (their maps look like threshold-only's; the report draws recovery curves)
+                draw = params.evaluation.heatmaps and scenario.k is None
                 heat_folder = heatmaps_dir / run_path / category if draw else None
                 records = views[scenario.test].get(category, "test")
                 row, predictions, roc, pr = evaluate_category(params, records, val, test, context, heat_folder, params.threshold_rule(detector))

@@ -59,10 +59,9 @@ def few_shot_steps(params: Params) -> tuple[list[tuple[str, str]], dict[str, str
 
 def run_report_stage(params: Params, progress: bool = True) -> Path:
     all_runs = params.scenario_runs()
-    # Few-shot runs have their own section; tables by scenario and galleries show the rest (and the largest K).
+    # Few-shot runs have their own section (table, recovery figures); tables by scenario and galleries show the rest.
     scenario_order = [n for n, s in all_runs.items() if s.k is None]
-    largest_k = max(params.few_shot.adaptation_k)
-    shown = set(scenario_order) | {n for n, s in all_runs.items() if s.k == largest_k}
+    shown = set(scenario_order)
     results = load_results()
     scenarios, intervals, comparisons = results.scenarios, results.intervals, results.comparisons
     breakdowns, robustness, errors, roc, pr = results.breakdowns, results.robustness, results.errors, results.roc, results.pr
@@ -86,12 +85,13 @@ def run_report_stage(params: Params, progress: bool = True) -> Path:
 
         level = f"{params.statistics.confidence:.0%}"
         boot = f"stratified bootstrap over test images, {params.statistics.n_resamples} resamples"
-        table("Headline", "headline", T.headline_table(intervals, scenario_order, HEADLINE_METRICS),
+        main = intervals[intervals["scenario"].isin(scenario_order)]  # few-shot runs: their own section
+        table("Headline", "headline", T.headline_table(main, scenario_order, HEADLINE_METRICS),
               f"Macro mean over categories [{level} CI; {boot}]. Thresholds were chosen on validation images only.",
-              intervals[intervals["category"] == "mean"])
+              main[main["category"] == "mean"])
         for metric in HEADLINE_METRICS:
-            table("Per category", f"category_{metric}", T.category_table(intervals, scenario_order, metric),
-                  f"{T.METRIC_NAMES[metric]} per category [{level} CI].", intervals[intervals["metric"] == metric])
+            table("Per category", f"category_{metric}", T.category_table(main, scenario_order, metric),
+                  f"{T.METRIC_NAMES[metric]} per category [{level} CI].", main[main["metric"] == metric])
         full = T.with_macro_mean(scenarios)[[c for c in scenarios.columns if not c.endswith("_domain") and c not in ("threshold_f1_max", "threshold_percentile", "threshold_mean_std")]]
         table("Per category", "metrics", full, "All point metrics per run and category (threshold rule, counts, timing).")
         table("Comparisons", "comparisons", T.comparisons_table(comparisons, HEADLINE_METRICS),

@@ -4,6 +4,7 @@ LaTeX (booktabs). A cell with uncertainty reads "0.823 [0.790, 0.851]" (estimate
 from __future__ import annotations
 
 import math
+import numbers
 from pathlib import Path
 
 import pandas as pd
@@ -18,6 +19,8 @@ METRIC_NAMES = {
 def fmt(value: object, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return str(int(value))
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return f"{value:.{digits}f}"
     return str(value)
