@@ -35,6 +35,16 @@ OFFLINE_WEIGHT_PACKAGES = {
 }
 
 
+# torch hub names of the DINOv2 models -> the same architectures in timm
+TORCH_HUB_ALIASES = {
+    "dinov2_vits14": "vit_small_patch14_dinov2.lvd142m",
+    "dinov2_vitb14": "vit_base_patch14_dinov2.lvd142m",
+    "dinov2_vitl14": "vit_large_patch14_dinov2.lvd142m",
+    "dinov2_vits14_reg": "vit_small_patch14_reg4_dinov2.lvd142m",
+    "dinov2_vitb14_reg": "vit_base_patch14_reg4_dinov2.lvd142m",
+}
+
+
 class BackboneWeightsError(ShiftadError):
     """Pretrained weights were asked for but cannot be had."""
 
@@ -100,6 +110,7 @@ def create_backbone(
     """
     if name.startswith("torchvision/"):
         return _create_torchvision(name.split("/", 1)[1], weights, param_key)
+    name = TORCH_HUB_ALIASES.get(name, name)
     import timm
 
     try:
@@ -124,7 +135,12 @@ def create_backbone(
                 f"backbone tf_efficientnet_lite0, or set {param_key}.weights: none for random weights."
             ) from None
         return model.eval(), mean, std
-    load_state_dict_strict(model, read_state_dict(Path(weights), param_key), weights)
+    state = read_state_dict(Path(weights), param_key)
+    if is_vision_transformer(name):  # the official DINOv2 checkpoints (torch hub layout) -> timm's keys
+        from timm.models.vision_transformer import checkpoint_filter_fn
+
+        state = checkpoint_filter_fn(state, model)
+    load_state_dict_strict(model, state, weights)
     return model.eval(), mean, std
 
 
@@ -204,8 +220,8 @@ class FeatureExtractor(nn.Module):
 
 
 def is_vision_transformer(name: str) -> bool:
-    """ViT names (DINOv2 ``vit_small_patch14_dinov2.lvd142m``, ``vit_base_patch14_dinov2``…): patch tokens, not layers."""
-    return name.split("/")[-1].startswith(("vit_", "deit", "eva"))
+    """ViT names (DINOv2 ``vit_small_patch14_dinov2.lvd142m`` or torch hub ``dinov2_vits14``…): patch tokens, not layers."""
+    return TORCH_HUB_ALIASES.get(name, name).split("/")[-1].startswith(("vit_", "deit", "eva"))
 
 
 class PatchTokenExtractor(nn.Module):

@@ -154,3 +154,18 @@ def test_a_missing_dinov2_weights_file_is_an_error_naming_the_param(tmp_path):
         model.extractor
     with pytest.raises(Exception, match="knn.foreground_mask"):
         FewShotKNN(foreground_mask="on")  # CNN features: no PCA foreground
+
+
+def test_an_official_dinov2_checkpoint_loads_by_its_torch_hub_name(setup, tmp_path):
+    """The torch hub layout (mask_token, hub name dinov2_vits14) goes through timm's converter and loads strictly."""
+    import torch
+    from safetensors.torch import save_file
+
+    train, *_ = setup
+    reference = FewShotKNN(backbone="vit_small_patch14_dinov2.lvd142m", weights="none", image_size=56, foreground_mask="off")
+    state = {k: v.contiguous() for k, v in reference.extractor.model.state_dict().items()}
+    state["mask_token"] = torch.zeros(1, 384)  # present in the official checkpoints, not in timm's model
+    save_file(state, str(tmp_path / "dinov2_vits14_pretrain.safetensors"))
+    hub = FewShotKNN(backbone="dinov2_vits14", weights=str(tmp_path / "dinov2_vits14_pretrain.safetensors"), image_size=56, foreground_mask="off")
+    np.testing.assert_allclose(hub.patch_rows(train[:1]).rows, reference.patch_rows(train[:1]).rows, rtol=1e-4, atol=1e-4)
+    assert hub.uses_foreground_mask is False and FewShotKNN(backbone="dinov2_vits14").uses_foreground_mask
