@@ -59,3 +59,31 @@ def test_robustness_table_orders_severities():
             for s, v in ((3, 0.6), (0, 0.9), (1, 0.8))]
     table = T.robustness_table(pd.DataFrame(rows))
     assert list(table.columns) == ["detector", "family", "clean", "severity 1", "severity 3"]
+
+
+def test_kshot_table_takes_the_macro_mean_per_draw_then_the_spread_over_draws():
+    from shiftad.report.tables import kshot_table
+
+    rows = [{"detector": "knn", "category": c, "k": 2, "draw": d, "image_auroc": a, "f1": 0.5, "threshold": 1.0,
+             "memory_bank_size": 2048, "fit_seconds": 0.1, "ms_per_image": 60.0}
+            for c, d, a in (("a", 0, 0.6), ("b", 0, 0.8), ("a", 1, 0.9), ("b", 1, 0.9))]
+    table = kshot_table(pd.DataFrame(rows))
+    # draw means 0.7 and 0.9: mean 0.8, sd (ddof 1) 0.1414
+    assert table.loc[0, "image AUROC"] == "0.800 ± 0.141" and table.loc[0, "K"] == 2 and table.loc[0, "bank size"] == 2048
+
+
+def test_recovery_table_walks_the_steps_and_reads_the_paired_difference():
+    from shiftad.report.tables import recovery_table
+
+    steps = [("no adaptation", "na"), ("K = 0", "f_k0"), ("K = 4", "f_k4"), ("full refit", "ad")]
+    intervals = pd.DataFrame([{"detector": "knn", "regime": "per_class", "scenario": s, "category": c, "metric": m,
+                               "estimate": e, "ci_low": e - 0.1, "ci_high": e + 0.1}
+                              for s, e in (("na", 0.6), ("f_k0", 0.6), ("f_k4", 0.7), ("ad", 0.75)) for c in ("x", "mean")
+                              for m in ("image_auroc", "f1", "aupro")])
+    comparisons = pd.DataFrame([{"family": "adaptation", "a": "knn/per_class/f_k4", "b": "knn/per_class/na", "category": "mean",
+                                 "metric": "image_auroc", "difference": 0.1, "ci_low": 0.02, "ci_high": 0.2}])
+    table = recovery_table(intervals, comparisons, steps)
+    assert list(table["step"]) == ["no adaptation", "K = 0", "K = 4", "full refit"]
+    assert table.loc[2, "image AUROC"] == "0.700 [0.600, 0.800]"
+    assert table.loc[2, "Δ image AUROC vs no adaptation"] == "0.100 [0.020, 0.200]" and table.loc[1, "Δ image AUROC vs no adaptation"] == "–"
+    assert len(recovery_table(intervals, comparisons, steps, per_category=True)) == 8  # category x, then the mean

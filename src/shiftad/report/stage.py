@@ -102,6 +102,9 @@ def run_report_stage(params: Params, progress: bool = True) -> Path:
                   f"Recovery under shift by adding K shifted normal training images to the clean memory bank: macro mean [{level} CI] "
                   "per adaptation step (threshold from shifted validation images from K = 0 on), and the paired difference "
                   "to no adaptation [CI].", intervals[intervals["scenario"].isin([s for _, s in steps])])
+            table("Few-shot adaptation", "fewshot_recovery_categories",
+                  T.recovery_table(intervals, comparisons, steps, metrics=("image_auroc", "aupro"), per_category=True),
+                  f"The recovery per category (then the macro mean): image AUROC and AU-PRO [{level} CI], paired difference to no adaptation [CI].")
         if not kshot.empty:
             table("K-shot curves", "kshot", T.kshot_table(kshot),
                   "K-shot learning curves: macro mean over categories per seeded draw of the K clean training images, then "

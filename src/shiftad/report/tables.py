@@ -192,22 +192,26 @@ def kshot_category_table(kshot: pd.DataFrame) -> pd.DataFrame:
 
 
 def recovery_table(intervals: pd.DataFrame, comparisons: pd.DataFrame, steps: list[tuple[str, str]],
-                   metrics: tuple[str, ...] = ("image_auroc", "f1", "aupro")) -> pd.DataFrame:
-    """Macro mean [CI] per detector, regime and adaptation step (`steps`: (label, scenario) from no
-    adaptation through K shifted normals to the full refit), with the difference to no adaptation."""
-    mean = intervals[intervals["category"] == "mean"].set_index(["detector", "regime", "scenario", "metric"])
-    diffs = comparisons[(comparisons["family"] == "adaptation") & (comparisons["category"] == "mean")] if not comparisons.empty else comparisons
+                   metrics: tuple[str, ...] = ("image_auroc", "f1", "aupro"), per_category: bool = False) -> pd.DataFrame:
+    """Metric [CI] per detector, regime and adaptation step (`steps`: (label, scenario) from no
+    adaptation through K shifted normals to the full refit), with the paired difference to no
+    adaptation; the macro mean, or every category then the mean (`per_category`)."""
+    indexed = intervals.set_index(["detector", "regime", "scenario", "category", "metric"])
+    diffs = comparisons[comparisons["family"] == "adaptation"] if not comparisons.empty else comparisons
+    categories = (sorted(c for c in intervals["category"].unique() if c != "mean") if per_category else []) + ["mean"]
     rows = []
     for detector, regime in dict.fromkeys(zip(intervals["detector"], intervals["regime"])):
-        if (detector, regime, steps[1][1], metrics[0]) not in mean.index:
+        if (detector, regime, steps[1][1], "mean", metrics[0]) not in indexed.index:
             continue  # this detector has no few-shot runs
-        for label, scenario in steps:
-            row = {"detector": detector, "regime": regime, "step": label}
-            for metric in metrics:
-                key = (detector, regime, scenario, metric)
-                row[METRIC_NAMES.get(metric, metric)] = ci_cell(*mean.loc[key, ["estimate", "ci_low", "ci_high"]]) if key in mean.index else "–"
-            d = diffs[(diffs["a"] == f"{detector}/{regime}/{scenario}") & (diffs["metric"] == metrics[0])] if not diffs.empty else diffs
-            row[f"Δ {METRIC_NAMES.get(metrics[0])} vs no adaptation"] = (
-                ci_cell(d.iloc[0]["difference"], d.iloc[0]["ci_low"], d.iloc[0]["ci_high"]) if len(d) else "–")
-            rows.append(row)
+        for category in categories:
+            for label, scenario in steps:
+                row = {"detector": detector, "regime": regime, **({"category": category} if per_category else {}), "step": label}
+                for metric in metrics:
+                    key = (detector, regime, scenario, category, metric)
+                    row[METRIC_NAMES.get(metric, metric)] = ci_cell(*indexed.loc[key, ["estimate", "ci_low", "ci_high"]]) if key in indexed.index else "–"
+                d = diffs[(diffs["a"] == f"{detector}/{regime}/{scenario}") & (diffs["category"] == category)
+                          & (diffs["metric"] == metrics[0])] if not diffs.empty else diffs
+                row[f"Δ {METRIC_NAMES.get(metrics[0])} vs no adaptation"] = (
+                    ci_cell(d.iloc[0]["difference"], d.iloc[0]["ci_low"], d.iloc[0]["ci_high"]) if len(d) else "–")
+                rows.append(row)
     return pd.DataFrame(rows)
