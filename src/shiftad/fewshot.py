@@ -24,7 +24,7 @@ import numpy as np
 from shiftad.components.knn import NearestNeighbours, merge_neighbours
 from shiftad.data.records import ImageRecord
 from shiftad.detectors import detector_class
-from shiftad.detectors.memory_bank import PatchBankDetector, PatchRows
+from shiftad.detectors.memory_bank import PatchBankDetector
 from shiftad.errors import ParamsError
 from shiftad.io import save_npz
 from shiftad.params import Params
