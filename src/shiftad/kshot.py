@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from shiftad.data.records import ImageRecord
 from shiftad.detectors import build_detector
-from shiftad.components.knn import NearestNeighbours
+from shiftad.components.knn import NearestNeighbours, nearest_of
 from shiftad.detectors.memory_bank import PatchBankDetector, PatchRows
 from shiftad.errors import ParamsError
 from shiftad.evaluate.metrics import image_metrics
@@ -68,11 +68,7 @@ class PerImageNeighbours:
         images in that order (indices into that bank)."""
         sizes = np.diff(self.offsets)[chosen]
         starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-        d = np.concatenate([self.found[query][i][0] for i in chosen], axis=1)
-        idx = np.concatenate([self.found[query][i][1] + start for i, start in zip(chosen, starts)], axis=1)
-        n = min(self.n, d.shape[1])
-        order = np.argsort(d, axis=1, kind="stable")[:, :n]
-        return np.take_along_axis(d, order, axis=1), np.take_along_axis(idx, order, axis=1)
+        return nearest_of([(self.found[query][i][0], self.found[query][i][1] + start) for i, start in zip(chosen, starts)], self.n)
 
 
 def run_kshot_stage(params: Params, detector: str, progress: bool = True) -> pd.DataFrame:

@@ -49,14 +49,13 @@ def score_files(params: Params) -> list[str]:
     return files + fewshot_score_files(params)
 
 
-def fewshot_score_files(params: Params, detector: str | None = None, regime: str | None = None, category: str | None = None) -> list[str]:
+def fewshot_score_files(params: Params) -> list[str]:
     """Score files of the few-shot adapted banks (none when no scenario has model: fewshot)."""
     if not any(s.model == "fewshot" for s in params.scenarios.values()):
         return []
     return [
         scores_file(d, r, f"fewshot_k{k}", "shift", split, c).as_posix()
         for d, r, k, split, c in product(params.few_shot.detectors, REGIMES, params.few_shot.adaptation_k, SCORED_SPLITS, params.categories)
-        if (detector is None or d == detector) and (regime is None or r == regime) and (category is None or c == category)
     ]
 
 

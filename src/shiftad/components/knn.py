@@ -34,8 +34,12 @@ def merge_neighbours(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The k nearest of two (M, ·) neighbour lists over disjoint bank parts (indices already
     global): exact k-NN of the union, which extends a bank without searching it again."""
-    d = np.concatenate([distances, more_distances], axis=1)
-    i = np.concatenate([indices, more_indices], axis=1)
-    k = min(k, d.shape[1])
-    order = np.argsort(d, axis=1, kind="stable")[:, :k]
+    return nearest_of([(distances, indices), (more_distances, more_indices)], k)
+
+
+def nearest_of(parts: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k nearest over any number of (M, ·) (distances, global indices) lists of disjoint bank parts."""
+    d = np.concatenate([p[0] for p in parts], axis=1)
+    i = np.concatenate([p[1] for p in parts], axis=1)
+    order = np.argsort(d, axis=1, kind="stable")[:, : min(k, d.shape[1])]
     return np.take_along_axis(d, order, axis=1), np.take_along_axis(i, order, axis=1)
