@@ -1,12 +1,13 @@
 # shiftad DAG: data -> split -> shift -> fit -> score (+ fewshot) -> evaluate -> robustness -> statistics
-# -> notebooks -> report; kshot (learning curves) feeds the report.
+# -> notebooks -> report; kshot (learning curves) feeds the report; export writes a bundle per
+# fitted model (after evaluate: the bundles carry the validation thresholds).
 # Rules only call the `shiftad` CLI; every number lives in params.yaml.
 # `--configfile my.yaml` overrides params.yaml key by key, and the CLI sees the same files.
 
 from pathlib import Path
 
 from shiftad.params import validate_params
-from shiftad.pipeline import source_files
+from shiftad.pipeline import bundle_dirs, source_files
 
 configfile: "params.yaml"
 
@@ -26,9 +27,11 @@ include: "workflow/rules/robustness.smk"
 include: "workflow/rules/statistics.smk"
 include: "workflow/rules/notebooks.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/export.smk"
 
 
 rule all:
     input:
         rules.report.output,
+        bundle_dirs(P),
     default_target: True

@@ -206,7 +206,7 @@ def run_anomalib(settings: dict) -> tuple[dict, np.ndarray, np.ndarray]:
     from anomalib.models import Patchcore
     from torchvision.transforms.v2 import Normalize
 
-    from shiftad.backbones import FeatureExtractor, to_tensor_batch
+    from shiftad.backbones import FeatureExtractor, create_backbone, to_tensor_batch
 
     # anomalib's coreset start and projection signs come from torch's global generator, the
     # projection's column choice from sklearn with NumPy's global one: seed both.
@@ -223,9 +223,9 @@ def run_anomalib(settings: dict) -> tuple[dict, np.ndarray, np.ndarray]:
     # anomalib drops a misspelled layer with only a warning: make sure both are there.
     assert list(extractor.layers) == LAYERS and len(extractor.idx) == len(LAYERS), (extractor.layers, extractor.idx)
 
-    # shiftad's extractor holds the full classifier with the offline ImageNet weights.
+    # the full classifier with the offline ImageNet weights, as shiftad loads it
+    load_offline_weights(extractor.feature_extractor, create_backbone(BACKBONE, "auto")[0])
     ours = FeatureExtractor(BACKBONE, LAYERS, "auto")
-    load_offline_weights(extractor.feature_extractor, ours.model)
     check_features(ours, extractor)
     del ours
 

@@ -164,18 +164,19 @@ def _create_torchvision(name: str, weights: str, param_key: str = "backbone") ->
     return model.eval(), IMAGENET_MEAN, IMAGENET_STD
 
 
-class _StopForward(Exception):
-    """Raised after the deepest requested layer so later layers are never computed."""
-
-
 class FeatureExtractor(nn.Module):
     """Returns the outputs of named layers (e.g. ``blocks.2``) of a frozen backbone.
 
-    An unknown layer name is an error listing the valid names (anomalib drops it silently).
+    The backbone is traced (torch.fx, through timm's wrapper that knows its custom ops) and cut
+    after the deepest requested layer, so later layers are never computed and the module
+    exports to ONNX as it is. An unknown layer name is an error listing the valid names
+    (anomalib drops it silently).
     """
 
     def __init__(self, name: str, layers: Sequence[str], weights: str = "auto", param_key: str = "backbone") -> None:
         super().__init__()
+        from timm.models._features_fx import create_feature_extractor
+
         self.name = name
         self.layers = list(layers)
         model, mean, std = create_backbone(name, weights, param_key)
@@ -186,37 +187,21 @@ class FeatureExtractor(nn.Module):
             raise ParamsError(
                 f"layers {unknown} (params key {param_key}'s layers) do not exist in backbone '{name}'; valid names include: {', '.join(candidates[:40])}"
             )
-        self.model = model.requires_grad_(False).eval()
+        try:
+            self.body = create_feature_extractor(model.requires_grad_(False).eval(), return_nodes={layer: layer for layer in self.layers})
+        except Exception as exc:  # a layer that is not called as a module, or a model torch.fx cannot trace
+            raise ParamsError(f"{param_key}: cannot cut backbone '{name}' after layers {self.layers} ({exc.__class__.__name__}: {exc})") from None
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
-        self._outputs: dict[str, torch.Tensor] = {}
-        for layer in self.layers:
-            modules[layer].register_forward_hook(self._make_hook(layer))
-        self._stop_after = self._deepest_layer()
-
-    def _make_hook(self, layer: str):
-        def hook(_module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
-            self._outputs[layer] = output
-            if layer == getattr(self, "_stop_after", None):
-                raise _StopForward
-
-        return hook
-
-    @torch.no_grad()
-    def _deepest_layer(self) -> str:
-        self._outputs = {}
-        self.model(torch.zeros(1, 3, 64, 64))
-        return list(self._outputs)[-1]  # dicts keep insertion = execution order
+        # channels-last: on CPU, oneDNN's per-image time then stays flat with the batch size
+        # (Lite0, 2 threads: 10 ms/image at batch 8 and 13 at 16, against 25 and 33 channels-first)
+        self.body = self.body.to(memory_format=torch.channels_last)
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         """`images`: float tensor (B, 3, H, W) in [0, 1]; returns one feature map per layer."""
-        self._outputs = {}
-        try:
-            self.model((images - self.mean) / self.std)
-        except _StopForward:
-            pass
-        return [self._outputs[layer] for layer in self.layers]
+        outputs = self.body(((images - self.mean) / self.std).contiguous(memory_format=torch.channels_last))
+        return [outputs[layer].contiguous() for layer in self.layers]
 
 
 def is_vision_transformer(name: str) -> bool:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 from typing import Callable, Sequence
 
 from shiftad.errors import ShiftadError
 from shiftad.params import Params, load_params
-from shiftad.pipeline import DOMAINS, GLOBAL_CATEGORY, REGIMES
+from shiftad.pipeline import DOMAINS, GLOBAL_CATEGORY, REGIMES, RUNTIMES
 
 log = logging.getLogger("shiftad")
 
@@ -117,6 +118,33 @@ def cmd_screenshot(params: Params, args: argparse.Namespace) -> None:
     log.info("%s: screenshot of %s", out, args.page)
 
 
+def cmd_export(params: Params, args: argparse.Namespace) -> None:
+    from shiftad.export import export_bundle
+
+    path = export_bundle(params, args.detector, args.regime, args.domain, args.out)
+    log.info("%s: bundle of %s/%s/%s", path, args.detector, args.regime, args.domain)
+
+
+def cmd_predict(params: Params | None, args: argparse.Namespace) -> int:
+    from shiftad.bundle import load_bundle
+    from shiftad.predict import predict, summary_line
+
+    bundle = load_bundle(args.bundle, runtime=args.runtime)
+    records = predict(bundle, args.images, args.category, Path(args.out), progress=not args.quiet, batch_size=args.batch_size)
+    print(summary_line(records))
+    return 1 if any("error" in r for r in records) else 0
+
+
+def cmd_serve(params: Params | None, args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from shiftad.bundle import load_bundle
+    from shiftad.serve import create_app
+
+    app = create_app(load_bundle(args.bundle, runtime=args.runtime), max_bytes=int(args.max_upload_mb * 1024 * 1024), max_pixels=args.max_pixels)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+
+
 def cmd_check_params(params: Params, args: argparse.Namespace) -> None:
     print("params are valid")
 
@@ -163,6 +191,27 @@ def build_parser() -> argparse.ArgumentParser:
     shot.add_argument("--out", default="report/screenshot.png")
     shot.add_argument("--width", type=int, default=1280)
     shot.add_argument("--height", type=int, default=2400)
+    export = add("export", cmd_export, "write a self-contained model bundle (state, validation thresholds, params, versions, hashes)")
+    export.add_argument("--detector", required=True)
+    export.add_argument("--regime", required=True, choices=REGIMES)
+    export.add_argument("--domain", required=True, choices=DOMAINS)
+    export.add_argument("--out", required=True, help="bundle folder to write")
+    predict = add("predict", cmd_predict, "inspect images with a bundle: JSON record + heatmap overlay per image, a summary line")
+    predict.add_argument("--bundle", required=True)
+    predict.add_argument("images", nargs="+", help="image files, globs or folders")
+    predict.add_argument("--category", help="needed when the bundle holds several categories")
+    predict.add_argument("--out", default="predictions", help="folder for the records and overlays (default: predictions)")
+    predict.add_argument("--runtime", choices=RUNTIMES, default="torch", help="run the feature network with torch or ONNX Runtime")
+    predict.add_argument("--batch-size", type=int, help="images per forward pass (default: the model's)")
+    predict.set_defaults(needs_params=False)
+    serve = add("serve", cmd_serve, "serve a bundle over HTTP: POST /predict, GET /health, GET /model, OpenAPI at /docs")
+    serve.add_argument("--bundle", required=True)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--runtime", choices=RUNTIMES, default="torch", help="run the feature network with torch or ONNX Runtime")
+    serve.add_argument("--max-upload-mb", type=float, default=20.0)
+    serve.add_argument("--max-pixels", type=int, default=40_000_000, help="larger images are refused from their header (decompression bombs)")
+    serve.set_defaults(needs_params=False)
     add("notebooks", cmd_notebooks, "execute the notebooks with papermill into report/notebooks/ and convert them to HTML")
     return parser
 
@@ -172,12 +221,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it logs a harmless failed AVX2 import
     try:
-        params = load_params(args.params)
-        args.func(params, args)
+        params = load_params(args.params) if getattr(args, "needs_params", True) else None
+        status = args.func(params, args)
     except ShiftadError as exc:
         print(f"shiftad {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    return 0
+    return int(status or 0)
 
 
 if __name__ == "__main__":

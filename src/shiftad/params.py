@@ -258,6 +258,15 @@ class ReportParams(Section):
     pdf: bool = Field(True, description="save every figure as PDF beside the PNG")
 
 
+class ExportParams(Section):
+    """Model bundles (`shiftad export`): one per fitted model, for `shiftad predict` and `shiftad serve`."""
+
+    onnx: bool = Field(True, description="also export the frozen feature network to ONNX (dynamic batch), checked against torch")
+    onnx_opset: int = Field(17, ge=13, le=23)
+    onnx_tolerance: float = Field(1e-4, gt=0, description="largest |ONNX Runtime - torch| feature difference, relative to the feature scale (max |torch|), accepted at export")
+    parity_images: int = Field(4, ge=1, description="validation images per bundle the ONNX parity check runs on")
+
+
 CategoryName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 
 
@@ -282,6 +291,7 @@ class Params(Section):
     robustness: RobustnessParams = RobustnessParams()
     statistics: StatisticsParams = StatisticsParams()
     report: ReportParams = ReportParams()
+    export: ExportParams = ExportParams()
     threads: int = Field(2, ge=1, description="CPU threads per job")
 
     @model_validator(mode="before")

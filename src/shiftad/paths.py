@@ -21,6 +21,7 @@ STATISTICS_DIR = Path("results/statistics")
 ROBUSTNESS_DIR = Path("results/robustness")
 KSHOT_DIR = Path("results/kshot")
 FEWSHOT_DIR = Path("results/fewshot")  # score files of the few-shot adapted banks (one DVC output per detector, regime)
+BUNDLES_DIR = Path("results/bundles")  # `shiftad export`: one bundle per fitted model
 REPORT_DIR = Path("report")
 
 
@@ -48,3 +49,7 @@ def curve_file(detector: str, regime: str, scenario: str, category: str) -> str:
 def parse_curve_file(name: str) -> dict[str, str]:
     detector, regime, scenario, category = Path(name).stem.split("__")
     return {"detector": detector, "regime": regime, "scenario": scenario, "category": category}
+
+
+def bundle_dir(detector: str, regime: str, domain: str) -> Path:
+    return BUNDLES_DIR / detector / regime / domain

@@ -5,12 +5,13 @@ from __future__ import annotations
 from itertools import product
 
 from shiftad.params import Params
-from shiftad.paths import domain_splits_file, model_dir, scores_file
+from shiftad.paths import bundle_dir, domain_splits_file, model_dir, scores_file
 
 REGIMES = ("per_class", "global")  # one model per category / one model on all categories pooled
 DOMAINS = ("clean", "shift")
 GLOBAL_CATEGORY = "all"  # the global model's folder name (params refuse a category called so)
 SCORED_SPLITS = ("val", "test")
+RUNTIMES = ("torch", "onnx")  # what runs a bundle's feature network in predict / serve
 
 
 def source_files(*paths: str) -> list[str]:
@@ -61,3 +62,15 @@ def fewshot_score_files(params: Params) -> list[str]:
 
 def kshot_files(params: Params) -> list[str]:
     return [f"results/kshot/{d}/{c}.csv" for d in params.few_shot.detectors for c in params.categories]
+
+
+def bundle_dirs(params: Params) -> list[str]:
+    """One bundle per fitted model (detector × regime × domain)."""
+    return [bundle_dir(d, r, m).as_posix() for d, r, m in product(params.detectors, REGIMES, DOMAINS)]
+
+
+def export_inputs(params: Params, detector: str, regime: str, domain: str) -> list[str]:
+    """What a bundle is made of: the model folder(s) and the validation scores behind its thresholds."""
+    models = sorted({model_path(detector, regime, domain, c) for c in params.categories})
+    val = [scores_file(detector, regime, domain, domain, "val", c).as_posix() for c in params.categories]
+    return models + val

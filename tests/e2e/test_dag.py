@@ -92,7 +92,31 @@ def check_outputs(project: Path, categories=("brick", "widget"), detectors=("pad
     assert 0 <= summary[detectors[-1]]["global"]["shift_adapted"]["image_auroc"] <= 1
     check_statistics(project, table, categories, detectors)
     check_report(project, detectors)
+    check_bundles(project, table, categories, detectors)
     return table
+
+
+def check_bundles(project: Path, table: pd.DataFrame, categories, detectors) -> None:
+    """One bundle per fitted model; `shiftad predict` with a bundle reproduces the pipeline's
+    test scores and uses the threshold validation chose (torch exactly, ONNX Runtime closely)."""
+    for detector in detectors:
+        for regime in ("per_class", "global"):
+            for domain in ("clean", "shift"):
+                meta = json.loads((project / f"results/bundles/{detector}/{regime}/{domain}/bundle.json").read_text())
+                assert meta["categories"] == list(categories) and meta["onnx"]["parity_max_rel_diff"] <= 1e-4
+    detector, category = detectors[-1], categories[0]
+    scores = np.load(project / f"results/scores/{detector}/per_class/clean_on_clean/test/{category}.npz")
+    clean = table[(table["detector"] == detector) & (table["regime"] == "per_class") & (table["scenario"] == "clean")
+                  & (table["category"] == category)]
+    for runtime, rtol in (("torch", 1e-5), ("onnx", 1e-3)):
+        out = project / f"predictions_{runtime}"
+        run([str(BIN / "shiftad"), "predict", "--bundle", f"results/bundles/{detector}/per_class/clean", "--category", category,
+             "--out", str(out), "--runtime", runtime, "--quiet", *map(str, scores["paths"])], project)
+        records = json.loads((out / "predictions.json").read_text())
+        assert [r["filename"] for r in records] == list(scores["paths"])
+        np.testing.assert_allclose([r["prediction"]["anomaly_score"] for r in records], scores["image_scores"], rtol=rtol, atol=rtol)
+        thresholds = {r["prediction"]["threshold"] for r in records}
+        assert len(thresholds) == 1 and thresholds.pop() == pytest.approx(float(clean["threshold"].iloc[0]), rel=1e-6)
 
 
 def check_few_shot(project: Path, table: pd.DataFrame, categories, detectors) -> None:

@@ -74,7 +74,12 @@ def _to_uint8_array(image: Image.Image) -> np.ndarray:
 
 def read_image(path: str | Path) -> np.ndarray:
     """Return an H×W×3 uint8 RGB array, applying the documented conversions."""
-    image = _open(path, "image")
+    return to_rgb_array(_open(path, "image"))
+
+
+def to_rgb_array(image: Image.Image) -> np.ndarray:
+    """A decoded image as H×W×3 uint8 RGB under the documented rules (gray repeated, alpha
+    dropped, 16-bit scaled)."""
     if image.mode in ("RGBA", "LA", "P", "PA", "CMYK", "YCbCr", "1", "L", "RGB"):
         rgb = image.convert("RGB")
         return np.asarray(rgb)

@@ -2,8 +2,13 @@
 
 Hyperparameters come in through the constructor (and are what `get_params` returns and
 `meta.json` stores); learned state ends with an underscore. `fit` learns from normal training
-images, `score` returns image scores and full-resolution anomaly maps, `save`/`load` use
+images, `score_images` returns image scores and full-resolution anomaly maps of images held
+in memory (`score` reads records from disk in batches and calls it), `save`/`load` use
 safetensors / npz / JSON only (no pickle).
+
+A detector built on a frozen network names it in `feature_network()` (the module from its
+prepared input batch to feature maps): the bundle exports it to ONNX, and
+`use_feature_runner` swaps in another runtime (ONNX Runtime) without touching the detector.
 """
 
 from __future__ import annotations
@@ -12,9 +17,12 @@ import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Sequence
 
 import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
 
 from shiftad import __version__
 from shiftad.data.images import read_image
@@ -34,6 +42,21 @@ class Scores:
         if self.image_scores.shape[0] != self.maps.shape[0]:
             raise ValueError("image_scores and maps disagree on the number of images")
 
+    @staticmethod
+    def concat(parts: Sequence["Scores"]) -> "Scores":
+        return Scores(np.concatenate([p.image_scores for p in parts]).astype(np.float64), np.concatenate([p.maps for p in parts]))
+
+
+@dataclass(frozen=True)
+class FeatureNetwork:
+    """A detector's frozen network: `module` maps the prepared batch (B, 3, size, size) float32
+    to a tuple of feature maps."""
+
+    module: nn.Module
+    input_size: int
+
+FeatureRunner = Callable[[torch.Tensor], Sequence[torch.Tensor]]
+
 
 def iter_image_batches(records: Sequence[ImageRecord], batch_size: int) -> Iterator[list[np.ndarray]]:
     for start in range(0, len(records), batch_size):
@@ -43,6 +66,8 @@ def iter_image_batches(records: Sequence[ImageRecord], batch_size: int) -> Itera
 class Detector(ABC):
     name: ClassVar[str]
     progress: bool = False  # progress bars on long steps; the CLI turns them on
+    batch_size: int = 8  # images per forward pass (detectors take it as a hyperparameter)
+    _feature_runner: FeatureRunner | None = None
 
     @classmethod
     @abstractmethod
@@ -60,7 +85,42 @@ class Detector(ABC):
     def fit(self, records: Sequence[ImageRecord]) -> "Detector": ...
 
     @abstractmethod
-    def score(self, records: Sequence[ImageRecord]) -> Scores: ...
+    def score_images(self, images: Sequence[np.ndarray]) -> Scores:
+        """Scores and maps of H×W×3 uint8 RGB images held in memory (one batch)."""
+
+    def score(self, records: Sequence[ImageRecord]) -> Scores:
+        """Scores and maps of images on disk, read and scored `batch_size` at a time."""
+        total = -(-len(records) // self.batch_size)
+        parts = [self.score_images(images) for images in
+                 tqdm(iter_image_batches(records, self.batch_size), total=total, desc="scoring", disable=not self.progress, leave=False)]
+        if not parts:
+            return self.score_images([])
+        return Scores.concat(parts)
+
+    # -- the frozen network, and other runtimes for it -----------------------------------------
+    def feature_network(self) -> FeatureNetwork | None:
+        """The frozen network this detector runs on every image, or None when it has none."""
+        return None
+
+    def prepare_batch(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        """RGB uint8 images -> the batch the feature network takes."""
+        raise NotImplementedError(f"{self.name} has no feature network")
+
+    def use_feature_runner(self, runner: FeatureRunner | None) -> None:
+        """Run the feature network through `runner` (e.g. an ONNX Runtime session); None = torch."""
+        if runner is not None and self.feature_network() is None:
+            raise ValueError(f"{self.name} has no feature network to replace")
+        self._feature_runner = runner
+
+    def features(self, batch: torch.Tensor) -> list[torch.Tensor]:
+        """Feature maps of a prepared batch, through the runner in use."""
+        if self._feature_runner is not None:
+            return list(self._feature_runner(batch))
+        network = self.feature_network()
+        if network is None:
+            raise ValueError(f"{self.name} has no feature network")
+        with torch.no_grad():
+            return list(network.module(batch))
 
     @abstractmethod
     def _save_state(self, folder: Path) -> dict[str, Any]:

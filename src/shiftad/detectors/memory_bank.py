@@ -27,7 +27,7 @@ from shiftad.components.aggregation import aggregate_patches, to_patch_rows
 from shiftad.components.knn import NearestNeighbours
 from shiftad.components.maps import upsample_and_smooth
 from shiftad.data.records import ImageRecord
-from shiftad.detectors.base import Detector, Scores, iter_image_batches
+from shiftad.detectors.base import Detector, FeatureNetwork, Scores, iter_image_batches
 from shiftad.io import read_json
 
 
@@ -88,12 +88,21 @@ class PatchBankDetector(Detector):
     def _backbone_param_key(self) -> str:
         return "backbone"
 
-    def embed(self, images: list[np.ndarray]) -> torch.Tensor:
+    def feature_network(self) -> FeatureNetwork:
+        extractor = self.extractor
+        size = extractor.input_size(self.image_size) if isinstance(extractor, PatchTokenExtractor) else self.image_size
+        return FeatureNetwork(extractor, size)
+
+    def prepare_batch(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        return to_tensor_batch(images, self.feature_network().input_size)
+
+    def embed(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """Patch features (B, C, h, w) of RGB uint8 images: ViT patch tokens, or locally aware
         CNN features (neighbourhood-averaged mid-level layers at the finer layer's grid)."""
+        batch = self.prepare_batch(images)
         if isinstance(self.extractor, PatchTokenExtractor):
-            return self.extractor(to_tensor_batch(images, self.extractor.input_size(self.image_size)))[0]
-        return aggregate_patches(self.extractor(to_tensor_batch(images, self.image_size)), self.neighbourhood)
+            return self.features(batch)[0]
+        return aggregate_patches(self.features(batch), self.neighbourhood)
 
     def _prepare_rows(self, rows: np.ndarray) -> np.ndarray:
         """Hook: rows as the bank stores them (the kNN's cosine distance normalises them)."""
@@ -109,12 +118,16 @@ class PatchBankDetector(Detector):
         total = -(-len(records) // self.batch_size)
         batches = iter_image_batches(records, self.batch_size)
         for i, images in enumerate(tqdm(batches, total=total, desc=desc, disable=not self.progress or desc is None, leave=False)):
-            embedding = self.embed(images)
-            b, c, h, w = embedding.shape
-            rows = self._prepare_rows(to_patch_rows(embedding).numpy().astype(np.float32)).reshape(b, h * w, c)
-            names = np.array([r.category for r in records[i * self.batch_size : i * self.batch_size + b]])
-            parts.append(PatchRows(rows, (h, w), self._foreground(rows, (h, w)), names))
+            names = [r.category for r in records[i * self.batch_size : i * self.batch_size + len(images)]]
+            parts.append(self.image_rows(images, names))
         return PatchRows.concat(parts)
+
+    def image_rows(self, images: Sequence[np.ndarray], categories: Sequence[str]) -> PatchRows:
+        """Patch rows of one batch of images held in memory."""
+        embedding = self.embed(images)
+        b, c, h, w = embedding.shape
+        rows = self._prepare_rows(to_patch_rows(embedding).numpy().astype(np.float32)).reshape(b, h * w, c)
+        return PatchRows(rows, (h, w), self._foreground(rows, (h, w)), np.array(list(categories)))
 
     # -- fitting ------------------------------------------------------------------------------
     def fit(self, records: Sequence[ImageRecord]) -> "PatchBankDetector":
@@ -159,13 +172,11 @@ class PatchBankDetector(Detector):
         return int(added.shape[0])
 
     # -- scoring ------------------------------------------------------------------------------
-    def score(self, records: Sequence[ImageRecord]) -> Scores:
+    def score_images(self, images: Sequence[np.ndarray]) -> Scores:
         self._require_fitted("score")
-        if not records:
+        if not len(images):
             return Scores(np.zeros(0), np.zeros((0, self.image_size, self.image_size), dtype=np.float32))
-        parts = [self.score_rows(self.patch_rows(records[i : i + self.batch_size], None)) for i in
-                 tqdm(range(0, len(records), self.batch_size), desc="scoring", disable=not self.progress, leave=False)]
-        return Scores(np.concatenate([p.image_scores for p in parts]), np.concatenate([p.maps for p in parts]))
+        return self.score_rows(self.image_rows(images, [""] * len(images)))
 
     n_neighbours = 1  # bank neighbours per query patch (the kNN's k)
 

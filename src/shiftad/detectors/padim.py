@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from shiftad.backbones import BackboneWeightsError, create_backbone, to_tensor_batch
 from shiftad.components.maps import upsample_and_smooth
 from shiftad.data.records import ImageRecord
-from shiftad.detectors.base import META_FILE, Detector, Scores, iter_image_batches
+from shiftad.detectors.base import META_FILE, Detector, FeatureNetwork, Scores, iter_image_batches
 from shiftad.errors import ParamsError
 from shiftad.io import read_json
 from shiftad.params import Params
@@ -120,6 +120,17 @@ def load_backbone_weights(extractor: nn.Module, classifier: nn.Module, source: s
         raise BackboneWeightsError(f"{source}: anomalib's extractor has tensors these weights lack: {unfilled[:10]}")
     extractor.load_state_dict({k: source_state[k] for k in target_state}, strict=True)
     return len(target_state)
+
+
+class _LayerTuple(nn.Module):
+    """anomalib's extractor (a dict of layer outputs) as a module returning a tuple, in layer order (exportable)."""
+
+    def __init__(self, extractor: nn.Module) -> None:
+        super().__init__()
+        self.extractor = extractor
+
+    def forward(self, batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.extractor(batch).values())
 
 
 class PaDiM(Detector):
@@ -218,16 +229,18 @@ class PaDiM(Detector):
         _ = self.model  # builds it if needed: the mean/std come with the backbone
         return (batch - self._mean) / self._std
 
-    def _prepare(self, images: list[np.ndarray]) -> torch.Tensor:
+    def prepare_batch(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """Same pixels as PatchCore sees: resized to image_size (antialiased bilinear), then normalised."""
         return self.normalise(to_tensor_batch(images, self.image_size))
 
+    def feature_network(self) -> FeatureNetwork:
+        return FeatureNetwork(_LayerTuple(self.model.feature_extractor), self.image_size)
+
     @torch.no_grad()
-    def embed(self, images: list[np.ndarray]) -> torch.Tensor:
+    def embed(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """PaDiM embeddings (B, n_features, h, w) for a batch of RGB uint8 images."""
-        model = self.model
-        x = self._prepare(images)
-        return model.generate_embedding(model.feature_extractor(x))
+        features = self.features(self.prepare_batch(images))
+        return self.model.generate_embedding(dict(zip(self.layers, features)))
 
     # ------------------------------------------------------------------ learned state
 
@@ -266,7 +279,7 @@ class PaDiM(Detector):
         model.train()  # in training mode the forward pass stores the embeddings in model.memory_bank
         with torch.no_grad():
             for images in self._batches(records, "features (train)"):
-                model(self._prepare(images))
+                model(self.prepare_batch(images))
         self.feature_grid_ = tuple(model.memory_bank[0].shape[-2:])
         # What anomalib's lightning `Padim.fit()` runs after the training epoch:
         # stack the embeddings, fit the per-position Gaussians, clear the memory bank.
@@ -280,29 +293,26 @@ class PaDiM(Detector):
         return self
 
     @torch.no_grad()
-    def score(self, records: Sequence[ImageRecord]) -> Scores:
+    def score_images(self, images: Sequence[np.ndarray]) -> Scores:
         if not self.is_fitted:
             raise RuntimeError("PaDiM.score called before fit/load")
         model = self.model.eval()
-        use_anomalib_map = self.map_sigma == anomalib_map_sigma()
-        image_scores, maps = [], []
-        for images in self._batches(records, "scoring"):
-            x = self._prepare(images)
-            if use_anomalib_map:
-                # Eval-mode forward: Mahalanobis grid -> bilinear upsampling -> σ=4 blur; pred_score = max of the map.
-                output = model(x)
-                batch_maps = output.anomaly_map[:, 0].float().numpy()
-                batch_scores = output.pred_score.reshape(-1).double().numpy()
-            else:
-                embedding = model.generate_embedding(model.feature_extractor(x))
-                distances = model.anomaly_map_generator.compute_distance(
-                    embedding, [model.gaussian.mean, model.gaussian.inv_covariance]
-                )  # (B, 1, h, w) raw Mahalanobis distances
-                batch_maps = upsample_and_smooth(distances[:, 0], self.image_size, self.map_sigma)
-                batch_scores = batch_maps.reshape(len(batch_maps), -1).max(axis=1).astype(np.float64)
-            image_scores.append(batch_scores)
-            maps.append(batch_maps.astype(np.float32, copy=False))
-        return Scores(np.concatenate(image_scores).astype(np.float64), np.concatenate(maps))
+        if not len(images):
+            return Scores(np.zeros(0), np.zeros((0, self.image_size, self.image_size), dtype=np.float32))
+        embedding = self.embed(images)
+        if self.map_sigma == anomalib_map_sigma():
+            # anomalib's eval forward from the embedding on: Mahalanobis grid -> bilinear upsampling -> σ=4 blur
+            heat = model.anomaly_map_generator(embedding=embedding, mean=model.gaussian.mean, inv_covariance=model.gaussian.inv_covariance,
+                                               image_size=(self.image_size, self.image_size))
+            maps = heat[:, 0].float().numpy()
+            image_scores = torch.amax(heat, dim=(-2, -1)).reshape(-1).double().numpy()  # anomalib's pred_score
+        else:
+            distances = model.anomaly_map_generator.compute_distance(
+                embedding, [model.gaussian.mean, model.gaussian.inv_covariance]
+            )  # (B, 1, h, w) raw Mahalanobis distances
+            maps = upsample_and_smooth(distances[:, 0], self.image_size, self.map_sigma)
+            image_scores = maps.reshape(len(maps), -1).max(axis=1).astype(np.float64)
+        return Scores(np.asarray(image_scores, dtype=np.float64), maps.astype(np.float32, copy=False))
 
     # ------------------------------------------------------------------ save / load
 

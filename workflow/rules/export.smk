@@ -1,0 +1,20 @@
+from shiftad.pipeline import bundle_dirs, export_inputs
+
+
+# One bundle per fitted model (`shiftad predict` / `shiftad serve` load it): the model
+# folder(s), the thresholds validation chose, the ONNX feature network checked against torch.
+rule export:
+    input:
+        model=lambda w: export_inputs(P, w.detector, w.regime, w.domain),
+        table="results/metrics/scenarios.csv",
+        splits=lambda w: splits_input(w.domain),
+        code=source_files("src/shiftad/export.py", "src/shiftad/bundle.py"),
+    output:
+        directory("results/bundles/{detector}/{regime}/{domain}"),
+    params:
+        export=P.export.model_dump(),
+    threads: P.threads
+    log:
+        "logs/export/{detector}_{regime}_{domain}.log",
+    shell:
+        "shiftad export {PARAMS} --detector {wildcards.detector} --regime {wildcards.regime} --domain {wildcards.domain} --out {output} 2> {log}"
