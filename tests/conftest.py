@@ -31,6 +31,22 @@ def texture_records(folder: Path, n: int, size: int = 64, seed: int = 0, categor
     return records
 
 
+def stripe_records(folder: Path, n: int, size: int = 128, seed: int = 0, category: str = "stripes") -> list[ImageRecord]:
+    """Noisy diagonal stripes in a warm tint: visibly unlike the gray textures of `texture_records`."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    yy, xx = np.mgrid[:size, :size]
+    records = []
+    for i in range(n):
+        phase = rng.uniform(0, 2 * np.pi)
+        wave = np.sin((xx + yy) / 4.0 + phase)[..., None] * np.array([60, 35, 10]) + np.array([150, 110, 70])
+        image = np.clip(wave + rng.normal(0, 6, (size, size, 3)), 0, 255).astype(np.uint8)
+        path = folder / f"{seed}_{i:03d}.png"
+        Image.fromarray(image).save(path)
+        records.append(ImageRecord(str(path), category, 0, "good", None, "train"))
+    return records
+
+
 def with_defect(record: ImageRecord, folder: Path, box: tuple[int, int, int, int]) -> ImageRecord:
     """Copy of a normal image with a bright square defect and its mask."""
     image = np.array(Image.open(record.path))

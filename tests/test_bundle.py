@@ -161,3 +161,44 @@ def test_predict_with_onnx_runtime_and_a_glob(project, bundle_dir, capsys):
     assert main(["predict", "--bundle", str(bundle_dir), str(root / "g" / "*.png"), "--out", str(root / "o"), "--quiet",
                  "--runtime", "onnx"]) == 0
     assert "2 images:" in capsys.readouterr().out
+
+
+@pytest.fixture()
+def routed_project(tmp_path, monkeypatch):
+    """A routed model (router + one autoencoder per category) fitted on two visibly different
+    categories, saved where the fit stage puts the global model, with validation thresholds."""
+    from shiftad.detectors.routed_ae import RoutedAutoencoder
+
+    from conftest import stripe_records
+
+    monkeypatch.chdir(tmp_path)
+    train = texture_records(tmp_path / "tex", 6, size=64) + stripe_records(tmp_path / "str", 6, size=64)
+    val = texture_records(tmp_path / "tex_val", 3, size=64, seed=1) + stripe_records(tmp_path / "str_val", 3, size=64, seed=1)
+    model = RoutedAutoencoder(image_size=64, hidden=16, latent=8, epochs=4, patience=2).fit(train, val)
+    model.save(tmp_path / "results/models/routed_ae/global/clean/all")
+    thresholds = {"tex": 10.0, "stripes": 20.0}
+    rows = [{"detector": "routed_ae", "regime": "global", "scenario": "clean", "category": c, "model_domain": "clean",
+             "threshold_domain": "clean", "test_domain": "clean", "threshold": v, "threshold_rule": "mean_std",
+             "threshold_f1_max": v, "threshold_percentile": v, "threshold_mean_std": v} for c, v in thresholds.items()]
+    (tmp_path / "results/metrics").mkdir(parents=True)
+    pd.DataFrame(rows).to_csv(tmp_path / "results/metrics/scenarios.csv", index=False)
+    params = validate_params({"detectors": ["routed_ae"], "categories": ["tex", "stripes"], "image_size": 64, "export": {"onnx": False}})
+    bundle = export_bundle(params, "routed_ae", "global", "clean", tmp_path / "bundle")
+    tests = texture_records(tmp_path / "tex_test", 2, size=64, seed=2) + stripe_records(tmp_path / "str_test", 2, size=64, seed=2)
+    return bundle, tests, thresholds
+
+
+def test_predict_without_category_routes_each_image(routed_project, tmp_path):
+    from shiftad.predict import predict
+
+    bundle_path, tests, thresholds = routed_project
+    bundle = B.load_bundle(bundle_path)
+    assert bundle.routes
+    records = predict(bundle, [r.path for r in tests], None, tmp_path / "out", progress=False)
+    assert [r["routed_category"] for r in records] == ["tex", "tex", "stripes", "stripes"]
+    assert [r["category"] for r in records] == ["tex", "tex", "stripes", "stripes"]
+    assert [r["prediction"]["threshold"] for r in records] == [10.0, 10.0, 20.0, 20.0]  # the routed category's threshold
+    oracle = predict(bundle, [tests[0].path], "stripes", tmp_path / "oracle", progress=False)  # a named category skips the router
+    assert "routed_category" not in oracle[0] and oracle[0]["prediction"]["threshold"] == 20.0
+    scores = bundle.routing_model().score_images([np.asarray(Image.open(tests[0].path))], category="stripes").image_scores
+    assert oracle[0]["prediction"]["anomaly_score"] == pytest.approx(float(scores[0]))

@@ -12,7 +12,7 @@ from conftest import REPO
 def test_repository_params_are_valid_and_match_schema_defaults_where_set():
     params = load_params([REPO / "params.yaml"])
     assert params.dataset.source == "synthetic"
-    assert params.detectors == ["patchcore", "padim", "knn"]
+    assert params.detectors == ["patchcore", "padim", "knn", "routed_ae"]
     assert list(params.scenarios) == ["clean", "shift_no_adaptation", "shift_threshold_only", "shift_adapted", "shift_fewshot"]
     assert params.few_shot.detectors == ["patchcore", "knn"] and params.threshold_rule("knn") == "percentile"
     assert params.scenarios["shift_adapted"].model == "shift" and params.scenarios["shift_threshold_only"].threshold == "shift"
@@ -104,3 +104,10 @@ def test_fewshot_scenario_expands_to_one_run_per_k_for_memory_bank_detectors_onl
     assert list(params.scenario_runs("padim")) == ["clean"]
     with pytest.raises(ParamsError, match=r"scenarios\.bad: model fewshot"):
         validate_params({"scenarios": {"bad": {"model": "fewshot", "threshold": "clean", "test": "shift"}}})
+
+
+def test_routed_autoencoders_need_validation_normals():
+    ratios = {"dataset": {"source": "csv"}, "split": {"policy": "ratios", "ratios": {"train": 85, "val": 0, "test": 15}}}
+    with pytest.raises(ParamsError, match="split.ratios.val: routed_ae stops early"):
+        validate_params(ratios)
+    assert validate_params({**ratios, "detectors": ["patchcore"]}).split.ratios.val == 0  # the others need no val

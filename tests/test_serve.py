@@ -8,7 +8,7 @@ from PIL import Image
 
 from shiftad import bundle as B
 
-from test_bundle import bundle_dir, project  # noqa: F401  (fixtures)
+from test_bundle import bundle_dir, project, routed_project  # noqa: F401  (fixtures)
 
 fastapi = pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
@@ -144,3 +144,16 @@ def test_the_api_keeps_its_openapi_contract_under_generated_requests(client):
         run()
         checked.append(path)
     assert checked == ["/predict", "/health", "/model"]
+
+
+def test_a_routed_bundle_answers_without_a_category(routed_project):
+    bundle_path, tests, thresholds = routed_project
+    api = TestClient(create_app(B.load_bundle(bundle_path)))
+    assert api.get("/model").json()["routes"] is True
+    routed = api.post("/predict", files={"file": ("s.png", open(tests[2].path, "rb").read(), "image/png")})
+    assert routed.status_code == 200, routed.text
+    assert routed.json()["routed_category"] == "stripes" and routed.json()["threshold"] == thresholds["stripes"]
+    named = api.post("/predict", files={"file": ("s.png", open(tests[2].path, "rb").read(), "image/png")}, data={"category": "tex"})
+    assert named.status_code == 200 and named.json()["routed_category"] is None and named.json()["category"] == "tex"
+    unknown = api.post("/predict", files={"file": ("s.png", open(tests[2].path, "rb").read(), "image/png")}, data={"category": "nope"})
+    assert unknown.status_code == 404 and "nope" in unknown.json()["detail"]

@@ -85,11 +85,24 @@ class Bundle:
     def map_floor(self, category: str) -> float:
         return float(self.meta["thresholds"][category].get("map_floor", float("nan")))
 
+    @property
+    def routes(self) -> bool:
+        """True when the bundle's model picks each image's category itself (a router, global regime)."""
+        return self.meta["regime"] == "global" and detector_class(self.meta["detector"]).can_route
+
+    def routing_model(self) -> Detector:
+        """The model with the router: `score_images(images)` routes, `Scores.categories` says where."""
+        if not self.routes:
+            raise BundleError(f"this {self.meta['detector']} ({self.meta['regime']}) bundle has no router; name a category of {self.categories}")
+        return self._load(GLOBAL_CATEGORY)
+
     def model(self, category: str) -> Detector:
         """The fitted model that scores `category` (loaded once; the global model is shared)."""
         if category not in self.meta["thresholds"]:
             raise BundleError(f"unknown category '{category}'; this bundle knows {self.categories}")
-        name = GLOBAL_CATEGORY if self.meta["regime"] == "global" else category
+        return self._load(GLOBAL_CATEGORY if self.meta["regime"] == "global" else category)
+
+    def _load(self, name: str) -> Detector:
         if name not in self._models:
             model = detector_class(self.meta["detector"]).load(self.folder / "models" / name)
             if self.runtime == "onnx":

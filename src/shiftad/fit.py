@@ -31,17 +31,26 @@ def training_images(params: Params, regime: str, domain: str, category: str) -> 
     return view.get(category, "train")
 
 
+def validation_normals(params: Params, regime: str, domain: str, category: str) -> list:
+    """The normal validation images of the model's categories (anomalous ones never reach fit)."""
+    view = domain_view(domain)
+    names = params.categories if regime == "global" else [category]
+    return [r for c in names for r in view.get(c, "val") if not r.is_anomalous]
+
+
 def run_fit_stage(params: Params, detector: str, regime: str, domain: str, category: str, progress: bool = True) -> Path:
     train = training_images(params, regime, domain, category)
+    validation = validation_normals(params, regime, domain, category)
     model = build_detector(detector, params)
     model.progress = progress
     start = time.perf_counter()
-    model.fit(train)
+    model.fit(train, validation)
     seconds = time.perf_counter() - start
     target = model_dir(detector, regime, domain, category)
     with atomic_dir(target) as folder:
         model.save(folder)
         used = getattr(model, "n_fit_images_", len(train))  # the few-shot kNN banks `knn.shots` of them
-        write_json(folder / "fit_log.json", {"fit_seconds": round(seconds, 3), "n_train_images": len(train), "n_fit_images": used})
+        write_json(folder / "fit_log.json", {"fit_seconds": round(seconds, 3), "n_train_images": len(train), "n_fit_images": used,
+                                             "n_validation_normals": len(validation)})
     log.info("fitted %s on %d of %d train images in %.1f s -> %s", detector, used, len(train), seconds, target)
     return target

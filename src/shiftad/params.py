@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
@@ -125,6 +125,25 @@ class KNNParams(Section):
     knn_batch: int = Field(8192, ge=1)
 
 
+class RoutedAEParams(Section):
+    """Classifier-routed feature autoencoders: a category router in front of one 1×1-conv
+    autoencoder per category (per_class regime = oracle routing, global = predicted routing)."""
+
+    layers: list[str] = Field(default_factory=lambda: ["blocks.2", "blocks.4"], min_length=2, max_length=2,
+                              description="two mid-level stages (layer2 + layer3 on a ResNet)")
+    neighbourhood: int = Field(3, ge=1, description="average pooling window on the feature map")
+    hidden: int = Field(128, ge=1, description="channels of the autoencoder's hidden 1×1 layers")
+    latent: int = Field(100, ge=1, description="bottleneck channels")
+    epochs: int = Field(6, ge=1, description="most epochs; early stopping on validation normals ends sooner")
+    patience: int = Field(2, ge=1, description="epochs without a better validation loss before stopping")
+    learning_rate: float = Field(2e-3, gt=0)
+    train_batch: int = Field(512, ge=2, description="feature positions per training step (the 1×1 autoencoder's samples)")
+    top_k: int = Field(10, ge=1, description="image score = mean of the top_k positions of the error map")
+    std_multiplier: float = Field(3.0, gt=0, description="thresholds.json beside the model: mean + k std of validation normal scores per category")
+    router_c: float = Field(1.0, gt=0, description="inverse L2 strength of the router's logistic regression")
+    map_sigma: float = Field(4.0, ge=0)
+
+
 PositiveK = Annotated[int, Field(ge=1)]
 AdaptationK = Annotated[int, Field(ge=0)]
 
@@ -170,12 +189,15 @@ class ShiftParams(Section):
 
 
 ThresholdRule = Literal["f1_max", "percentile", "mean_std"]
+DetectorName = Literal["patchcore", "padim", "knn", "routed_ae"]
+DETECTOR_NAMES: tuple[str, ...] = get_args(DetectorName)
 
 
 class ThresholdParams(Section):
     rule: ThresholdRule = "f1_max"
-    # The few-shot kNN's own default (AnomalyDINO): the 95th percentile of validation normals.
-    detector_rules: dict[str, ThresholdRule] = Field(default_factory=lambda: {"knn": "percentile"},
+    # The few-shot kNN's own default (AnomalyDINO): the 95th percentile of validation normals;
+    # the routed autoencoders': mean + 3 std of validation normals.
+    detector_rules: dict[str, ThresholdRule] = Field(default_factory=lambda: {"knn": "percentile", "routed_ae": "mean_std"},
                                                      description="per-detector rule overriding `rule`")
     percentile: float = Field(95, gt=0, lt=100)
     std_multiplier: float = Field(3, gt=0)
@@ -280,10 +302,11 @@ class Params(Section):
     dataset: DatasetParams = DatasetParams()
     split: SplitParams = SplitParams()
     backbone: BackboneParams = BackboneParams()
-    detectors: list[Literal["patchcore", "padim", "knn"]] = Field(default_factory=lambda: ["patchcore", "padim", "knn"], min_length=1)
+    detectors: list[DetectorName] = Field(default_factory=lambda: ["patchcore", "padim", "knn", "routed_ae"], min_length=1)
     patchcore: PatchCoreParams = PatchCoreParams()
     padim: PaDiMParams = PaDiMParams()
     knn: KNNParams = KNNParams()
+    routed_ae: RoutedAEParams = RoutedAEParams()
     few_shot: FewShotParams = FewShotParams()
     shift: ShiftParams = ShiftParams()
     scenarios: dict[str, ScenarioParams] = Field(default_factory=lambda: dict(DEFAULT_SCENARIOS), min_length=1)
@@ -322,12 +345,14 @@ class Params(Section):
             )
         if len(set(self.detectors)) != len(self.detectors):
             raise ValueError(f"detectors: names repeat in {self.detectors}")
-        unknown = set(self.evaluation.threshold.detector_rules) - {"patchcore", "padim", "knn"}
+        unknown = set(self.evaluation.threshold.detector_rules) - set(DETECTOR_NAMES)
         if unknown:
             raise ValueError(f"evaluation.threshold.detector_rules: unknown detectors {sorted(unknown)}")
         missing = [d for d in self.few_shot.detectors if d not in self.detectors]
         if missing:
             raise ValueError(f"few_shot.detectors: {missing} are not in detectors {self.detectors}; add them there or drop them here")
+        if "routed_ae" in self.detectors and self.split.policy == "ratios" and self.split.ratios.val == 0:
+            raise ValueError("split.ratios.val: routed_ae stops early and sets its thresholds on validation normal images; give val a share > 0")
         for name, scenario in self.scenarios.items():
             if scenario.model == "fewshot" and (scenario.threshold, scenario.test) != ("shift", "shift"):
                 raise ValueError(f"scenarios.{name}: model fewshot adapts to the shift, so threshold and test must be 'shift'")

@@ -1,7 +1,8 @@
 """`shiftad predict`: inspect images with a bundle.
 
 Per image: the JSON record the pipeline writes (`filename`, `category`,
-`prediction.is_anomalous`, `anomaly_score`, `threshold`, `heatmap_path`), a heatmap overlay
+`prediction.is_anomalous`, `anomaly_score`, `threshold`, `heatmap_path`; `routed_category`
+where a routed bundle chose the category itself), a heatmap overlay
 PNG, and a summary line at the end. Files, globs and folders are accepted; images are scored
 `batch_size` at a time, with a progress bar. Images are read as the pipeline reads them (gray
 repeated to RGB, alpha dropped, 16-bit scaled to 8). A file that cannot be read gets a
@@ -69,13 +70,13 @@ def output_stems(paths: Sequence[Path]) -> dict[Path, str]:
 
 
 def _write_outputs(path: Path, stem: str, image: np.ndarray, score: float, heat: np.ndarray, category: str, bundle: Bundle,
-                   out: Path) -> dict:
+                   out: Path, routed: bool = False) -> dict:
     threshold, floor = bundle.threshold(category), bundle.map_floor(category)
     vmin = floor if math.isfinite(floor) else float(np.min(heat))
     heatmap = out / f"{stem}_heatmap.png"
     with atomic_path(heatmap) as tmp:
         Image.fromarray(overlay(image, heat, vmin, max(threshold, vmin + 1e-6))).save(tmp, format="PNG")
-    record = {"filename": str(path), "category": category,
+    record = {"filename": str(path), "category": category, **({"routed_category": category} if routed else {}),
               "prediction": {"is_anomalous": bool(score >= threshold), "anomaly_score": score, "threshold": threshold,
                              "heatmap_path": heatmap.as_posix()}}
     write_json(out / f"{stem}.json", record)
@@ -85,9 +86,12 @@ def _write_outputs(path: Path, stem: str, image: np.ndarray, score: float, heat:
 def predict(bundle: Bundle, inputs: Sequence[str], category: str | None, out: Path, progress: bool = True,
             batch_size: int | None = None) -> list[dict]:
     """Score every image in `inputs` with the bundle's model for `category`; returns the records
-    (errors included) in input order and writes them to `out`."""
-    category = resolve_category(bundle, category)
-    model = bundle.model(category)
+    (errors included) in input order and writes them to `out`. Without `category`, a bundle with
+    a router routes each image and uses the routed category's threshold."""
+    routed = category is None and bundle.routes
+    if not routed:
+        category = resolve_category(bundle, category)
+    model = bundle.routing_model() if routed else bundle.model(category)
     batch_size = batch_size or model.batch_size
     paths = expand_inputs(inputs)
     stems = output_stems(paths)
@@ -101,12 +105,13 @@ def predict(bundle: Bundle, inputs: Sequence[str], category: str | None, out: Pa
                     raise ShiftadError(f"{path}: no such file")
                 batch.append((path, read_image(path)))
             except (ShiftadError, OSError, ValueError) as exc:
-                records[path] = {"filename": str(path), "category": category, "error": str(exc)}
+                records[path] = {"filename": str(path), "category": category, "error": str(exc)}  # None: not yet routed
                 log.error("%s", exc)
         if batch:
-            scores = model.score_images([image for _, image in batch])
-            for (path, image), score, heat in zip(batch, scores.image_scores, scores.maps):
-                records[path] = _write_outputs(path, stems[path], image, float(score), heat, category, bundle, out)
+            scores = model.score_images([image for _, image in batch], category=category)
+            names = scores.categories if routed else [category] * len(batch)
+            for (path, image), score, heat, name in zip(batch, scores.image_scores, scores.maps, names):
+                records[path] = _write_outputs(path, stems[path], image, float(score), heat, str(name), bundle, out, routed)
         bar.update(len(paths[start : start + batch_size]))
     bar.close()
     ordered = [records[p] for p in paths]

@@ -46,6 +46,7 @@ class Results:
     roc: pd.DataFrame
     pr: pd.DataFrame
     kshot: pd.DataFrame  # K-shot learning curves, one row per detector, category, K and draw (empty without)
+    routing: pd.DataFrame  # where routing detectors sent the test images (evaluate; empty without one)
 
     def predictions(self, root: Path = Path(".")) -> pd.DataFrame:
         return read_predictions(self.scenarios, root)
@@ -55,7 +56,14 @@ def load_results(root: str | Path = ".") -> Results:
     root = Path(root)
     stats = {name: pd.read_csv(root / STATISTICS_DIR / f"{name}.csv") for name in STATISTICS_TABLES}
     return Results(scenarios=pd.read_csv(root / METRICS_DIR / "scenarios.csv"), roc=read_curves(root / ROC_DIR),
-                   pr=read_curves(root / PR_DIR), kshot=read_kshot(root / KSHOT_DIR), **stats)
+                   pr=read_curves(root / PR_DIR), kshot=read_kshot(root / KSHOT_DIR),
+                   routing=read_routing(root / METRICS_DIR / "routing.csv"), **stats)
+
+
+def read_routing(path: Path) -> pd.DataFrame:
+    """`routing.csv` with category names kept as written (a category called `NA` or `01` stays a string)."""
+    names = {c: str for c in ("detector", "regime", "scenario", "model_domain", "test_domain", "category", "label", "routed_category")}
+    return pd.read_csv(path, dtype=names, keep_default_na=False)
 
 
 def read_kshot(folder: Path) -> pd.DataFrame:

@@ -1,7 +1,9 @@
 """The score stage: a model scores the val and test images of every domain once.
 
 `results/scores/<detector>/<regime>/<model>_on_<data>/<split>/<cat>.npz` holds `paths`,
-`labels`, `image_scores`, `maps` (float32 at the model input size) and `seconds_per_image`.
+`labels`, `image_scores`, `maps` (float32 at the model input size), `seconds_per_image`, and
+for a routing detector `routed_categories` (where its router sent each image; the true
+category is the file's).
 Evaluation only reads these files, so no scenario ever triggers inference again.
 """
 
@@ -38,6 +40,7 @@ def run_score_stage(params: Params, detector: str, regime: str, model_domain: st
                 start = time.perf_counter()
                 scores = model.score(records)
                 seconds = time.perf_counter() - start
+                routed = {} if scores.categories is None else {"routed_categories": scores.categories.astype(str)}
                 save_npz(
                     scores_file(detector, regime, model_domain, data_domain, split, name),
                     paths=np.array([r.path for r in records]),
@@ -45,6 +48,7 @@ def run_score_stage(params: Params, detector: str, regime: str, model_domain: st
                     image_scores=scores.image_scores,
                     maps=scores.maps.astype(np.float32),
                     seconds_per_image=np.array(seconds / max(len(records), 1)),
+                    **routed,
                 )
                 log.info("%s/%s %s model scored %s %s %s: %d images, %.1f ms/image", detector, regime, model_domain,
                          data_domain, name, split, len(records), 1000 * seconds / max(len(records), 1))

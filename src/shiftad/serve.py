@@ -1,7 +1,7 @@
 """`shiftad serve`: a bundle behind a REST API (FastAPI + uvicorn).
 
 Endpoints: `POST /predict` (multipart upload `file`, or JSON `{"image_base64": …}`; `category`
-optional where the bundle holds one category), `GET /health`, `GET /model` (bundle
+optional where the bundle holds one category or has a router), `GET /health`, `GET /model` (bundle
 metadata), `GET /openapi.json` and `/docs` (FastAPI). A user's mistake is a 4xx with a clear
 message, never a 500: wrong content type (415), too many bytes (413), too many pixels — a
 decompression bomb is refused from its header, before decoding (413), unreadable image (400),
@@ -38,7 +38,8 @@ PAGE = Path(__file__).parent / "web" / "inspect.html"  # plain HTML + a little J
 
 
 class Prediction(BaseModel):
-    category: str
+    category: str = Field(description="the category whose model and threshold scored the image")
+    routed_category: str | None = Field(None, description="set when the bundle's router chose the category (no category sent)")
     anomaly_score: float
     threshold: float = Field(description="the threshold validation chose for this category")
     is_anomalous: bool = Field(description="anomaly_score >= threshold")
@@ -55,7 +56,7 @@ class ErrorBody(BaseModel):
     detail: str
 
 
-IMAGE_FIELDS = {"category": {"type": "string", "description": "optional when the bundle holds one category"}}
+IMAGE_FIELDS = {"category": {"type": "string", "description": "optional when the bundle holds one category or has a router"}}
 PREDICT_BODY = {"required": True, "content": {
     "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
         "file": {"type": "string", "format": "binary", "description": f"the image ({', '.join(sorted(IMAGE_TYPES))})"},
@@ -117,8 +118,11 @@ class Inspector:
         self.bundle = bundle
         self._lock = threading.Lock()
 
-    def category(self, requested: str | None) -> str:
+    def category(self, requested: str | None) -> str | None:
+        """The category to score with; None: the bundle's router decides."""
         if requested is None or requested == "":
+            if self.bundle.routes:
+                return None
             if len(self.bundle.categories) != 1:
                 raise InputError(422, f"this bundle holds {self.bundle.categories}; send a category")
             return self.bundle.categories[0]
@@ -126,14 +130,18 @@ class Inspector:
             raise InputError(404, f"unknown category '{requested}'; this bundle knows {self.bundle.categories}")
         return requested
 
-    def inspect(self, image: np.ndarray, category: str) -> dict:
-        threshold, floor = self.bundle.threshold(category), self.bundle.map_floor(category)
+    def inspect(self, image: np.ndarray, category: str | None) -> dict:
         with self._lock:
-            scores = self.bundle.model(category).score_images([image])
+            model = self.bundle.routing_model() if category is None else self.bundle.model(category)
+            scores = model.score_images([image], category=category)
+        routed = None
+        if category is None:
+            category = routed = str(scores.categories[0])
+        threshold, floor = self.bundle.threshold(category), self.bundle.map_floor(category)
         score, heat = float(scores.image_scores[0]), scores.maps[0]
         vmin = floor if math.isfinite(floor) else float(heat.min())
         return {
-            "category": category, "anomaly_score": score, "threshold": threshold, "is_anomalous": bool(score >= threshold),
+            "category": category, "routed_category": routed, "anomaly_score": score, "threshold": threshold, "is_anomalous": bool(score >= threshold),
             "margin": score - threshold, "relative_margin": (score - threshold) / abs(threshold) if threshold else None,
             "heatmap_png_base64": png_base64(overlay(image, heat, vmin, max(threshold, vmin + 1e-6))),
         }
@@ -165,7 +173,7 @@ def create_app(bundle: Bundle, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: i
         """The bundle's metadata: detector, regime, domain, categories, thresholds, backbone, ONNX facts, versions."""
         meta = bundle.meta
         keys = ("detector", "regime", "domain", "categories", "thresholds", "image_size", "backbone", "preprocessing", "onnx", "versions")
-        return _finite({**{key: meta.get(key) for key in keys}, "runtime": bundle.runtime})
+        return _finite({**{key: meta.get(key) for key in keys}, "routes": bundle.routes, "runtime": bundle.runtime})
 
     @app.post("/predict", response_model=Prediction, openapi_extra={"requestBody": PREDICT_BODY},
               responses={code: {"model": ErrorBody, "description": text} for code, text in ERRORS.items()})

@@ -47,7 +47,7 @@ FEWSHOT_K = [0, 1, 4]  # tiny.yaml few_shot.adaptation_k
 MEMORY_BANK = ("patchcore", "knn")
 
 
-def check_outputs(project: Path, categories=("brick", "widget"), detectors=("padim", "knn", "patchcore")) -> pd.DataFrame:
+def check_outputs(project: Path, categories=("brick", "widget"), detectors=("padim", "knn", "routed_ae", "patchcore")) -> pd.DataFrame:
     manifest = {r["path"]: r for r in json.loads((project / "data/processed/manifest.json").read_text())["records"]}
     splits = json.loads((project / "data/processed/splits.json").read_text())["categories"]
     assert sorted(splits) == sorted(categories)
@@ -62,8 +62,8 @@ def check_outputs(project: Path, categories=("brick", "widget"), detectors=("pad
     table = pd.read_csv(project / "results/metrics/scenarios.csv")
     assert set(table["category"]) == set(categories)
     assert table[["image_auroc", "pixel_auroc", "aupro"]].apply(lambda c: c.between(0, 1)).all().all()
-    assert (table.loc[table["detector"] != "knn", "threshold_rule"] == "f1_max").all()
-    assert (table.loc[table["detector"] == "knn", "threshold_rule"] == "percentile").all()  # the kNN's own default
+    own_rules = {"knn": "percentile", "routed_ae": "mean_std"}  # the methods' own defaults
+    assert (table["threshold_rule"] == table["detector"].map(own_rules).fillna("f1_max")).all()
     # every detector x regime x scenario x category, once; few-shot runs (one per K) for memory-bank detectors
     runs_per_regime = sum(4 + (len(FEWSHOT_K) if d in MEMORY_BANK else 0) for d in detectors)
     assert len(table) == runs_per_regime * 2 * len(categories)
@@ -84,7 +84,7 @@ def check_outputs(project: Path, categories=("brick", "widget"), detectors=("pad
         records = json.loads((project / f"results/predictions/{detectors[-1]}/per_class/shift_adapted/{category}.json").read_text())
         assert len(records) == len(shifted[category]["test"])
         for record in records:
-            assert set(record) == {"filename", "ground_truth", "prediction", "correct"}
+            assert set(record) == {"filename", "ground_truth", "prediction", "correct"}  # (no routed_category: not a router)
             assert (project / record["prediction"]["heatmap_path"]).is_file()
     assert len(list((project / "results/plots/roc").glob("*.csv"))) == len(table)  # one curve per run and category
     assert len(list((project / "results/plots/pr").glob("*.csv"))) == len(table)
@@ -93,7 +93,39 @@ def check_outputs(project: Path, categories=("brick", "widget"), detectors=("pad
     check_statistics(project, table, categories, detectors)
     check_report(project, detectors)
     check_bundles(project, table, categories, detectors)
+    if "routed_ae" in detectors:
+        check_routing(project, table, categories)
     return table
+
+
+def check_routing(project: Path, table: pd.DataFrame, categories) -> None:
+    """The routed model records where its router sent each test image; evaluate counts it, the
+    report shows it, and `shiftad predict` without a category routes the same way."""
+    routing = pd.read_csv(project / "results/metrics/routing.csv")
+    routed = routing[(routing["detector"] == "routed_ae") & (routing["regime"] == "global")]
+    per_run = routed.groupby(["scenario", "category"])["n"].sum()
+    counts = table[(table["detector"] == "routed_ae") & (table["regime"] == "global")].set_index(["scenario", "category"])["n_test"]
+    assert per_run.sort_index().tolist() == counts.loc[per_run.sort_index().index].tolist()  # every test image, once
+    oracle = routing[(routing["detector"] == "routed_ae") & (routing["regime"] == "per_class")]
+    assert (oracle["routed_category"] == oracle["category"]).all()  # per-class = oracle routing
+    assert set(routing["detector"]) == {"routed_ae"}  # the other detectors do not route
+    for name in ("tables/routing.md", "tables/routing.csv", "figures/routing_routed_ae.png"):
+        assert (project / "report" / name).is_file(), name
+    assert "AUROC predicted routing" in (project / "report/tables/routing.md").read_text()
+    for model in ("clean", "shift"):
+        thresholds = json.loads((project / f"results/models/routed_ae/global/{model}/all/thresholds.json").read_text())
+        assert sorted(thresholds["categories"]) == sorted(categories)
+    scores = {c: np.load(project / f"results/scores/routed_ae/global/clean_on_clean/test/{c}.npz") for c in categories}
+    paths = [str(p) for c in categories for p in scores[c]["paths"]]
+    out = project / "predictions_routed"
+    run([str(BIN / "shiftad"), "predict", "--bundle", "results/bundles/routed_ae/global/clean", "--out", str(out), "--quiet", *paths], project)
+    records = json.loads((out / "predictions.json").read_text())
+    assert [r["routed_category"] for r in records] == [str(x) for c in categories for x in scores[c]["routed_categories"]]
+    np.testing.assert_allclose([r["prediction"]["anomaly_score"] for r in records],
+                               np.concatenate([scores[c]["image_scores"] for c in categories]), rtol=1e-5)
+    for c in categories:
+        predictions = json.loads((project / f"results/predictions/routed_ae/global/clean/{c}.json").read_text())
+        assert [p["prediction"]["routed_category"] for p in predictions] == [str(x) for x in scores[c]["routed_categories"]]
 
 
 def check_bundles(project: Path, table: pd.DataFrame, categories, detectors) -> None:

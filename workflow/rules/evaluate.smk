@@ -10,6 +10,7 @@ rule evaluate:
         table="results/metrics/scenarios.csv",
         records="results/metrics/scenarios.json",
         effects="results/metrics/shift_effects.csv",
+        routing="results/metrics/routing.csv",
         summary="results/metrics/summary.json",
         roc=directory("results/plots/roc"),
         pr=directory("results/plots/pr"),

@@ -4,6 +4,7 @@ rule notebooks:
         notebooks=sorted(str(p) for p in Path("notebooks").glob("*.ipynb")),
         statistics=rules.statistics.output,
         table="results/metrics/scenarios.csv",
+        routing="results/metrics/routing.csv",
         roc="results/plots/roc",
         pr="results/plots/pr",
         predictions="results/predictions",

@@ -4,6 +4,7 @@ from shiftad.pipeline import kshot_files
 rule report:
     input:
         table="results/metrics/scenarios.csv",
+        routing="results/metrics/routing.csv",
         statistics=rules.statistics.output,
         roc="results/plots/roc",
         pr="results/plots/pr",

@@ -6,9 +6,10 @@ from shiftad.detectors.base import Detector, Scores
 from shiftad.detectors.knn import FewShotKNN
 from shiftad.detectors.padim import PaDiM
 from shiftad.detectors.patchcore import PatchCore
+from shiftad.detectors.routed_ae import RoutedAutoencoder
 from shiftad.params import Params
 
-DETECTORS: dict[str, type[Detector]] = {cls.name: cls for cls in (PatchCore, PaDiM, FewShotKNN)}
+DETECTORS: dict[str, type[Detector]] = {cls.name: cls for cls in (PatchCore, PaDiM, FewShotKNN, RoutedAutoencoder)}
 
 
 def detector_class(name: str) -> type[Detector]:

@@ -37,14 +37,19 @@ META_FILE = "meta.json"
 class Scores:
     image_scores: np.ndarray  # (N,) higher = more anomalous
     maps: np.ndarray  # (N, H, W) float32 at the model's input size
+    categories: np.ndarray | None = None  # (N,) str: the category each image was routed to (routed detectors only)
 
     def __post_init__(self) -> None:
         if self.image_scores.shape[0] != self.maps.shape[0]:
             raise ValueError("image_scores and maps disagree on the number of images")
+        if self.categories is not None and self.categories.shape[0] != self.image_scores.shape[0]:
+            raise ValueError("categories and image_scores disagree on the number of images")
 
     @staticmethod
     def concat(parts: Sequence["Scores"]) -> "Scores":
-        return Scores(np.concatenate([p.image_scores for p in parts]).astype(np.float64), np.concatenate([p.maps for p in parts]))
+        routed = [p.categories for p in parts]
+        categories = None if any(r is None for r in routed) else np.concatenate(routed)
+        return Scores(np.concatenate([p.image_scores for p in parts]).astype(np.float64), np.concatenate([p.maps for p in parts]), categories)
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,7 @@ def iter_image_batches(records: Sequence[ImageRecord], batch_size: int) -> Itera
 class Detector(ABC):
     name: ClassVar[str]
     progress: bool = False  # progress bars on long steps; the CLI turns them on
+    can_route: ClassVar[bool] = False  # fitted on several categories, it picks each image's category itself
     batch_size: int = 8  # images per forward pass (detectors take it as a hyperparameter)
     _feature_runner: FeatureRunner | None = None
 
@@ -82,11 +88,16 @@ class Detector(ABC):
         return {name: getattr(self, name) for name in self._param_names()}
 
     @abstractmethod
-    def fit(self, records: Sequence[ImageRecord]) -> "Detector": ...
+    def fit(self, records: Sequence[ImageRecord], validation: Sequence[ImageRecord] = ()) -> "Detector":
+        """Learn from normal training images. `validation`: normal validation images of the same
+        categories and domain, for what a method tunes on held-out normals (early stopping, map
+        or score normalisation); never test images. Detectors that need none ignore it."""
 
     @abstractmethod
-    def score_images(self, images: Sequence[np.ndarray]) -> Scores:
-        """Scores and maps of H×W×3 uint8 RGB images held in memory (one batch)."""
+    def score_images(self, images: Sequence[np.ndarray], category: str | None = None) -> Scores:
+        """Scores and maps of H×W×3 uint8 RGB images held in memory (one batch). `category`:
+        the images' category when known; a routing detector then uses that category's model
+        instead of its router (oracle routing); the others need not look at it."""
 
     def score(self, records: Sequence[ImageRecord]) -> Scores:
         """Scores and maps of images on disk, read and scored `batch_size` at a time."""

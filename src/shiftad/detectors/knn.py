@@ -117,7 +117,7 @@ class FewShotKNN(PatchBankDetector):
     def _backbone_param_key(self) -> str:
         return "knn"
 
-    def fit(self, records: Sequence[ImageRecord]) -> "FewShotKNN":
+    def fit(self, records: Sequence[ImageRecord], validation: Sequence[ImageRecord] = ()) -> "FewShotKNN":
         """The bank holds `shots` normal images per category (a seeded draw), or all of them."""
         return super().fit(few_shot_draw(records, self.shots, self.seed))
 

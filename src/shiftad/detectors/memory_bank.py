@@ -130,7 +130,7 @@ class PatchBankDetector(Detector):
         return PatchRows(rows, (h, w), self._foreground(rows, (h, w)), np.array(list(categories)))
 
     # -- fitting ------------------------------------------------------------------------------
-    def fit(self, records: Sequence[ImageRecord]) -> "PatchBankDetector":
+    def fit(self, records: Sequence[ImageRecord], validation: Sequence[ImageRecord] = ()) -> "PatchBankDetector":
         _check_normal(type(self).__name__, records)
         return self.fit_rows(self.patch_rows(records, "features (train)"))
 
@@ -172,7 +172,7 @@ class PatchBankDetector(Detector):
         return int(added.shape[0])
 
     # -- scoring ------------------------------------------------------------------------------
-    def score_images(self, images: Sequence[np.ndarray]) -> Scores:
+    def score_images(self, images: Sequence[np.ndarray], category: str | None = None) -> Scores:
         self._require_fitted("score")
         if not len(images):
             return Scores(np.zeros(0), np.zeros((0, self.image_size, self.image_size), dtype=np.float32))

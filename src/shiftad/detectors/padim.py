@@ -269,7 +269,7 @@ class PaDiM(Detector):
         total = -(-len(records) // self.batch_size)
         return tqdm(iter_image_batches(records, self.batch_size), total=total, desc=desc, disable=not self.progress, leave=False)
 
-    def fit(self, records: Sequence[ImageRecord]) -> "PaDiM":
+    def fit(self, records: Sequence[ImageRecord], validation: Sequence[ImageRecord] = ()) -> "PaDiM":
         if any(r.is_anomalous for r in records):
             raise ValueError("PaDiM.fit got anomalous images; training uses normal images only")
         if len(records) < 2:
@@ -293,7 +293,7 @@ class PaDiM(Detector):
         return self
 
     @torch.no_grad()
-    def score_images(self, images: Sequence[np.ndarray]) -> Scores:
+    def score_images(self, images: Sequence[np.ndarray], category: str | None = None) -> Scores:
         if not self.is_fitted:
             raise RuntimeError("PaDiM.score called before fit/load")
         model = self.model.eval()

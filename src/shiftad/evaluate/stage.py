@@ -3,7 +3,8 @@
 A scenario names the domain of the model, of the validation images that set the threshold,
 and of the test images the metrics are computed on. Thresholds see validation scores only.
 Outputs: `results/metrics/scenarios.{csv,json}` (one tidy row per run and category),
-`results/metrics/summary.json` (macro means, for `dvc metrics show`), one ROC and one PR curve
+`results/metrics/summary.json` (macro means, for `dvc metrics show`), `results/metrics/routing.csv`
+(where a routing detector sent each test image, counted per true category and label), one ROC and one PR curve
 file per run and category in `results/plots/{roc,pr}/` (DVC plots), per-image records in
 `results/predictions/` and heatmap overlays in `results/heatmaps/`.
 """
@@ -105,14 +106,16 @@ def evaluate_category(
         normal_val_maps = val["maps"][val["labels"] == 0]
         vmin = float(np.median(normal_val_maps)) if len(normal_val_maps) else float(maps.min())
         heatmap_paths = _write_heatmaps(heatmap_folder, records, maps, vmin, max(thresholds.value, vmin + 1e-6))
+    routed = test.get("routed_categories")
     predictions = [
         {
             "filename": record.path,
             "ground_truth": {"is_anomalous": record.is_anomalous, "defect_type": record.defect_type, "mask_path": record.mask_path},
-            "prediction": {"is_anomalous": bool(score >= thresholds.value), "anomaly_score": float(score), "heatmap_path": heatmap},
+            "prediction": {"is_anomalous": bool(score >= thresholds.value), "anomaly_score": float(score), "heatmap_path": heatmap,
+                           **({} if routed is None else {"routed_category": str(routed[i])})},
             "correct": bool((score >= thresholds.value) == record.is_anomalous),
         }
-        for record, score, heatmap in zip(records, scores, heatmap_paths)
+        for i, (record, score, heatmap) in enumerate(zip(records, scores, heatmap_paths))
     ]
     roc, pr = pd.DataFrame(), pd.DataFrame()
     if 0 < labels.sum() < len(labels):
@@ -121,6 +124,20 @@ def evaluate_category(
         precision, recall, pr_thresholds = precision_recall_curve(labels, scores)
         pr = pd.DataFrame({"recall": recall, "precision": precision, "threshold": np.append(pr_thresholds, np.nan)})
     return row, predictions, roc, pr
+
+
+ROUTING_COLUMNS = ["detector", "regime", "scenario", "model_domain", "test_domain", "category", "label", "routed_category", "n"]
+
+
+def routing_counts(test: dict[str, np.ndarray], key: dict[str, str]) -> list[dict]:
+    """Where a routing detector sent each test image: counts per (true category, label, routed
+    category); none for detectors without a router. `key` names the run and true category."""
+    routed = test.get("routed_categories")
+    if routed is None:
+        return []
+    frame = pd.DataFrame({"label": np.where(test["labels"] == 1, "anomalous", "normal"), "routed_category": routed.astype(str)})
+    counts = frame.groupby(["label", "routed_category"], sort=True).size().reset_index(name="n")
+    return [{**key, **row} for row in counts.to_dict("records")]
 
 
 def summarise(table: pd.DataFrame) -> dict:
@@ -157,7 +174,7 @@ def shift_effects(table: pd.DataFrame) -> pd.DataFrame:
 
 def run_evaluate_stage(params: Params, progress: bool = True) -> pd.DataFrame:
     views = {domain: domain_view(domain) for domain in {s.test for s in params.scenarios.values()}}
-    rows = []
+    rows, routing = [], []
     runs = [(d, r, s) for d in params.detectors for r in REGIMES for s in params.scenario_runs(d).values()]
     with (atomic_dir(PREDICTIONS_DIR) as predictions_dir, atomic_dir(HEATMAPS_DIR) as heatmaps_dir,
           atomic_dir(ROC_DIR) as roc_dir, atomic_dir(PR_DIR) as pr_dir):
@@ -180,6 +197,8 @@ def run_evaluate_stage(params: Params, progress: bool = True) -> pd.DataFrame:
                 rows.append({"detector": detector, "regime": regime, "scenario": scenario_name, "category": category,
                              "scenario_group": scenario.group, "k": scenario.k,
                              "model_domain": scenario.model, "threshold_domain": scenario.threshold, "test_domain": scenario.test, **shift, **row})
+                routing += routing_counts(test, {"detector": detector, "regime": regime, "scenario": scenario_name, "model_domain": scenario.model,
+                                                 "test_domain": scenario.test, "category": category})
                 write_json(predictions_dir / run_path / f"{category}.json", predictions)
                 if not roc.empty:
                     write_text(roc_dir / curve_file(detector, regime, scenario_name, category), roc.to_csv(index=False, float_format="%.6g"))
@@ -191,4 +210,5 @@ def run_evaluate_stage(params: Params, progress: bool = True) -> pd.DataFrame:
     write_json(METRICS_DIR / "scenarios.json", json.loads(table.to_json(orient="records")))  # NaN -> null
     write_json(METRICS_DIR / "summary.json", summarise(table))
     write_text(METRICS_DIR / "shift_effects.csv", shift_effects(table).to_csv(index=False, float_format="%.6g"))
+    write_text(METRICS_DIR / "routing.csv", pd.DataFrame(routing, columns=ROUTING_COLUMNS).to_csv(index=False))
     return table

@@ -38,7 +38,7 @@ from shiftad.io import atomic_path  # noqa: E402
 
 __all__ = [
     "CAPTIONS", "FIGURE_CAPTIONS", "TRUTH_COLORS", "anomalous_shares", "confusion_figure", "curves_figure",
-    "defect_size_figure", "defect_type_figure", "gallery_figure", "kshot_figure", "palette", "recovery_figure", "robustness_figure",
+    "defect_size_figure", "defect_type_figure", "gallery_figure", "kshot_figure", "palette", "recovery_figure", "robustness_figure", "routing_figure",
     "save_figure", "score_distributions_figure", "shift_effects_figure",
 ]
 
@@ -81,6 +81,11 @@ CAPTIONS: dict[str, str] = {
     "confusion_figure": (
         "Confusion matrices at the decision threshold summed over categories, one per scenario "
         "(counts, with the share of the true class; shading = that share)."
+    ),
+    "routing_figure": (
+        "Routing confusion matrices of the routed (global) model on the test images: rows = true category, columns = "
+        "the category the router chose, for normal and anomalous images, on clean data and under shift (router trained on "
+        "clean images); counts, shaded by the share of the true category."
     ),
     "gallery_figure": (
         "Example test images with anomaly-map overlays; the white contour is the ground-truth defect and the border "
@@ -622,6 +627,41 @@ def confusion_figure(scenarios_table: pd.DataFrame, detector: str, regime: str) 
                 text = f"{int(round(matrix[i, j]))}\n({share[i, j]:.0%})" if totals[i, 0] > 0 else f"{int(round(matrix[i, j]))}"
                 ax.text(j, i, text, ha="center", va="center", fontsize=11,
                         color="white" if share[i, j] > 0.6 else "black")
+    fig.suptitle(title)
+    return fig
+
+
+def routing_figure(routing: pd.DataFrame, detector: str) -> Figure:
+    """One category confusion matrix per (test domain, label) of the routed regime's clean-trained router."""
+    title = f"Routing confusion matrices (true → routed category): {detector} / global"
+    frame = _select(routing, ("regime", "model_domain", "test_domain", "category", "label", "routed_category", "n"),
+                    detector=detector, regime="global")
+    frame = frame[frame["model_domain"].astype(str) == "clean"].drop_duplicates(["test_domain", "category", "label", "routed_category"])
+    if frame.empty:
+        return _no_data(title)
+    categories = sorted(set(frame["category"].astype(str)) | set(frame["routed_category"].astype(str)))
+    panels = [(test, label) for test in ("clean", "shift") for label in ("normal", "anomalous")
+              if ((frame["test_domain"] == test) & (frame["label"] == label)).any()]
+    side = 1.2 + 0.45 * len(categories)
+    fig, axes = _grid(len(panels), 2, (max(3.3, side), max(3.0, side)))
+    for ax, (test, label) in zip(axes, panels):
+        rows = frame[(frame["test_domain"] == test) & (frame["label"] == label)]
+        matrix = rows.pivot_table(index="category", columns="routed_category", values="n", aggfunc="sum", fill_value=0)
+        matrix = matrix.reindex(index=categories, columns=categories, fill_value=0).to_numpy(dtype=float)
+        totals = matrix.sum(axis=1, keepdims=True)
+        share = np.divide(matrix, totals, out=np.zeros_like(matrix), where=totals > 0)
+        ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+        accuracy = np.trace(matrix) / matrix.sum() if matrix.sum() else float("nan")
+        ax.set_title(f"{test} test, {label} (accuracy {accuracy:.1%})", fontsize=10)
+        ax.set_xlabel("routed to")
+        ax.set_ylabel("true category")
+        ax.set_xticks(range(len(categories)), categories, rotation=45, ha="right")
+        ax.set_yticks(range(len(categories)), categories)
+        for i in range(len(categories)):
+            for j in range(len(categories)):
+                if matrix[i, j] or i == j:
+                    ax.text(j, i, f"{int(matrix[i, j])}", ha="center", va="center", fontsize=10,
+                            color="white" if share[i, j] > 0.6 else "black")
     fig.suptitle(title)
     return fig
 

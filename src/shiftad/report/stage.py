@@ -1,6 +1,6 @@
 """The report stage, the DAG's last rule: tables, figures and `report/index.html`.
 
-Reads only what earlier stages wrote: `results/metrics/scenarios.csv`, `results/statistics/`,
+Reads only what earlier stages wrote: `results/metrics/{scenarios,routing}.csv`, `results/statistics/`,
 the ROC/PR curve files, the predictions, heatmap overlays and (linked) executed notebooks.
 Writes `report/tables/` (CSV, Markdown, LaTeX), `report/figures/` (PNG and PDF),
 `report/gallery/` (thumbnails and mask layers), `report/index.html` and `report/index.md`.
@@ -120,6 +120,14 @@ def run_report_stage(params: Params, progress: bool = True) -> Path:
             table("Breakdowns", f"breakdown_{kind}", T.breakdown_table(breakdowns, kind),
                   f"Image AUROC {title}: normal test images vs the group's anomalous ones [CI; none for groups under 5 images]; the group's detection rate and the normal images' false-positive rate at the validation threshold.",
                   breakdowns[breakdowns["breakdown"] == kind])
+        routing_accuracy = T.routing_accuracy(results.routing, params.statistics.confidence)
+        if not routing_accuracy.empty:
+            table("Routing", "routing", T.routing_table(routing_accuracy, intervals, comparisons),
+                  f"Classifier routing: how often the router sent a test image to the wrong category's model (accuracy "
+                  f"[{level} Wilson CI], misrouted / images), and macro image AUROC under predicted routing (global regime) "
+                  f"against oracle routing (per-class regime: the true category's model) [{level} CI], with the paired "
+                  "difference oracle − predicted [CI] = what routing costs. Scenarios that share a model and test set (threshold only "
+                  "and no adaptation) route identically; the first is shown.", routing_accuracy)
         table("Error analysis", "confusion", T.confusion_table(scenarios), "Confusion counts at the validation threshold, summed over categories.")
         table("Error analysis", "errors", errors.drop(columns=["heatmap_path"]),
               f"Top {params.statistics.top_errors} false positives (highest-scored normal images) and false negatives "
@@ -139,6 +147,9 @@ def run_report_stage(params: Params, progress: bool = True) -> Path:
         for regime in REGIMES:
             figures.add("Breakdowns", f"defect_sizes_{regime}", F.defect_size_figure(breakdowns, regime, scenario_order),
                         f"{regime}: {F.CAPTIONS['defect_size_figure']}")
+        for detector in sorted(set(results.routing["detector"])) if not results.routing.empty else []:
+            figures.add("Routing", f"routing_{detector}", F.routing_figure(results.routing, detector),
+                        f"{detector}: {F.CAPTIONS['routing_figure']}")
         if steps:
             for metric in ("image_auroc", "aupro"):
                 figures.add("Few-shot adaptation", f"fewshot_recovery_{metric}", F.recovery_figure(intervals, steps, reference, metric),
@@ -206,7 +217,7 @@ def run_report_stage(params: Params, progress: bool = True) -> Path:
              "independently. F1 intervals hold the validation threshold fixed (it is not re-chosen inside the bootstrap). "
              "Paired comparisons reuse the same resamples for both sides; p-values (from the bootstrap standard error) are "
              "Holm-adjusted within each family.")
-    order = ["Headline", "Per category", "Comparisons", "Shift effects", "Few-shot adaptation", "K-shot curves", "Robustness", "Curves", "Score distributions",
+    order = ["Headline", "Per category", "Comparisons", "Shift effects", "Few-shot adaptation", "K-shot curves", "Routing", "Robustness", "Curves", "Score distributions",
              "Breakdowns", "Error analysis", "Heatmap galleries"]
     sections = [Section("Overview", [Text(intro)])]
     for name in order:

@@ -215,3 +215,49 @@ def recovery_table(intervals: pd.DataFrame, comparisons: pd.DataFrame, steps: li
                     ci_cell(d.iloc[0]["difference"], d.iloc[0]["ci_low"], d.iloc[0]["ci_high"]) if len(d) else "–")
                 rows.append(row)
     return pd.DataFrame(rows)
+
+
+def routing_accuracy(routing: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
+    """Routing accuracy per run of a routing detector's routed regime and image label (normal,
+    anomalous, all), with a Wilson interval; one row per distinct (model, test) domain pair."""
+    from scipy.stats import binomtest
+
+    if routing.empty:
+        return pd.DataFrame()
+    routing = routing.assign(correct=routing["routed_category"] == routing["category"])
+    rows = []
+    routed = routing[routing["regime"] == "global"].drop_duplicates(["detector", "model_domain", "test_domain", "category", "label", "routed_category"])
+    for (detector, scenario, model, test), group in routed.groupby(["detector", "scenario", "model_domain", "test_domain"], sort=False):
+        for label in ("normal", "anomalous", "all"):
+            part = group if label == "all" else group[group["label"] == label]
+            n, k = int(part["n"].sum()), int(part.loc[part["correct"], "n"].sum())
+            low, high = binomtest(k, n).proportion_ci(confidence, method="wilson") if n else (float("nan"), float("nan"))
+            rows.append({"detector": detector, "scenario": scenario, "router_trained_on": model, "test_images": test, "label": label,
+                         "n_images": n, "n_misrouted": n - k, "accuracy": k / n if n else float("nan"), "ci_low": low, "ci_high": high})
+    return pd.DataFrame(rows)
+
+
+def routing_table(accuracy: pd.DataFrame, intervals: pd.DataFrame, comparisons: pd.DataFrame) -> pd.DataFrame:
+    """Per run: routing accuracy [Wilson CI] for normal and anomalous test images, and macro image
+    AUROC under predicted routing (global regime) against oracle routing (per_class) [CI], with the
+    paired difference oracle − predicted (the cost of routing)."""
+    if accuracy.empty:
+        return pd.DataFrame()
+    mean = intervals[(intervals["category"] == "mean") & (intervals["metric"] == "image_auroc")].set_index(["detector", "regime", "scenario"])
+    pairs = comparisons[(comparisons["family"] == "regime") & (comparisons["category"] == "mean") & (comparisons["metric"] == "image_auroc")] \
+        if not comparisons.empty else comparisons
+    rows = []
+    for (detector, scenario), group in accuracy.groupby(["detector", "scenario"], sort=False):
+        by_label = group.set_index("label")
+        row = {"detector": detector, "scenario": scenario, "router trained on": group["router_trained_on"].iloc[0],
+               "test images": group["test_images"].iloc[0]}
+        for label in ("normal", "anomalous"):
+            r = by_label.loc[label]
+            row[f"routing accuracy, {label}"] = f"{ci_cell(r['accuracy'], r['ci_low'], r['ci_high'])} ({int(r['n_misrouted'])}/{int(r['n_images'])} misrouted)"
+        for regime, name in (("global", "AUROC predicted routing"), ("per_class", "AUROC oracle routing")):
+            key = (detector, regime, scenario)
+            row[name] = ci_cell(*mean.loc[key, ["estimate", "ci_low", "ci_high"]]) if key in mean.index else "–"
+        pair = pairs[pairs["a"] == f"{detector}/per_class/{scenario}"] if not pairs.empty else pairs
+        row["oracle − predicted [CI]"] = ci_cell(*pair.iloc[0][["difference", "ci_low", "ci_high"]]) if len(pair) else "–"
+        rows.append(row)
+    return pd.DataFrame(rows)

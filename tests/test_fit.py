@@ -1,0 +1,51 @@
+"""The fit stage hands a detector its train images and, separately, the normal validation
+images of the same categories and domain: never anomalous ones, never test images."""
+
+import pytest
+
+from shiftad import fit as fit_stage
+from shiftad.data.records import ImageRecord
+from shiftad.params import validate_params
+from shiftad.split import SplitView
+
+
+def record(category: str, split: str, i: int, label: int = 0) -> ImageRecord:
+    return ImageRecord(f"{category}/{split}/{i}.png", category, label, "good" if label == 0 else "crack", None, split)
+
+
+@pytest.fixture()
+def view(monkeypatch):
+    splits = {c: {"train": [record(c, "train", i) for i in range(3)],
+                  "val": [record(c, "val", 0), record(c, "val", 1, label=1), record(c, "val", 2)],
+                  "test": [record(c, "test", 0), record(c, "test", 1, label=1)]} for c in ("a", "b")}
+    views = {"clean": SplitView(splits)}
+    monkeypatch.setattr(fit_stage, "domain_view", lambda domain: views[domain])
+    return splits
+
+
+def test_validation_normals_are_the_models_categories_normal_val_images(view):
+    params = validate_params({"categories": ["a", "b"]})
+    per_class = fit_stage.validation_normals(params, "per_class", "clean", "a")
+    assert [r.path for r in per_class] == ["a/val/0.png", "a/val/2.png"]
+    pooled = fit_stage.validation_normals(params, "global", "clean", "all")
+    assert [r.path for r in pooled] == ["a/val/0.png", "a/val/2.png", "b/val/0.png", "b/val/2.png"]
+    assert not any(r.is_anomalous or r.source_split != "val" for r in pooled)
+
+
+def test_the_fit_stage_passes_train_and_validation_normals_to_the_detector(view, monkeypatch, tmp_path):
+    seen = {}
+
+    class Spy:
+        progress = False
+
+        def fit(self, records, validation=()):
+            seen["train"], seen["validation"] = [r.path for r in records], [r.path for r in validation]
+            return self
+
+        def save(self, folder):
+            (folder / "meta.json").write_text("{}")
+
+    monkeypatch.setattr(fit_stage, "build_detector", lambda name, params: Spy())
+    monkeypatch.chdir(tmp_path)
+    fit_stage.run_fit_stage(validate_params({"categories": ["a", "b"]}), "routed_ae", "per_class", "clean", "b", progress=False)
+    assert seen == {"train": ["b/train/0.png", "b/train/1.png", "b/train/2.png"], "validation": ["b/val/0.png", "b/val/2.png"]}
