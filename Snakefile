@@ -1,4 +1,4 @@
-# shiftad DAG: data -> split -> shift -> fit -> score (+ fewshot) -> evaluate -> robustness -> statistics
+# shiftad DAG: data -> split -> shift -> (distill-teacher) -> fit -> score (+ fewshot) -> evaluate -> robustness -> statistics
 # -> notebooks -> report; kshot (learning curves) feeds the report; export writes a bundle per
 # fitted model (after evaluate: the bundles carry the validation thresholds).
 # Rules only call the `shiftad` CLI; every number lives in params.yaml.
@@ -7,7 +7,7 @@
 from pathlib import Path
 
 from shiftad.params import validate_params
-from shiftad.pipeline import bundle_dirs, source_files
+from shiftad.pipeline import bundle_dirs, source_files, splits_input, teacher_source_inputs
 
 configfile: "params.yaml"
 
@@ -18,6 +18,7 @@ PARAMS = " ".join(["--params params.yaml"] + [f"--params {f}" for f in workflow.
 include: "workflow/rules/data.smk"
 include: "workflow/rules/split.smk"
 include: "workflow/rules/shift.smk"
+include: "workflow/rules/distill.smk"
 include: "workflow/rules/fit.smk"
 include: "workflow/rules/score.smk"
 include: "workflow/rules/fewshot.smk"

@@ -12,7 +12,7 @@ from conftest import REPO
 def test_repository_params_are_valid_and_match_schema_defaults_where_set():
     params = load_params([REPO / "params.yaml"])
     assert params.dataset.source == "synthetic"
-    assert params.detectors == ["patchcore", "padim", "knn", "routed_ae"]
+    assert params.detectors == ["patchcore", "padim", "knn", "routed_ae", "efficientad"]
     assert list(params.scenarios) == ["clean", "shift_no_adaptation", "shift_threshold_only", "shift_adapted", "shift_fewshot"]
     assert params.few_shot.detectors == ["patchcore", "knn"] and params.threshold_rule("knn") == "percentile"
     assert params.scenarios["shift_adapted"].model == "shift" and params.scenarios["shift_threshold_only"].threshold == "shift"
@@ -111,3 +111,19 @@ def test_routed_autoencoders_need_validation_normals():
     with pytest.raises(ParamsError, match="split.ratios.val: routed_ae stops early"):
         validate_params(ratios)
     assert validate_params({**ratios, "detectors": ["patchcore"]}).split.ratios.val == 0  # the others need no val
+
+
+def test_efficientad_scale_sections_override_key_by_key_and_errors_name_the_key():
+    from shiftad.params import EfficientADParams
+
+    assert load_params([REPO / "params.yaml"]).efficientad == EfficientADParams()  # params.yaml states the schema defaults
+    params = validate_params({"efficientad": {"training": {"smoke": {"steps": 10}}, "teacher": {"paper": {"batch_size": 4}}}})
+    assert params.efficientad.train.steps == 10 and params.efficientad.train.learning_rate == 1e-3
+    assert params.efficientad.teacher.paper.batch_size == 4 and params.efficientad.teacher.paper.steps == 60000
+    paper = validate_params({"efficientad": {"scale": "paper"}}).efficientad
+    assert (paper.arch.image_size, paper.arch.channels, paper.train.steps, paper.train.learning_rate) == (256, 384, 70000, 1e-4)
+    with pytest.raises(ParamsError, match=r"efficientad\.architecture\.smoke\.image_size"):
+        validate_params({"efficientad": {"architecture": {"smoke": {"image_size": 16}}}})
+    with pytest.raises(ParamsError, match=r"split\.ratios\.val: efficientad"):
+        validate_params({"categories": ["a"], "detectors": ["efficientad"], "dataset": {"source": "folder"},
+                         "split": {"policy": "ratios", "ratios": {"train": 80, "val": 0, "test": 20}}})

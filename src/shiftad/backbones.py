@@ -249,3 +249,12 @@ def to_tensor_batch(images: Sequence[np.ndarray], size: int) -> torch.Tensor:
             tensor = F.interpolate(tensor[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
         batch.append(tensor.clamp_(0.0, 1.0))
     return torch.stack(batch)
+
+
+def resolve_device(device: str, param_key: str = "device") -> torch.device:
+    """auto -> CUDA when present, else CPU; cuda without a GPU is an error naming the key."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ParamsError(f"{param_key}: cuda asked for, but torch sees no CUDA device; use auto or cpu")
+    return torch.device(device)

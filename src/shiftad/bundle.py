@@ -130,5 +130,5 @@ def load_bundle(folder: str | Path, runtime: str = "torch") -> Bundle:
         changed = sorted(set(actual) ^ set(recorded) | {k for k in actual if recorded.get(k) != actual[k]})
         raise BundleError(f"{folder}: files do not match their recorded hashes ({changed[:5]}); the bundle was altered or is incomplete")
     if runtime == "onnx" and not meta.get("onnx"):
-        raise BundleError(f"{folder}: exported without an ONNX feature network; use --runtime torch or re-export with export.onnx: true")
+        raise BundleError(f"{folder}: exported without an ONNX feature network (export.onnx: false, or a detector with no frozen feature network, as EfficientAD); use --runtime torch")
     return Bundle(folder, meta, runtime)

@@ -52,6 +52,13 @@ def cmd_shift(params: Params, args: argparse.Namespace) -> None:
              content["severity"], ", ".join(content["families"]))
 
 
+def cmd_distill_teacher(params: Params, args: argparse.Namespace) -> None:
+    from shiftad.distill import run_distill_stage
+
+    _configure_threads(params)
+    run_distill_stage(params, progress=not args.quiet)
+
+
 def cmd_fit(params: Params, args: argparse.Namespace) -> None:
     from shiftad.fit import run_fit_stage
 
@@ -165,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("data", cmd_data, "generate / download / scan the data set and write data/processed/manifest.json")
     add("split", cmd_split, "write seeded train/val/test splits to data/processed/splits.json")
     add("shift", cmd_shift, "write the MVTec-Shift copy of every split to data/shifted/ and data/processed/shifted_splits.json")
+    add("distill-teacher", cmd_distill_teacher, "EfficientAD's PDN teacher, shared by every fit: distilled from the offline backbone, or checked and copied from efficientad.teacher.source")
     fit = add("fit", cmd_fit, "fit one detector on one category's training images")
     fit.add_argument("--detector", required=True)
     fit.add_argument("--regime", required=True, choices=REGIMES)

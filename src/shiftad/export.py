@@ -132,7 +132,10 @@ def export_bundle(params: Params, detector: str, regime: str, domain: str, targe
         for name in sources:
             shutil.copytree(model_dir(detector, regime, domain, name), folder / "models" / name, ignore=shutil.ignore_patterns(".*"))
         onnx = None
-        if params.export.onnx:
+        if params.export.onnx and first.feature_network() is None:
+            # EfficientAD trains every network it runs: there is no frozen feature network to export
+            log.info("%s: %s has no frozen feature network; bundle without ONNX (predict/serve run torch)", target, detector)
+        elif params.export.onnx:
             digests = {name: _network_digest(model) for name, model in models.items()}
             if len(set(digests.values())) != 1:
                 raise BundleError(f"{detector}/{regime}/{domain}: the categories' feature networks differ; one ONNX file "

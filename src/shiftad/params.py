@@ -144,6 +144,111 @@ class RoutedAEParams(Section):
     map_sigma: float = Field(4.0, ge=0)
 
 
+def _merge_scales(model: type[BaseModel], raw: Any, keys: tuple[str, ...]) -> Any:
+    """Deep-merge the given sections of `raw` over the model's defaults (partial overrides)."""
+    if not isinstance(raw, dict):
+        return raw
+    merged = dict(raw)
+    for key in keys:
+        if isinstance(raw.get(key), dict):
+            field = model.model_fields[key]
+            default = field.default_factory() if field.default_factory else field.default
+            dumped = {k: (v.model_dump() if isinstance(v, BaseModel) else v) for k, v in default.items()} if isinstance(default, dict) else default.model_dump()
+            merged[key] = deep_merge(dumped, raw[key])
+    return merged
+
+
+class EfficientADArchitecture(Section):
+    image_size: int = Field(..., ge=64, le=1024, description="PDN input size (maps are resized to image_size afterwards)")
+    width: float = Field(..., gt=0, le=4, description="multiplies every hidden channel count of the PDNs and the autoencoder (1 = the paper's)")
+    channels: int = Field(..., ge=8, description="teacher output channels C (the student has 2C); 384 in the paper")
+
+
+class EfficientADTraining(Section):
+    steps: int = Field(..., ge=1)
+    learning_rate: float = Field(..., gt=0)
+    weight_decay: float = Field(1e-5, ge=0)
+    lr_decay_at: float = Field(0.95, gt=0, le=1, description="learning rate x0.1 after this share of the steps")
+    batch_size: int = Field(1, ge=1, description="train images per step (1 in the paper)")
+
+
+class TeacherTraining(Section):
+    steps: int = Field(..., ge=1)
+    batch_size: int = Field(..., ge=1)
+    learning_rate: float = Field(..., gt=0)
+    weight_decay: float = Field(1e-5, ge=0)
+
+
+class TeacherParams(Section):
+    """The PDN teacher: distilled here from the backbone (offline), or a weights file."""
+
+    source: str = Field("distill", description="distill (the distill-teacher stage) | path/to/teacher.{pth,safetensors} (e.g. the official weights)")
+    layers: list[str] = Field(default_factory=lambda: ["blocks.2", "blocks.4"], min_length=1,
+                              description="backbone stages the teacher regresses (locally aware, channel-pooled to C)")
+    neighbourhood: int = Field(3, ge=1)
+    smoke: TeacherTraining = TeacherTraining(steps=80, batch_size=8, learning_rate=1e-3)
+    paper: TeacherTraining = TeacherTraining(steps=60000, batch_size=16, learning_rate=1e-4)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _over_defaults(cls, raw: Any) -> Any:
+        """A partial scale section (`smoke: {steps: 10}`) overrides the defaults key by key."""
+        return _merge_scales(cls, raw, ("smoke", "paper"))
+
+
+class EfficientADParams(Section):
+    """EfficientAD (S or M). `scale: smoke` is a labelled CPU-sized run; `paper` is the paper's
+    setting (a GPU job)."""
+
+    scale: Literal["smoke", "paper"] = "smoke"
+    model_size: Literal["small", "medium"] = Field("small", description="PDN-S (EfficientAD-S) | PDN-M (EfficientAD-M)")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = CUDA when present")
+    penalty_images: str = Field("default", description="default (scikit-image photos + procedural images, never the fitted categories) | path/to/folder (ImageNet, Imagenette)")
+    hard_quantile: float = Field(0.999, gt=0, lt=1, description="hard feature loss: mean of the differences at or above this quantile")
+    map_quantiles: list[float] = Field(default_factory=lambda: [0.9, 0.995], min_length=2, max_length=2,
+                                       description="validation-map quantiles mapped to 0 and 0.1")
+    architecture: dict[Literal["smoke", "paper"], EfficientADArchitecture] = Field(default_factory=lambda: {
+        "smoke": EfficientADArchitecture(image_size=128, width=0.25, channels=64),
+        "paper": EfficientADArchitecture(image_size=256, width=1.0, channels=384)})
+    training: dict[Literal["smoke", "paper"], EfficientADTraining] = Field(default_factory=lambda: {
+        "smoke": EfficientADTraining(steps=150, learning_rate=1e-3),
+        "paper": EfficientADTraining(steps=70000, learning_rate=1e-4)})
+    teacher: TeacherParams = TeacherParams()
+    scoring_batch: int = Field(8, ge=1, description="images per forward pass when scoring")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _over_defaults(cls, raw: Any) -> Any:
+        return _merge_scales(cls, raw, ("architecture", "training"))
+
+    @field_validator("map_quantiles")
+    @classmethod
+    def _ordered(cls, values: list[float]) -> list[float]:
+        if not 0 < values[0] < values[1] < 1:
+            raise ValueError(f"need 0 < low < high < 1, got {values}")
+        return values
+
+    @model_validator(mode="after")
+    def _both_scales(self) -> "EfficientADParams":
+        for key in ("architecture", "training"):
+            missing = {"smoke", "paper"} - set(getattr(self, key))
+            if missing:
+                raise ValueError(f"{key}: needs both scales, missing {sorted(missing)}")
+        return self
+
+    @property
+    def arch(self) -> EfficientADArchitecture:
+        return self.architecture[self.scale]
+
+    @property
+    def train(self) -> EfficientADTraining:
+        return self.training[self.scale]
+
+    @property
+    def teacher_training(self) -> TeacherTraining:
+        return getattr(self.teacher, self.scale)
+
+
 PositiveK = Annotated[int, Field(ge=1)]
 AdaptationK = Annotated[int, Field(ge=0)]
 
@@ -189,7 +294,7 @@ class ShiftParams(Section):
 
 
 ThresholdRule = Literal["f1_max", "percentile", "mean_std"]
-DetectorName = Literal["patchcore", "padim", "knn", "routed_ae"]
+DetectorName = Literal["patchcore", "padim", "knn", "routed_ae", "efficientad"]
 DETECTOR_NAMES: tuple[str, ...] = get_args(DetectorName)
 
 
@@ -302,11 +407,12 @@ class Params(Section):
     dataset: DatasetParams = DatasetParams()
     split: SplitParams = SplitParams()
     backbone: BackboneParams = BackboneParams()
-    detectors: list[DetectorName] = Field(default_factory=lambda: ["patchcore", "padim", "knn", "routed_ae"], min_length=1)
+    detectors: list[DetectorName] = Field(default_factory=lambda: ["patchcore", "padim", "knn", "routed_ae", "efficientad"], min_length=1)
     patchcore: PatchCoreParams = PatchCoreParams()
     padim: PaDiMParams = PaDiMParams()
     knn: KNNParams = KNNParams()
     routed_ae: RoutedAEParams = RoutedAEParams()
+    efficientad: EfficientADParams = EfficientADParams()
     few_shot: FewShotParams = FewShotParams()
     shift: ShiftParams = ShiftParams()
     scenarios: dict[str, ScenarioParams] = Field(default_factory=lambda: dict(DEFAULT_SCENARIOS), min_length=1)
@@ -351,8 +457,9 @@ class Params(Section):
         missing = [d for d in self.few_shot.detectors if d not in self.detectors]
         if missing:
             raise ValueError(f"few_shot.detectors: {missing} are not in detectors {self.detectors}; add them there or drop them here")
-        if "routed_ae" in self.detectors and self.split.policy == "ratios" and self.split.ratios.val == 0:
-            raise ValueError("split.ratios.val: routed_ae stops early and sets its thresholds on validation normal images; give val a share > 0")
+        for name, why in (("routed_ae", "stops early and sets its thresholds"), ("efficientad", "normalises its maps")):
+            if name in self.detectors and self.split.policy == "ratios" and self.split.ratios.val == 0:
+                raise ValueError(f"split.ratios.val: {name} {why} on validation normal images; give val a share > 0")
         for name, scenario in self.scenarios.items():
             if scenario.model == "fewshot" and (scenario.threshold, scenario.test) != ("shift", "shift"):
                 raise ValueError(f"scenarios.{name}: model fewshot adapts to the shift, so threshold and test must be 'shift'")

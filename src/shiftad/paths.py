@@ -22,6 +22,7 @@ ROBUSTNESS_DIR = Path("results/robustness")
 KSHOT_DIR = Path("results/kshot")
 FEWSHOT_DIR = Path("results/fewshot")  # score files of the few-shot adapted banks (one DVC output per detector, regime)
 BUNDLES_DIR = Path("results/bundles")  # `shiftad export`: one bundle per fitted model
+TEACHERS_DIR = Path("results/teachers")  # `shiftad distill-teacher`: networks shared by every category
 REPORT_DIR = Path("report")
 
 
@@ -53,3 +54,8 @@ def parse_curve_file(name: str) -> dict[str, str]:
 
 def bundle_dir(detector: str, regime: str, domain: str) -> Path:
     return BUNDLES_DIR / detector / regime / domain
+
+
+def teacher_dir(detector: str = "efficientad") -> Path:
+    """The teacher a detector's fits share (weights + teacher.json)."""
+    return TEACHERS_DIR / detector

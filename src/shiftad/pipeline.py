@@ -5,7 +5,7 @@ from __future__ import annotations
 from itertools import product
 
 from shiftad.params import Params
-from shiftad.paths import bundle_dir, domain_splits_file, model_dir, scores_file
+from shiftad.paths import bundle_dir, domain_splits_file, model_dir, scores_file, teacher_dir
 
 REGIMES = ("per_class", "global")  # one model per category / one model on all categories pooled
 DOMAINS = ("clean", "shift")
@@ -74,3 +74,17 @@ def export_inputs(params: Params, detector: str, regime: str, domain: str) -> li
     models = sorted({model_path(detector, regime, domain, c) for c in params.categories})
     val = [scores_file(detector, regime, domain, domain, "val", c).as_posix() for c in params.categories]
     return models + val
+
+
+TEACHER_DETECTORS = ("efficientad",)  # detectors whose fits share a teacher from the distill-teacher stage
+
+
+def teacher_inputs(detector: str) -> list[str]:
+    """The teacher folder a detector's fit reads (none for the others)."""
+    return [teacher_dir(detector).as_posix()] if detector in TEACHER_DETECTORS else []
+
+
+def teacher_source_inputs(params: Params) -> list[str]:
+    """A user's teacher weights file (efficientad.teacher.source), so a new file reruns the stage."""
+    source = params.efficientad.teacher.source
+    return [] if source == "distill" else [source]

@@ -47,7 +47,7 @@ FEWSHOT_K = [0, 1, 4]  # tiny.yaml few_shot.adaptation_k
 MEMORY_BANK = ("patchcore", "knn")
 
 
-def check_outputs(project: Path, categories=("brick", "widget"), detectors=("padim", "knn", "routed_ae", "patchcore")) -> pd.DataFrame:
+def check_outputs(project: Path, categories=("brick", "widget"), detectors=("padim", "knn", "routed_ae", "efficientad", "patchcore")) -> pd.DataFrame:
     manifest = {r["path"]: r for r in json.loads((project / "data/processed/manifest.json").read_text())["records"]}
     splits = json.loads((project / "data/processed/splits.json").read_text())["categories"]
     assert sorted(splits) == sorted(categories)
@@ -95,7 +95,27 @@ def check_outputs(project: Path, categories=("brick", "widget"), detectors=("pad
     check_bundles(project, table, categories, detectors)
     if "routed_ae" in detectors:
         check_routing(project, table, categories)
+    if "efficientad" in detectors:
+        check_efficientad(project, categories)
     return table
+
+
+def check_efficientad(project: Path, categories) -> None:
+    """One teacher, distilled before every fit and copied into each model; maps normalised by
+    validation quantiles; the report labels the smoke scale and names the penalty pool."""
+    teacher = json.loads((project / "results/teachers/efficientad/teacher.json").read_text())
+    assert teacher["source"] == "distilled" and teacher["images"]["train_images"] > 0 and teacher["images"]["skimage_photos"] > 0
+    for regime, names in (("per_class", categories), ("global", ["all"])):
+        for name in names:
+            meta = json.loads((project / f"results/models/efficientad/{regime}/clean/{name}/meta.json").read_text())
+            assert meta["scale"] == "smoke" and meta["teacher"]["final_loss"] == teacher["final_loss"]
+            assert meta["training"]["n_val_normals"] > 0 and all(low < high for low, high in meta["quantiles"].values())
+            left_out = [c for c in (categories if regime == "global" else [name]) if c in ("brick", "gravel", "grass")]
+            assert all(c in meta["penalty_pool"].split("left out as fitted categories:")[1] for c in left_out)
+    detectors = pd.read_csv(project / "report/tables/detectors.csv")
+    row = detectors[detectors["detector"] == "efficientad"].iloc[0]
+    assert row["scale"] == "smoke" and "SMOKE SCALE" in row["notes"] and "penalty images" in row["notes"]
+    assert "Smoke scale" in (project / "report/index.md").read_text()
 
 
 def check_routing(project: Path, table: pd.DataFrame, categories) -> None:
@@ -135,7 +155,11 @@ def check_bundles(project: Path, table: pd.DataFrame, categories, detectors) -> 
         for regime in ("per_class", "global"):
             for domain in ("clean", "shift"):
                 meta = json.loads((project / f"results/bundles/{detector}/{regime}/{domain}/bundle.json").read_text())
-                assert meta["categories"] == list(categories) and meta["onnx"]["parity_max_rel_diff"] <= 1e-4
+                assert meta["categories"] == list(categories)
+                if detector == "efficientad":  # no frozen feature network: torch only
+                    assert meta["onnx"] is None
+                else:
+                    assert meta["onnx"]["parity_max_rel_diff"] <= 1e-4
     detector, category = detectors[-1], categories[0]
     scores = np.load(project / f"results/scores/{detector}/per_class/clean_on_clean/test/{category}.npz")
     clean = table[(table["detector"] == detector) & (table["regime"] == "per_class") & (table["scenario"] == "clean")

@@ -1,4 +1,4 @@
-from shiftad.pipeline import DOMAINS, GLOBAL_CATEGORY, REGIMES, model_path, splits_input
+from shiftad.pipeline import DOMAINS, GLOBAL_CATEGORY, REGIMES, model_path, splits_input, teacher_inputs
 
 
 wildcard_constraints:
@@ -12,6 +12,7 @@ rule fit:
         raw="data/raw/source.json",
         manifest="data/processed/manifest.json",
         splits=lambda w: splits_input(w.domain),
+        teacher=lambda w: teacher_inputs(w.detector),
         code=source_files("src/shiftad/fit.py", "src/shiftad/detectors", "src/shiftad/components", "src/shiftad/backbones.py"),
     output:
         directory("results/models/{detector}/{regime}/{domain}/{category}"),

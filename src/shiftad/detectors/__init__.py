@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from shiftad.detectors.base import Detector, Scores
+from shiftad.detectors.efficientad import EfficientAD
 from shiftad.detectors.knn import FewShotKNN
 from shiftad.detectors.padim import PaDiM
 from shiftad.detectors.patchcore import PatchCore
 from shiftad.detectors.routed_ae import RoutedAutoencoder
 from shiftad.params import Params
 
-DETECTORS: dict[str, type[Detector]] = {cls.name: cls for cls in (PatchCore, PaDiM, FewShotKNN, RoutedAutoencoder)}
+DETECTORS: dict[str, type[Detector]] = {cls.name: cls for cls in (PatchCore, PaDiM, FewShotKNN, RoutedAutoencoder, EfficientAD)}
 
 
 def detector_class(name: str) -> type[Detector]:

@@ -86,9 +86,15 @@ def run_report_stage(params: Params, progress: bool = True) -> Path:
         level = f"{params.statistics.confidence:.0%}"
         boot = f"stratified bootstrap over test images, {params.statistics.n_resamples} resamples"
         main = intervals[intervals["scenario"].isin(scenario_order)]  # few-shot runs: their own section
+        detectors = T.detectors_table(params)
+        smoke = detectors.loc[detectors["scale"] == "smoke", "detector"].tolist()
+        smoke_note = f" Smoke scale (a labelled CPU-sized run, not the paper's setting): {', '.join(smoke)}." if smoke else ""
         table("Headline", "headline", T.headline_table(main, scenario_order, HEADLINE_METRICS),
-              f"Macro mean over categories [{level} CI; {boot}]. Thresholds were chosen on validation images only.",
+              f"Macro mean over categories [{level} CI; {boot}]. Thresholds were chosen on validation images only.{smoke_note}",
               main[main["category"] == "mean"])
+        table("Detectors", "detectors", detectors,
+              "The detectors as run: scale and setting (smoke-scale rows are labelled and are not comparable with the papers' "
+              "numbers), teachers and penalty images where a method uses them.")
         for metric in HEADLINE_METRICS:
             table("Per category", f"category_{metric}", T.category_table(main, scenario_order, metric),
                   f"{T.METRIC_NAMES[metric]} per category [{level} CI].", main[main["metric"] == metric])
@@ -217,7 +223,7 @@ def run_report_stage(params: Params, progress: bool = True) -> Path:
              "independently. F1 intervals hold the validation threshold fixed (it is not re-chosen inside the bootstrap). "
              "Paired comparisons reuse the same resamples for both sides; p-values (from the bootstrap standard error) are "
              "Holm-adjusted within each family.")
-    order = ["Headline", "Per category", "Comparisons", "Shift effects", "Few-shot adaptation", "K-shot curves", "Routing", "Robustness", "Curves", "Score distributions",
+    order = ["Headline", "Detectors", "Per category", "Comparisons", "Shift effects", "Few-shot adaptation", "K-shot curves", "Routing", "Robustness", "Curves", "Score distributions",
              "Breakdowns", "Error analysis", "Heatmap galleries"]
     sections = [Section("Overview", [Text(intro)])]
     for name in order:

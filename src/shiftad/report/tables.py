@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from shiftad.io import write_text
+from shiftad.params import Params
 
 METRIC_NAMES = {
     "image_auroc": "image AUROC", "image_auprc": "image AUPRC", "f1": "F1", "pixel_auroc": "pixel AUROC", "aupro": "AU-PRO",
@@ -259,5 +260,37 @@ def routing_table(accuracy: pd.DataFrame, intervals: pd.DataFrame, comparisons: 
             row[name] = ci_cell(*mean.loc[key, ["estimate", "ci_low", "ci_high"]]) if key in mean.index else "–"
         pair = pairs[pairs["a"] == f"{detector}/per_class/{scenario}"] if not pairs.empty else pairs
         row["oracle − predicted [CI]"] = ci_cell(*pair.iloc[0][["difference", "ci_low", "ci_high"]]) if len(pair) else "–"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def detectors_table(params: Params) -> pd.DataFrame:
+    """One row per detector: the scale it ran at and what it was trained with, from params.
+    Smoke-scale rows are labelled as such: they are not comparable with the papers' numbers."""
+    rows = []
+    for name in params.detectors:
+        row = {"detector": name, "scale": "full", "setting": "", "notes": ""}
+        if name == "efficientad":
+            p = params.efficientad
+            arch, train, teacher = p.arch, p.train, p.teacher_training
+            paper = p.architecture["paper"]
+            row["scale"] = p.scale
+            row["setting"] = (f"EfficientAD-{p.model_size[0].upper()}: PDN input {arch.image_size} px, width ×{arch.width:g}, "
+                              f"C = {arch.channels}, {train.steps:,} steps (paper: {paper.image_size} px, width ×{paper.width:g}, "
+                              f"C = {paper.channels}, {p.training['paper'].steps:,} steps)")
+            source = (f"teacher distilled offline from {params.backbone.name} {' + '.join(p.teacher.layers)} "
+                      f"({teacher.steps:,} steps × {teacher.batch_size})" if p.teacher.source == "distill"
+                      else f"teacher weights from {p.teacher.source}")
+            pool = ("penalty images: scikit-image photos + procedural images (fitted categories left out)"
+                    if p.penalty_images == "default" else f"penalty images: folder {p.penalty_images}")
+            row["notes"] = f"{source}; {pool}" + ("; SMOKE SCALE: not comparable with the paper's numbers" if p.scale == "smoke" else "")
+        elif name == "knn":
+            row["setting"] = f"{params.knn.shots or 'all'} shots per category, k = {params.knn.k}, {params.knn.distance}"
+        elif name == "routed_ae":
+            row["setting"] = f"1×1 autoencoders {params.routed_ae.hidden}/{params.routed_ae.latent}, up to {params.routed_ae.epochs} epochs"
+        elif name == "patchcore":
+            row["setting"] = f"coreset {params.patchcore.coreset_ratio:g}, {' + '.join(params.patchcore.layers)}"
+        elif name == "padim":
+            row["setting"] = f"{params.padim.n_features} features, {' + '.join(params.padim.layers)}"
         rows.append(row)
     return pd.DataFrame(rows)

@@ -1,0 +1,181 @@
+"""The distill-teacher stage: EfficientAD's PDN teacher, shared by every category and regime.
+
+The paper's teacher is distilled from WideResNet-101 on ImageNet and usually downloaded; here
+neither exists offline. With `efficientad.teacher.source: distill` the PDN (with padding, as
+the reference pretraining) learns to regress the offline backbone's standardised, locally
+aware mid-level features (`teacher.layers`, PatchCore's aggregation, channel-pooled to C as
+the reference pools WideResNet's 1536 channels to 384), with the backbone at twice the PDN's
+input size so both grids agree. Images: the clean train images of every category (never val or
+test) plus the photos scikit-image ships, with random crops, flips, 90° rotations and random
+grayscale. With a file path instead, the user's (or the official) weights are checked against
+the architecture and copied in; a missing or mismatched file is an error, never a fallback.
+
+Writes `results/teachers/efficientad/`: teacher.safetensors (the PDN's state dict, the
+official key layout) + teacher.json (what made it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+
+from shiftad.backbones import BackboneWeightsError, FeatureExtractor, load_state_dict_strict, read_state_dict, resolve_device, to_tensor_batch
+from shiftad.components.aggregation import aggregate_patches
+from shiftad.components.pdn import channel_statistics, normalise_input, pdn
+from shiftad.errors import ParamsError
+from shiftad.io import atomic_dir, write_json
+from shiftad.params import Params
+from shiftad.paths import teacher_dir
+
+log = logging.getLogger(__name__)
+CROP_MARGIN = 1.25  # source images are kept at 1.25 × the crop size, so crops move
+
+
+class DistillTarget(torch.nn.Module):
+    """Backbone features the teacher regresses: aggregated, pooled over channels to C, standardised."""
+
+    def __init__(self, backbone: str, weights: str, layers: Sequence[str], neighbourhood: int, channels: int) -> None:
+        super().__init__()
+        self.extractor = FeatureExtractor(backbone, layers, weights, param_key="backbone")
+        self.neighbourhood, self.channels = neighbourhood, channels
+        self.register_buffer("mean", torch.zeros(1, channels, 1, 1))
+        self.register_buffer("std", torch.ones(1, channels, 1, 1))
+
+    @torch.no_grad()
+    def raw(self, images: torch.Tensor, grid: int) -> torch.Tensor:
+        features = aggregate_patches(self.extractor(images), self.neighbourhood)
+        b, c, h, w = features.shape
+        if c < self.channels:
+            raise ParamsError(f"efficientad.architecture.<scale>.channels: {self.channels} exceeds the {c} channels of the backbone's "
+                              f"efficientad.teacher.layers; lower it or pick layers with more channels (WideResNet: layer2 + layer3)")
+        if c > self.channels:  # the reference: adaptive average pooling over channels
+            features = F.adaptive_avg_pool1d(features.permute(0, 2, 3, 1).reshape(-1, 1, c), self.channels).reshape(b, h, w, -1).permute(0, 3, 1, 2)
+        if (h, w) != (grid, grid):
+            features = F.interpolate(features, size=(grid, grid), mode="bilinear", align_corners=False)
+        return features.contiguous()
+
+    def forward(self, images: torch.Tensor, grid: int) -> torch.Tensor:
+        return (self.raw(images, grid) - self.mean) / self.std
+
+
+class AugmentedImages:
+    """Random square crops (flips, 90° rotations, grayscale p = 0.1) of images kept in memory."""
+
+    def __init__(self, images: Sequence[np.ndarray], crop: int) -> None:
+        self.crop, self.side = crop, int(round(crop * CROP_MARGIN))
+        self.images = [self._square(image) for image in images]
+
+    def _square(self, image: np.ndarray) -> torch.Tensor:
+        h, w = image.shape[:2]
+        side = min(h, w)
+        top, left = (h - side) // 2, (w - side) // 2
+        return to_tensor_batch([image[top : top + side, left : left + side]], self.side)[0]
+
+    def sample(self, count: int, generator: torch.Generator) -> torch.Tensor:
+        out = []
+        for _ in range(count):
+            image = self.images[int(torch.randint(len(self.images), (1,), generator=generator))]
+            y, x = (int(v) for v in torch.randint(self.side - self.crop + 1, (2,), generator=generator))
+            crop = image[:, y : y + self.crop, x : x + self.crop]
+            flips, rotation, gray = torch.rand(2, generator=generator), int(torch.randint(4, (1,), generator=generator)), float(torch.rand(1, generator=generator))
+            if flips[0] < 0.5:
+                crop = crop.flip(2)
+            if flips[1] < 0.5:
+                crop = crop.flip(1)
+            crop = torch.rot90(crop, rotation, dims=(1, 2))
+            if gray < 0.1:
+                crop = crop.mean(dim=0, keepdim=True).expand(3, -1, -1)
+            out.append(crop)
+        return torch.stack(out).contiguous()
+
+
+def distill_teacher(images: Sequence[np.ndarray], params: Params, progress: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Train the PDN teacher on `images`; returns its state dict and what made it."""
+    p = params.efficientad
+    arch, training = p.arch, p.teacher_training
+    device = resolve_device(p.device, "efficientad.device")
+    size = arch.image_size
+    target = DistillTarget(params.backbone.name, params.backbone.weights, p.teacher.layers, p.teacher.neighbourhood, arch.channels).to(device)
+    pool = AugmentedImages(images, 2 * size)  # the backbone sees twice the PDN's input size
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(params.seed)
+        generator = torch.Generator().manual_seed(params.seed)
+        teacher = pdn(p.model_size, arch.channels, arch.width, padding=True).to(device)
+        grid = teacher(torch.zeros(1, 3, size, size, device=device)).shape[-1]
+        # target statistics over a sample of augmented images (the reference: over ImageNet images)
+        sample = [target.raw(pool.sample(8, generator).to(device), grid) for _ in range(max(1, 64 // 8))]
+        target.mean, target.std = channel_statistics(sample)
+        optimiser = torch.optim.Adam(teacher.parameters(), lr=training.learning_rate, weight_decay=training.weight_decay)
+        start, history = time.perf_counter(), []
+        for step in tqdm(range(1, training.steps + 1), desc="distilling the teacher", disable=not progress):
+            big = pool.sample(training.batch_size, generator).to(device)
+            small = F.interpolate(big, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+            loss = F.mse_loss(teacher(normalise_input(small)), target(big, grid))
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            if step % max(1, training.steps // 20) == 0 or step == training.steps:
+                history.append({"step": step, "loss": round(loss.item(), 6)})
+    facts = {"source": "distilled", "model_size": p.model_size, "channels": arch.channels, "width": arch.width, "image_size": size,
+             "scale": p.scale, "backbone": params.backbone.name, "layers": list(p.teacher.layers), "backbone_input": 2 * size,
+             "steps": training.steps, "batch_size": training.batch_size, "learning_rate": training.learning_rate,
+             "final_loss": history[-1]["loss"], "history": history, "seconds": round(time.perf_counter() - start, 3), "device": str(device)}
+    return {k: v.detach().cpu().contiguous() for k, v in teacher.state_dict().items()}, facts
+
+
+def teacher_from_file(path: str | Path, params: Params) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """A user's teacher weights (the official teacher_small.pth, or their own), checked strictly."""
+    p = params.efficientad
+    path = Path(path)
+    try:
+        state = read_state_dict(path, "efficientad.teacher.source")
+    except BackboneWeightsError as exc:
+        raise ParamsError(f"efficientad.teacher.source: {exc}") from None
+    teacher = pdn(p.model_size, p.arch.channels, p.arch.width)
+    try:  # by key (the official Sequential layout), or in order where the names differ (anomalib's conv1, conv2, ...)
+        load_state_dict_strict(teacher, state, str(path))
+    except (RuntimeError, BackboneWeightsError) as exc:
+        raise ParamsError(f"efficientad.teacher.source: {path} does not fit PDN-{p.model_size[0].upper()} with "
+                          f"{p.arch.channels} output channels at width {p.arch.width} (efficientad.model_size, "
+                          f"efficientad.architecture.{p.scale}): {str(exc).splitlines()[0]}") from None
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    facts = {"source": "file", "file": str(path), "sha256": digest, "model_size": p.model_size, "channels": p.arch.channels,
+             "width": p.arch.width, "image_size": p.arch.image_size, "scale": p.scale}
+    return {k: v.detach().cpu().contiguous() for k, v in teacher.state_dict().items()}, facts
+
+
+def distillation_images(params: Params) -> tuple[list[np.ndarray], dict[str, int]]:
+    """The clean train images of every category (never val or test) + the scikit-image photos."""
+    from shiftad.components.offline_images import skimage_photos
+    from shiftad.data.images import read_image
+    from shiftad.split import domain_view
+
+    view = domain_view("clean")
+    train = [read_image(r.path) for c in params.categories for r in view.get(c, "train")]
+    photos = list(skimage_photos().values())
+    return train + photos, {"train_images": len(train), "skimage_photos": len(photos)}
+
+
+def run_distill_stage(params: Params, progress: bool = True) -> Path:
+    source = params.efficientad.teacher.source
+    if source == "distill":
+        images, counts = distillation_images(params)
+        state, facts = distill_teacher(images, params, progress)
+        facts["images"] = counts
+    else:
+        state, facts = teacher_from_file(source, params)
+    target = teacher_dir()
+    with atomic_dir(target) as folder:
+        save_file(state, str(folder / "teacher.safetensors"))
+        write_json(folder / "teacher.json", facts)
+    log.info("EfficientAD teacher (%s) -> %s", facts["source"], target)
+    return target
