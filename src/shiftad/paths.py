@@ -35,6 +35,10 @@ def domain_splits_file(domain: str) -> Path:
     return SPLITS if domain == "clean" else SHIFTED_SPLITS
 
 
+def robustness_file(detector: str, category: str) -> Path:
+    return ROBUSTNESS_DIR / detector / f"{category}.npz"
+
+
 def scores_file(detector: str, regime: str, model_domain: str, data_domain: str, split: str, category: str) -> Path:
     """Scores of the `model_domain` model on the `data_domain` images of one split and category
     (`fewshot_k<K>`: the clean bank plus K shifted normals, under results/fewshot/)."""

@@ -34,16 +34,12 @@ from shiftad.detectors import detector_class
 from shiftad.evaluate.metrics import pixel_metrics
 from shiftad.io import save_npz
 from shiftad.params import Params
-from shiftad.paths import ROBUSTNESS_DIR
+from shiftad.paths import robustness_file
 from shiftad.pipeline import model_path
 from shiftad.shift import ShiftSettings, apply_shift, draw_shift
 from shiftad.split import domain_view
 
 log = logging.getLogger(__name__)
-
-
-def robustness_file(detector: str, category: str) -> Path:
-    return ROBUSTNESS_DIR / detector / f"{category}.npz"
 
 
 def sweep_conditions(params: Params) -> list[tuple[str, int]]:

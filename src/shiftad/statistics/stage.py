@@ -40,9 +40,8 @@ from shiftad.data.records import ImageRecord
 from shiftad.evaluate.stage import ground_truth_masks
 from shiftad.io import load_npz, read_json, write_json, write_text
 from shiftad.params import Params
-from shiftad.paths import METRICS_DIR, PREDICTIONS_DIR, STATISTICS_DIR, scores_file
+from shiftad.paths import METRICS_DIR, PREDICTIONS_DIR, STATISTICS_DIR, robustness_file, scores_file
 from shiftad.pipeline import REGIMES
-from shiftad.robustness import robustness_file
 from shiftad.split import domain_view
 from scipy.stats import norm
 
