@@ -12,7 +12,7 @@ from conftest import REPO
 def test_repository_params_are_valid_and_match_schema_defaults_where_set():
     params = load_params([REPO / "params.yaml"])
     assert params.dataset.source == "synthetic"
-    assert params.detectors == ["patchcore", "padim", "knn", "routed_ae", "efficientad"]
+    assert params.detectors == ["patchcore", "padim", "knn", "routed_ae", "efficientad", "uninformed_students"]
     assert list(params.scenarios) == ["clean", "shift_no_adaptation", "shift_threshold_only", "shift_adapted", "shift_fewshot"]
     assert params.few_shot.detectors == ["patchcore", "knn"] and params.threshold_rule("knn") == "percentile"
     assert params.scenarios["shift_adapted"].model == "shift" and params.scenarios["shift_threshold_only"].threshold == "shift"
@@ -116,7 +116,10 @@ def test_routed_autoencoders_need_validation_normals():
 def test_efficientad_scale_sections_override_key_by_key_and_errors_name_the_key():
     from shiftad.params import EfficientADParams
 
+    from shiftad.params import UninformedStudentsParams
+
     assert load_params([REPO / "params.yaml"]).efficientad == EfficientADParams()  # params.yaml states the schema defaults
+    assert load_params([REPO / "params.yaml"]).uninformed_students == UninformedStudentsParams()
     params = validate_params({"efficientad": {"training": {"smoke": {"steps": 10}}, "teacher": {"paper": {"batch_size": 4}}}})
     assert params.efficientad.train.steps == 10 and params.efficientad.train.learning_rate == 1e-3
     assert params.efficientad.teacher.paper.batch_size == 4 and params.efficientad.teacher.paper.steps == 60000

@@ -57,7 +57,7 @@ def test_every_stage_has_its_rule_file_module_and_cli_verb():
         assert (REPO / "workflow" / "rules" / f"{stage}.smk").is_file()
         assert (REPO / "src" / "shiftad" / f"{stage}.py").is_file() or (REPO / "src" / "shiftad" / stage).is_dir()
         assert stage in verbs
-    # EfficientAD's teacher: rule file and module `distill`, verb `distill-teacher`
+    # the teachers (EfficientAD, Uninformed Students): rule file and module `distill`, verb `distill-teacher`
     assert (REPO / "workflow/rules/distill.smk").is_file() and (REPO / "src/shiftad/distill.py").is_file() and "distill-teacher" in verbs
 
 

@@ -10,7 +10,7 @@ from typing import Callable, Sequence
 
 from shiftad.errors import ShiftadError
 from shiftad.params import Params, load_params
-from shiftad.pipeline import DOMAINS, GLOBAL_CATEGORY, REGIMES, RUNTIMES
+from shiftad.pipeline import DOMAINS, GLOBAL_CATEGORY, REGIMES, RUNTIMES, TEACHER_DETECTORS
 
 log = logging.getLogger("shiftad")
 
@@ -56,7 +56,7 @@ def cmd_distill_teacher(params: Params, args: argparse.Namespace) -> None:
     from shiftad.distill import run_distill_stage
 
     _configure_threads(params)
-    run_distill_stage(params, progress=not args.quiet)
+    run_distill_stage(params, args.detector, progress=not args.quiet)
 
 
 def cmd_fit(params: Params, args: argparse.Namespace) -> None:
@@ -172,7 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("data", cmd_data, "generate / download / scan the data set and write data/processed/manifest.json")
     add("split", cmd_split, "write seeded train/val/test splits to data/processed/splits.json")
     add("shift", cmd_shift, "write the MVTec-Shift copy of every split to data/shifted/ and data/processed/shifted_splits.json")
-    add("distill-teacher", cmd_distill_teacher, "EfficientAD's PDN teacher, shared by every fit: distilled from the offline backbone, or checked and copied from efficientad.teacher.source")
+    distill = add("distill-teacher", cmd_distill_teacher, "a detector's teacher, shared by all its fits: EfficientAD's PDN (distilled from the offline backbone, or "
+                  "checked and copied from efficientad.teacher.source) | Uninformed Students' patch networks (distilled)")
+    distill.add_argument("--detector", required=True, choices=TEACHER_DETECTORS)
     fit = add("fit", cmd_fit, "fit one detector on one category's training images")
     fit.add_argument("--detector", required=True)
     fit.add_argument("--regime", required=True, choices=REGIMES)

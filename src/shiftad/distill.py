@@ -1,6 +1,6 @@
-"""The distill-teacher stage: EfficientAD's PDN teacher, shared by every category and regime.
+"""The distill-teacher stage: a detector's teacher network(s), shared by every category and regime.
 
-The paper's teacher is distilled from WideResNet-101 on ImageNet and usually downloaded; here
+EfficientAD: the paper's teacher is distilled from WideResNet-101 on ImageNet and usually downloaded; here
 neither exists offline. With `efficientad.teacher.source: distill` the PDN (with padding, as
 the reference pretraining) learns to regress the offline backbone's standardised, locally
 aware mid-level features (`teacher.layers`, PatchCore's aggregation, channel-pooled to C as
@@ -12,12 +12,21 @@ the architecture and copied in; a missing or mismatched file is an error, never 
 
 Writes `results/teachers/efficientad/`: teacher.safetensors (the PDN's state dict, the
 official key layout) + teacher.json (what made it).
+
+Uninformed Students (`--detector uninformed_students`): one patch network per patch size,
+regressing — through a linear decoder used only here — the backbone's descriptor of the same
+patch (each of `teacher.layers` average-pooled and concatenated, standardised per dimension),
+plus the compactness loss on its own d-dimensional output. Patches: cut once per run from the
+same images (resized to the networks' input size), rotated uniformly in ±180°, flipped; each
+epoch visits them all in a new order. Writes `results/teachers/uninformed_students/`:
+teacher.safetensors (`p<size>.<key>`) + teacher.json.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -30,11 +39,13 @@ from tqdm.auto import tqdm
 
 from shiftad.backbones import BackboneWeightsError, FeatureExtractor, load_state_dict_strict, read_state_dict, resolve_device, to_tensor_batch
 from shiftad.components.aggregation import aggregate_patches
+from shiftad.components.patch_nets import PatchNet, compactness_loss
 from shiftad.components.pdn import channel_statistics, normalise_input, pdn
 from shiftad.errors import ParamsError
 from shiftad.io import atomic_dir, write_json
 from shiftad.params import Params
 from shiftad.paths import teacher_dir
+from shiftad.pipeline import TEACHER_DETECTORS
 
 log = logging.getLogger(__name__)
 CROP_MARGIN = 1.25  # source images are kept at 1.25 × the crop size, so crops move
@@ -165,17 +176,115 @@ def distillation_images(params: Params) -> tuple[list[np.ndarray], dict[str, int
     return train + photos, {"train_images": len(train), "skimage_photos": len(photos)}
 
 
-def run_distill_stage(params: Params, progress: bool = True) -> Path:
-    source = params.efficientad.teacher.source
-    if source == "distill":
+class PatchDescriptor(torch.nn.Module):
+    """The backbone's descriptor of a patch: each layer's map average-pooled, concatenated."""
+
+    def __init__(self, backbone: str, weights: str, layers: Sequence[str], input_size: int) -> None:
+        super().__init__()
+        self.extractor = FeatureExtractor(backbone, layers, weights, param_key="backbone")
+        self.input_size = input_size
+
+    @torch.no_grad()
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        resized = F.interpolate(patches, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
+        return torch.cat([m.mean(dim=(2, 3)) for m in self.extractor(resized)], dim=1)
+
+
+def rotated_patch_size(patch: int) -> int:
+    """Side of the square a patch is cut from so that any rotation of it stays inside."""
+    return math.ceil(patch * math.sqrt(2)) + 1
+
+
+def augmented_patches(images: Sequence[torch.Tensor], count: int, patch: int, generator: torch.Generator) -> torch.Tensor:
+    """`count` random patch × patch crops of (3, S, S) images in [0, 1]: a uniform rotation in
+    ±180° about the patch centre, then horizontal and vertical flips with p = 0.5 each."""
+    from torchvision.transforms.v2 import InterpolationMode
+    from torchvision.transforms.v2 import functional as TF
+
+    side = rotated_patch_size(patch)
+    margin = (side - patch) // 2
+    out = torch.empty(count, 3, patch, patch)
+    for i in range(count):
+        image = images[int(torch.randint(len(images), (1,), generator=generator))]
+        limit = image.shape[-1] - side + 1
+        y, x = (int(v) for v in torch.randint(limit, (2,), generator=generator))
+        angle = float(torch.rand(1, generator=generator)) * 360.0 - 180.0
+        region = TF.rotate(image[:, y : y + side, x : x + side], angle, interpolation=InterpolationMode.BILINEAR)
+        crop = region[:, margin : margin + patch, margin : margin + patch]
+        flips = torch.rand(2, generator=generator)
+        if flips[0] < 0.5:
+            crop = crop.flip(2)
+        if flips[1] < 0.5:
+            crop = crop.flip(1)
+        out[i] = crop
+    return out
+
+
+def distill_patch_teachers(images: Sequence[np.ndarray], params: Params, progress: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Uninformed Students' teachers, one per patch size; returns their state dicts (`p<size>.` keys) and what made them."""
+    p = params.uninformed_students
+    arch, training = p.arch, p.teacher_training
+    device = resolve_device(p.device, "uninformed_students.device")
+    target = PatchDescriptor(params.backbone.name, params.backbone.weights, p.teacher.layers, training.backbone_input).to(device)
+    resized = list(to_tensor_batch(images, arch.image_size))
+    state: dict[str, torch.Tensor] = {}
+    per_size: dict[str, Any] = {}
+    start = time.perf_counter()
+    for patch in arch.patch_sizes:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(params.seed + patch)
+            generator = torch.Generator().manual_seed(params.seed + patch)
+            patches = augmented_patches(resized, training.patches, patch, generator)
+            described = torch.cat([target(patches[i : i + 256].to(device)) for i in
+                                   tqdm(range(0, len(patches), 256), desc=f"describing {patch}-px patches", disable=not progress, leave=False)])
+            described = (described - described.mean(dim=0)) / described.std(dim=0).clamp_min(1e-6)
+            teacher = PatchNet(patch, arch.descriptor_dim, arch.width).to(device)
+            decoder = torch.nn.Linear(arch.descriptor_dim, described.shape[1]).to(device)
+            optimiser = torch.optim.Adam([*teacher.parameters(), *decoder.parameters()], lr=training.learning_rate, weight_decay=training.weight_decay)
+            steps_per_epoch = len(patches) // training.batch_size
+            history = []
+            for epoch in tqdm(range(1, training.epochs + 1), desc=f"distilling the {patch}-px teacher", disable=not progress):
+                order = torch.randperm(len(patches), generator=generator)
+                totals = torch.zeros(2)
+                for step in range(steps_per_epoch):
+                    index = order[step * training.batch_size : (step + 1) * training.batch_size]
+                    descriptors = teacher(normalise_input(patches[index].to(device)))
+                    # the paper's ||D(T̂(p)) − P(p)||²: summed over the descriptor, averaged over the batch
+                    loss_mse = (decoder(descriptors) - described[index]).pow(2).sum(dim=1).mean()
+                    loss_compact = compactness_loss(descriptors)
+                    loss = loss_mse + p.teacher.compactness_weight * loss_compact
+                    optimiser.zero_grad()
+                    loss.backward()
+                    optimiser.step()
+                    totals += torch.tensor([loss_mse.item(), loss_compact.item()])
+                mse, compact = (totals / steps_per_epoch).tolist()
+                history.append({"epoch": epoch, "distillation": round(mse, 6), "compactness": round(compact, 6)})
+        state |= {f"p{patch}.{k}": v.detach().cpu().contiguous() for k, v in teacher.state_dict().items()}
+        per_size[str(patch)] = {"target_dim": int(described.shape[1]), "steps": steps_per_epoch * training.epochs, "history": history}
+    facts = {"source": "distilled", "scale": p.scale, "patch_sizes": list(arch.patch_sizes), "descriptor_dim": arch.descriptor_dim,
+             "width": arch.width, "image_size": arch.image_size, "backbone": params.backbone.name, "layers": list(p.teacher.layers),
+             "backbone_input": training.backbone_input, "patches": training.patches, "epochs": training.epochs,
+             "batch_size": training.batch_size, "learning_rate": training.learning_rate, "compactness_weight": p.teacher.compactness_weight,
+             "per_patch_size": per_size, "seconds": round(time.perf_counter() - start, 3), "device": str(device)}
+    return state, facts
+
+
+def run_distill_stage(params: Params, detector: str = "efficientad", progress: bool = True) -> Path:
+    if detector not in TEACHER_DETECTORS:
+        raise ValueError(f"{detector} has no teacher to distill; those that do: {', '.join(TEACHER_DETECTORS)}")
+    if detector == "uninformed_students":
+        images, counts = distillation_images(params)
+        state, facts = distill_patch_teachers(images, params, progress)
+        facts["images"] = counts
+    elif params.efficientad.teacher.source == "distill":
         images, counts = distillation_images(params)
         state, facts = distill_teacher(images, params, progress)
         facts["images"] = counts
     else:
-        state, facts = teacher_from_file(source, params)
-    target = teacher_dir()
+        state, facts = teacher_from_file(params.efficientad.teacher.source, params)
+    target = teacher_dir(detector)
     with atomic_dir(target) as folder:
         save_file(state, str(folder / "teacher.safetensors"))
         write_json(folder / "teacher.json", facts)
-    log.info("EfficientAD teacher (%s) -> %s", facts["source"], target)
+    log.info("%s teacher (%s) -> %s", detector, facts["source"], target)
     return target

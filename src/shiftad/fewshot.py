@@ -8,8 +8,10 @@ Features are extracted once per image and reused across K. K = 0 is the clean ba
 (= threshold only); the full refit on shifted data is the `shift_adapted` scenario.
 
 Output: the score files of model `fewshot_k<K>` on the shifted data
-(`results/scores/<det>/<regime>/fewshot_k<K>_on_shift/{val,test}/<cat>.npz`), which the
-evaluate stage reads as scenario `shift_fewshot` with a K column.
+(`results/fewshot/<det>/<regime>/fewshot_k<K>_on_shift/{val,test}/<cat>.npz`), which the
+evaluate stage reads as scenario `shift_fewshot` with a K column. They hold the score stage's
+keys (`paths`, `labels`, `image_scores`, `maps`, `seconds_per_image`, any `extra_map_<name>`)
+plus `added_patches` and `memory_bank_size`.
 """
 
 from __future__ import annotations
@@ -96,6 +98,7 @@ def adapt_and_score(params: Params, model: PatchBankDetector, detector: str, reg
                 seconds_per_image=np.array(seconds),
                 added_patches=np.array(patches),
                 memory_bank_size=np.array(adapted.memory_bank_.shape[0]),
+                **scores.extra_map_arrays(),
             )
         log.info("%s/%s %s + %d shifted normals per category: bank %d (+%d patches)", detector, regime, "+".join(covered), k,
                  adapted.memory_bank_.shape[0], patches)

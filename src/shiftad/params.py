@@ -7,8 +7,8 @@ and the dotted key, e.g. ``params.yaml: patchcore.coreset_ratio: must be <= 1``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -249,6 +249,104 @@ class EfficientADParams(Section):
         return getattr(self.teacher, self.scale)
 
 
+PatchSize = Literal[17, 33, 65]
+
+
+class USArchitecture(Section):
+    patch_sizes: list[PatchSize] = Field(..., min_length=1, description="one teacher + M students per patch size; scores averaged over them")
+    image_size: int = Field(..., ge=32, le=1024, description="the networks' input size (maps are resized to image_size afterwards)")
+    width: float = Field(..., gt=0, le=4, description="multiplies the hidden channel counts (1 = the paper's 128/256)")
+    descriptor_dim: int = Field(..., ge=2, description="d: the patch descriptor (128 in the paper)")
+
+    @field_validator("patch_sizes")
+    @classmethod
+    def _unique(cls, values: list[int]) -> list[int]:
+        if len(set(values)) != len(values):
+            raise ValueError(f"patch sizes repeat in {values}")
+        return sorted(values)
+
+    @model_validator(mode="after")
+    def _patches_fit(self) -> "USArchitecture":
+        # the teacher's rotated patches are cut from a square of ceil(p·√2) + 1 pixels
+        largest = max(self.patch_sizes)
+        if math.ceil(largest * math.sqrt(2)) + 1 > self.image_size:
+            raise ValueError(f"patch size {largest} needs image_size >= {math.ceil(largest * math.sqrt(2)) + 1} (rotated patches)")
+        return self
+
+
+class USStudentTraining(Section):
+    epochs: int = Field(..., ge=1, description="passes over the category's normal train images, one image per step")
+    learning_rate: float = Field(..., gt=0)
+    weight_decay: float = Field(1e-5, ge=0)
+    batch_size: int = Field(1, ge=1, description="train images per step (1 in the paper)")
+
+
+class USTeacherTraining(Section):
+    patches: int = Field(..., ge=64, description="augmented patches cut once from the distillation images (the teacher's epoch)")
+    epochs: int = Field(..., ge=1)
+    batch_size: int = Field(64, ge=2, description="patches per step (the compactness loss correlates dimensions over the batch)")
+    learning_rate: float = Field(2e-4, gt=0)
+    weight_decay: float = Field(1e-5, ge=0)
+    backbone_input: int = Field(..., ge=32, description="each patch is resized to this before the backbone describes it")
+
+
+class USTeacherParams(Section):
+    """The teachers, distilled from the backbone's pooled descriptor of the same patch."""
+
+    layers: list[str] = Field(default_factory=lambda: ["blocks.5", "blocks.6"], min_length=1,
+                              description="backbone stages, each average-pooled and concatenated: the descriptor decoded to (512 for Lite0 blocks.5 + blocks.6, ResNet-18 layer4)")
+    compactness_weight: float = Field(1.0, ge=0, description="loss = distillation MSE + this x compactness")
+    smoke: USTeacherTraining = USTeacherTraining(patches=4096, epochs=8, learning_rate=3e-3, backbone_input=64)
+    paper: USTeacherTraining = USTeacherTraining(patches=20000, epochs=200, learning_rate=2e-4, backbone_input=224)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _over_defaults(cls, raw: Any) -> Any:
+        return _merge_scales(cls, raw, ("smoke", "paper"))
+
+
+class UninformedStudentsParams(Section):
+    """Uninformed Students (Bergmann et al., CVPR 2020). `scale: smoke` is a labelled CPU-sized
+    run; `paper` is the paper's setting (a GPU job)."""
+
+    scale: Literal["smoke", "paper"] = "smoke"
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = CUDA when present")
+    students: int = Field(3, ge=2, description="M: students per patch size (their spread is the uncertainty)")
+    architecture: dict[Literal["smoke", "paper"], USArchitecture] = Field(default_factory=lambda: {
+        "smoke": USArchitecture(patch_sizes=[17], image_size=64, width=0.125, descriptor_dim=64),
+        "paper": USArchitecture(patch_sizes=[33], image_size=256, width=1.0, descriptor_dim=128)})
+    training: dict[Literal["smoke", "paper"], USStudentTraining] = Field(default_factory=lambda: {
+        "smoke": USStudentTraining(epochs=3, learning_rate=1e-3),
+        "paper": USStudentTraining(epochs=25, learning_rate=1e-4)})
+    teacher: USTeacherParams = USTeacherParams()
+    scoring_batch: int = Field(8, ge=1, description="images per forward pass when scoring")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _over_defaults(cls, raw: Any) -> Any:
+        return _merge_scales(cls, raw, ("architecture", "training"))
+
+    @model_validator(mode="after")
+    def _both_scales(self) -> "UninformedStudentsParams":
+        for key in ("architecture", "training"):
+            missing = {"smoke", "paper"} - set(getattr(self, key))
+            if missing:
+                raise ValueError(f"{key}: needs both scales, missing {sorted(missing)}")
+        return self
+
+    @property
+    def arch(self) -> USArchitecture:
+        return self.architecture[self.scale]
+
+    @property
+    def train(self) -> USStudentTraining:
+        return self.training[self.scale]
+
+    @property
+    def teacher_training(self) -> USTeacherTraining:
+        return getattr(self.teacher, self.scale)
+
+
 PositiveK = Annotated[int, Field(ge=1)]
 AdaptationK = Annotated[int, Field(ge=0)]
 
@@ -294,7 +392,7 @@ class ShiftParams(Section):
 
 
 ThresholdRule = Literal["f1_max", "percentile", "mean_std"]
-DetectorName = Literal["patchcore", "padim", "knn", "routed_ae", "efficientad"]
+DetectorName = Literal["patchcore", "padim", "knn", "routed_ae", "efficientad", "uninformed_students"]
 DETECTOR_NAMES: tuple[str, ...] = get_args(DetectorName)
 
 
@@ -407,12 +505,13 @@ class Params(Section):
     dataset: DatasetParams = DatasetParams()
     split: SplitParams = SplitParams()
     backbone: BackboneParams = BackboneParams()
-    detectors: list[DetectorName] = Field(default_factory=lambda: ["patchcore", "padim", "knn", "routed_ae", "efficientad"], min_length=1)
+    detectors: list[DetectorName] = Field(default_factory=lambda: ["patchcore", "padim", "knn", "routed_ae", "efficientad", "uninformed_students"], min_length=1)
     patchcore: PatchCoreParams = PatchCoreParams()
     padim: PaDiMParams = PaDiMParams()
     knn: KNNParams = KNNParams()
     routed_ae: RoutedAEParams = RoutedAEParams()
     efficientad: EfficientADParams = EfficientADParams()
+    uninformed_students: UninformedStudentsParams = UninformedStudentsParams()
     few_shot: FewShotParams = FewShotParams()
     shift: ShiftParams = ShiftParams()
     scenarios: dict[str, ScenarioParams] = Field(default_factory=lambda: dict(DEFAULT_SCENARIOS), min_length=1)
@@ -457,7 +556,8 @@ class Params(Section):
         missing = [d for d in self.few_shot.detectors if d not in self.detectors]
         if missing:
             raise ValueError(f"few_shot.detectors: {missing} are not in detectors {self.detectors}; add them there or drop them here")
-        for name, why in (("routed_ae", "stops early and sets its thresholds"), ("efficientad", "normalises its maps")):
+        for name, why in (("routed_ae", "stops early and sets its thresholds"), ("efficientad", "normalises its maps"),
+                          ("uninformed_students", "standardises its scores")):
             if name in self.detectors and self.split.policy == "ratios" and self.split.ratios.val == 0:
                 raise ValueError(f"split.ratios.val: {name} {why} on validation normal images; give val a share > 0")
         for name, scenario in self.scenarios.items():

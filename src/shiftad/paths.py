@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterable
 
 RAW_DIR = Path("data/raw")
 MANIFEST = Path("data/processed/manifest.json")
@@ -44,6 +45,14 @@ def scores_file(detector: str, regime: str, model_domain: str, data_domain: str,
     (`fewshot_k<K>`: the clean bank plus K shifted normals, under results/fewshot/)."""
     root = FEWSHOT_DIR if model_domain.startswith("fewshot_k") else SCORES_DIR
     return root / detector / regime / f"{model_domain}_on_{data_domain}" / split / f"{category}.npz"
+
+
+EXTRA_MAP_PREFIX = "extra_map_"  # score-file key of a detector's auxiliary map `<name>`: extra_map_<name>
+
+
+def extra_map_names(keys: Iterable[str]) -> list[str]:
+    """Names of the auxiliary maps (`Scores.extra_maps`) among a score file's keys (a loaded npz dict), sorted."""
+    return sorted(key[len(EXTRA_MAP_PREFIX):] for key in keys if key.startswith(EXTRA_MAP_PREFIX))
 
 
 def curve_file(detector: str, regime: str, scenario: str, category: str) -> str:

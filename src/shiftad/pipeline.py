@@ -76,7 +76,7 @@ def export_inputs(params: Params, detector: str, regime: str, domain: str) -> li
     return models + val
 
 
-TEACHER_DETECTORS = ("efficientad",)  # detectors whose fits share a teacher from the distill-teacher stage
+TEACHER_DETECTORS = ("efficientad", "uninformed_students")  # detectors whose fits share a teacher from the distill-teacher stage
 
 
 def teacher_inputs(detector: str) -> list[str]:
@@ -84,7 +84,19 @@ def teacher_inputs(detector: str) -> list[str]:
     return [teacher_dir(detector).as_posix()] if detector in TEACHER_DETECTORS else []
 
 
-def teacher_source_inputs(params: Params) -> list[str]:
+def teacher_source_inputs(params: Params, detector: str) -> list[str]:
     """A user's teacher weights file (efficientad.teacher.source), so a new file reruns the stage."""
+    if detector != "efficientad":
+        return []
     source = params.efficientad.teacher.source
     return [] if source == "distill" else [source]
+
+
+TEACHER_PARAM_KEYS = {"efficientad": ("scale", "model_size", "architecture", "teacher"),
+                      "uninformed_students": ("scale", "architecture", "teacher")}
+
+
+def teacher_params(params: Params, detector: str) -> dict:
+    """The detector's params a teacher depends on (not its students' training), for Snakemake's rerun check."""
+    section = getattr(params, detector).model_dump()
+    return {k: v for k, v in section.items() if k in TEACHER_PARAM_KEYS[detector]}

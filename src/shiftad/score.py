@@ -1,9 +1,10 @@
 """The score stage: a model scores the val and test images of every domain once.
 
 `results/scores/<detector>/<regime>/<model>_on_<data>/<split>/<cat>.npz` holds `paths`,
-`labels`, `image_scores`, `maps` (float32 at the model input size), `seconds_per_image`, and
+`labels`, `image_scores`, `maps` (float32 at the model input size), `seconds_per_image`,
 for a routing detector `routed_categories` (where its router sent each image; the true
-category is the file's).
+category is the file's), and one `extra_map_<name>` (float32, shaped like `maps`) per auxiliary
+map the detector returns (`Scores.extra_maps`, e.g. `extra_map_uncertainty`).
 Evaluation only reads these files, so no scenario ever triggers inference again.
 """
 
@@ -49,6 +50,7 @@ def run_score_stage(params: Params, detector: str, regime: str, model_domain: st
                     maps=scores.maps.astype(np.float32),
                     seconds_per_image=np.array(seconds / max(len(records), 1)),
                     **routed,
+                    **scores.extra_map_arrays(),
                 )
                 log.info("%s/%s %s model scored %s %s %s: %d images, %.1f ms/image", detector, regime, model_domain,
                          data_domain, name, split, len(records), 1000 * seconds / max(len(records), 1))

@@ -64,4 +64,4 @@ def test_registry_builds_from_params():
     params = validate_params({"image_size": 64, "patchcore": {"coreset_ratio": 0.05}})
     detector = build_detector("patchcore", params)
     assert isinstance(detector, PatchCore) and detector.coreset_ratio == 0.05 and detector.image_size == 64
-    assert set(DETECTORS) == {"patchcore", "padim", "knn", "routed_ae", "efficientad"}
+    assert set(DETECTORS) == {"patchcore", "padim", "knn", "routed_ae", "efficientad", "uninformed_students"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -47,7 +48,7 @@ FEWSHOT_K = [0, 1, 4]  # tiny.yaml few_shot.adaptation_k
 MEMORY_BANK = ("patchcore", "knn")
 
 
-def check_outputs(project: Path, categories=("brick", "widget"), detectors=("padim", "knn", "routed_ae", "efficientad", "patchcore")) -> pd.DataFrame:
+def check_outputs(project: Path, categories=("brick", "widget"), detectors=("padim", "knn", "routed_ae", "efficientad", "uninformed_students", "patchcore")) -> pd.DataFrame:
     manifest = {r["path"]: r for r in json.loads((project / "data/processed/manifest.json").read_text())["records"]}
     splits = json.loads((project / "data/processed/splits.json").read_text())["categories"]
     assert sorted(splits) == sorted(categories)
@@ -97,6 +98,8 @@ def check_outputs(project: Path, categories=("brick", "widget"), detectors=("pad
         check_routing(project, table, categories)
     if "efficientad" in detectors:
         check_efficientad(project, categories)
+    if "uninformed_students" in detectors:
+        check_uninformed_students(project, categories)
     return table
 
 
@@ -116,6 +119,27 @@ def check_efficientad(project: Path, categories) -> None:
     row = detectors[detectors["detector"] == "efficientad"].iloc[0]
     assert row["scale"] == "smoke" and "SMOKE SCALE" in row["notes"] and "penalty images" in row["notes"]
     assert "Smoke scale" in (project / "report/index.md").read_text()
+
+
+def check_uninformed_students(project: Path, categories) -> None:
+    """Teachers distilled once for every fit; each scored image carries an uncertainty map, drawn
+    per test image and shown in the report gallery beside its heatmap; the smoke scale is labelled."""
+    teacher = json.loads((project / "results/teachers/uninformed_students/teacher.json").read_text())
+    assert teacher["source"] == "distilled" and teacher["images"]["train_images"] > 0 and teacher["patch_sizes"] == [17]
+    for regime, name in (("per_class", categories[0]), ("global", "all")):
+        meta = json.loads((project / f"results/models/uninformed_students/{regime}/clean/{name}/meta.json").read_text())
+        assert meta["scale"] == "smoke" and meta["teacher"]["seconds"] == teacher["seconds"] and meta["training"]["n_val_normals"] > 0
+        assert meta["standardisation"]["17"]["e_std"] > 0 and meta["standardisation"]["17"]["v_std"] > 0
+    scores = np.load(project / f"results/scores/uninformed_students/per_class/clean_on_shift/test/{categories[0]}.npz")
+    assert scores["extra_map_uncertainty"].shape == scores["maps"].shape
+    records = json.loads((project / f"results/predictions/uninformed_students/per_class/clean/{categories[0]}.json").read_text())
+    assert records and all((project / r["prediction"]["extra_heatmaps"]["uncertainty"]).is_file() for r in records)
+    page = (project / "report/index.html").read_text()
+    assert re.search(r'src="gallery/uninformed_students/[^"]+_uncertainty\.jpg"', page)
+    assert "<figcaption>uncertainty</figcaption>" in page
+    detectors = pd.read_csv(project / "report/tables/detectors.csv")
+    row = detectors[detectors["detector"] == "uninformed_students"].iloc[0]
+    assert row["scale"] == "smoke" and "SMOKE SCALE" in row["notes"]
 
 
 def check_routing(project: Path, table: pd.DataFrame, categories) -> None:
@@ -156,7 +180,7 @@ def check_bundles(project: Path, table: pd.DataFrame, categories, detectors) -> 
             for domain in ("clean", "shift"):
                 meta = json.loads((project / f"results/bundles/{detector}/{regime}/{domain}/bundle.json").read_text())
                 assert meta["categories"] == list(categories)
-                if detector == "efficientad":  # no frozen feature network: torch only
+                if detector in ("efficientad", "uninformed_students"):  # no frozen feature network: torch only
                     assert meta["onnx"] is None
                 else:
                     assert meta["onnx"]["parity_max_rel_diff"] <= 1e-4

@@ -1,12 +1,19 @@
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
 from shiftad.data.records import ImageRecord
-from shiftad.evaluate.stage import evaluate_category, ground_truth_masks, summarise
+from shiftad.data.images import read_image
+from shiftad.evaluate import stage as evaluate_stage
+from shiftad.evaluate.stage import evaluate_category, extra_map_range, ground_truth_masks, overlay, summarise
+from shiftad.io import read_json, save_npz
 from shiftad.params import validate_params
+from shiftad.paths import HEATMAPS_DIR, PREDICTIONS_DIR, scores_file
 from shiftad.report.tables import markdown_table, with_macro_mean
+from shiftad.split import SplitView
 
 
 @pytest.fixture
@@ -77,3 +84,75 @@ def test_summary_and_tables_use_macro_means():
     assert full.iloc[-1]["category"] == "mean" and full.iloc[-1]["image_auroc"] == pytest.approx(0.7)
     md = markdown_table(full)
     assert "| p | r | s | mean | 0.700 | 1.000 |" in md and "–" in md and "| 10 |" in md
+
+
+def with_uncertainty(scores: dict, values) -> dict:
+    """A score file with an auxiliary map `uncertainty`: image i's map filled with values[i], plus a ramp."""
+    ramp = np.linspace(0, 0.5, 64, dtype=np.float32).reshape(8, 8)
+    return {**scores, "extra_map_uncertainty": np.stack([np.float32(v) + ramp for v in values])}
+
+
+def test_extra_map_colours_come_from_validation_normals_never_from_test():
+    val_maps = np.stack([np.full((8, 8), v, np.float32) for v in (1, 2, 3, 50, 60, 70)])
+    val_maps[0, 0, 0] = 4.0  # the top of the normal images
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    vmin, vmax = extra_map_range(val_maps, labels, np.full((6, 8, 8), -5.0, np.float32))
+    assert vmin == 2.0  # median of the normal images' values; anomalous val images are left out
+    assert 3.0 < vmax <= 4.0  # the largest per-image 99.9th percentile of the normal images
+    assert extra_map_range(val_maps, labels, np.full((6, 8, 8), 999.0, np.float32)) == (vmin, vmax)  # test maps play no part
+    # no normal validation image: vmin from the test maps (as for the heatmaps), vmax still from validation
+    vmin, vmax = extra_map_range(val_maps[3:], labels[3:], np.full((6, 8, 8), -5.0, np.float32))
+    assert vmin == -5.0 and 69.0 < vmax <= 70.5
+
+
+def test_extra_maps_are_drawn_beside_the_heatmap_and_recorded(records, tmp_path):
+    params = validate_params({})
+    val = with_uncertainty(score_file(records, [1, 2, 3, 10, 11, 12]), [1, 2, 3, 50, 60, 70])
+    test = with_uncertainty(score_file(records, [0, 0, 0, 5, 5, 5]), [0, 1, 2, 3, 4, 5])
+    folder = tmp_path / "heat"
+    _, predictions, _, _ = evaluate_category(params, records, val, test, "t", folder)
+    vmin, vmax = extra_map_range(val["extra_map_uncertainty"], val["labels"], test["extra_map_uncertainty"])
+    for i, (record, p) in enumerate(zip(records, predictions)):
+        heatmap = Path(p["prediction"]["heatmap_path"])
+        extra = Path(p["prediction"]["extra_heatmaps"]["uncertainty"])
+        assert set(p["prediction"]["extra_heatmaps"]) == {"uncertainty"}
+        assert extra == heatmap.with_name(f"{heatmap.stem}_uncertainty.png") and extra.is_file()
+        drawn = np.asarray(Image.open(extra))
+        np.testing.assert_array_equal(drawn, overlay(read_image(record.path), test["extra_map_uncertainty"][i], vmin, vmax))
+    last = predictions[-1]["prediction"]  # uncertainty above the normal range: red, where its heatmap is not
+    assert not np.array_equal(np.asarray(Image.open(last["extra_heatmaps"]["uncertainty"])), np.asarray(Image.open(last["heatmap_path"])))
+    assert len(list(folder.glob("*.png"))) == 2 * len(records)
+
+
+def test_records_without_extra_maps_have_no_extra_key(records, tmp_path):
+    params = validate_params({})
+    val = score_file(records, [1, 2, 3, 10, 11, 12])
+    _, predictions, _, _ = evaluate_category(params, records, val, score_file(records, [0, 0, 0, 5, 5, 5]), "t", tmp_path / "heat")
+    assert all(list(p["prediction"]) == ["is_anomalous", "anomaly_score", "heatmap_path"] for p in predictions)
+    assert len(list((tmp_path / "heat").glob("*.png"))) == len(records)
+    _, predictions, _, _ = evaluate_category(params, records, with_uncertainty(val, range(6)),
+                                             with_uncertainty(score_file(records, [0, 0, 0, 5, 5, 5]), range(6)), "t", None)
+    assert all("extra_heatmaps" not in p["prediction"] for p in predictions)  # no overlays drawn, none recorded
+
+
+def test_an_extra_map_missing_from_validation_is_an_error(records, tmp_path):
+    val = score_file(records, [1, 2, 3, 10, 11, 12])
+    with pytest.raises(RuntimeError, match="extra map 'uncertainty'.*rerun the score stage"):
+        evaluate_category(validate_params({}), records, val, with_uncertainty(val, range(6)), "t", tmp_path / "heat")
+
+
+def test_the_stage_records_final_extra_heatmap_paths(records, tmp_path, monkeypatch):
+    params = validate_params({"categories": ["c"], "detectors": ["patchcore"]})
+    monkeypatch.setattr(evaluate_stage, "domain_view", lambda domain: SplitView({"c": {"test": records}}))
+    monkeypatch.chdir(tmp_path)
+    for regime in evaluate_stage.REGIMES:
+        for scenario in params.scenario_runs("patchcore").values():
+            for split, domain, values in (("val", scenario.threshold, [1, 2, 3, 50, 60, 70]), ("test", scenario.test, range(6))):
+                save_npz(scores_file("patchcore", regime, scenario.model_key, domain, split, "c"),
+                         **with_uncertainty(score_file(records, [1, 2, 3, 10, 11, 12]), values))
+    evaluate_stage.run_evaluate_stage(params, progress=False)
+    predictions = read_json(PREDICTIONS_DIR / "patchcore" / "per_class" / "clean" / "c.json")
+    for p in predictions:
+        heatmap, extra = Path(p["prediction"]["heatmap_path"]), Path(p["prediction"]["extra_heatmaps"]["uncertainty"])
+        assert extra.parent == heatmap.parent == HEATMAPS_DIR / "patchcore" / "per_class" / "clean" / "c"  # not the temporary folder
+        assert extra.is_file() and heatmap.is_file()

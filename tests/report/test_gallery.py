@@ -6,6 +6,7 @@ import numpy as np
 from PIL import Image
 
 from shiftad.report.gallery import MASK_RGBA, OUTLINE_RGBA, build_tiles, score_range
+from shiftad.report.html import Gallery, Section, check_links, write_page
 
 
 def test_score_range_is_symmetric_around_the_threshold():
@@ -39,3 +40,29 @@ def test_tiles_link_thumbnails_and_mask_layers(tmp_path):
     assert tuple(layer[10, 32]) == OUTLINE_RGBA  # the edge just outside the defect
     again = build_tiles(tmp_path / "p.json", 2.0, tmp_path / "gallery", "d/r/t", "c", done)
     assert again[1][1].mask == tiles[1].mask  # one layer file per mask, shared by runs
+
+
+def test_extra_heatmaps_become_thumbnails_beside_the_heatmap(tmp_path):
+    heat, uncertainty = tmp_path / "heat.png", tmp_path / "heat_uncertainty.png"
+    Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(heat)
+    Image.fromarray(np.full((64, 64, 3), 200, np.uint8)).save(uncertainty)
+    records = [
+        {"filename": "n.png", "ground_truth": {"is_anomalous": False, "defect_type": "good", "mask_path": None},
+         "prediction": {"is_anomalous": False, "anomaly_score": 1.0, "heatmap_path": str(heat),
+                        "extra_heatmaps": {"uncertainty": str(uncertainty)}}, "correct": True},
+        {"filename": "m.png", "ground_truth": {"is_anomalous": False, "defect_type": "good", "mask_path": None},
+         "prediction": {"is_anomalous": False, "anomaly_score": 1.0, "heatmap_path": str(heat)}, "correct": True},
+    ]
+    (tmp_path / "p.json").write_text(json.dumps(records))
+    report = tmp_path / "report"
+    tiles = [t for _, t in build_tiles(tmp_path / "p.json", 2.0, report / "gallery", "d/r/s", "c", set())]
+    assert tiles[0].extra == [("uncertainty", "gallery/d/r/s/c/0000_uncertainty.jpg")] and tiles[1].extra == []
+    thumb = np.asarray(Image.open(report / tiles[0].extra[0][1]))
+    assert thumb.shape == (64, 64, 3) and abs(int(thumb[32, 32, 0]) - 200) <= 2  # the uncertainty overlay, not the heatmap
+    page = write_page(report / "index.html", "t", [Section("g", [Gallery("d/r/s", "", tiles)])])
+    html = page.read_text()
+    assert 'src="gallery/d/r/s/c/0000_uncertainty.jpg"' in html and "<figcaption>uncertainty</figcaption>" in html
+    assert html.count("<figcaption>heatmap</figcaption>") == 1  # only the tile with two maps names them
+    assert check_links(page) == []
+    (report / tiles[0].extra[0][1]).unlink()
+    assert check_links(page) == ["gallery/d/r/s/c/0000_uncertainty.jpg"]  # a missing extra thumbnail is caught

@@ -1,22 +1,28 @@
-# EfficientAD's teacher, shared by every category, regime and domain: distilled from the offline
-# backbone on the clean train images + scikit-image photos, or a user's weights file checked and
-# copied in. Rebuilt only when its own params change.
+# A detector's teacher, shared by every category, regime and domain: EfficientAD's PDN (distilled
+# from the offline backbone on the clean train images + scikit-image photos, or a user's weights
+# file checked and copied in) and Uninformed Students' patch networks (distilled the same way).
+# Rebuilt only when the teacher's own params change, never by the students' training params.
+from shiftad.pipeline import TEACHER_DETECTORS, teacher_params, teacher_source_inputs
+
+
 rule distill_teacher:
     input:
         raw="data/raw/source.json",
         manifest="data/processed/manifest.json",
         splits=splits_input("clean"),
-        weights=teacher_source_inputs(P),
+        weights=lambda w: teacher_source_inputs(P, w.detector),
         code=source_files("src/shiftad/distill.py", "src/shiftad/components", "src/shiftad/backbones.py"),
     output:
-        directory("results/teachers/efficientad"),
+        directory("results/teachers/{detector}"),
+    wildcard_constraints:
+        detector="|".join(TEACHER_DETECTORS),
     params:
-        teacher={k: v for k, v in P.efficientad.model_dump().items() if k in ("scale", "model_size", "architecture", "teacher")},
+        teacher=lambda w: teacher_params(P, w.detector),
         backbone=P.backbone.model_dump(),
         categories=P.categories,
         seed=P.seed,
     threads: P.threads
     log:
-        "logs/distill_teacher.log",
+        "logs/distill_teacher_{detector}.log",
     shell:
-        "shiftad distill-teacher {PARAMS} 2> {log}"
+        "shiftad distill-teacher {PARAMS} --detector {wildcards.detector} 2> {log}"

@@ -8,9 +8,10 @@ from shiftad.detectors.knn import FewShotKNN
 from shiftad.detectors.padim import PaDiM
 from shiftad.detectors.patchcore import PatchCore
 from shiftad.detectors.routed_ae import RoutedAutoencoder
+from shiftad.detectors.uninformed_students import UninformedStudents
 from shiftad.params import Params
 
-DETECTORS: dict[str, type[Detector]] = {cls.name: cls for cls in (PatchCore, PaDiM, FewShotKNN, RoutedAutoencoder, EfficientAD)}
+DETECTORS: dict[str, type[Detector]] = {cls.name: cls for cls in (PatchCore, PaDiM, FewShotKNN, RoutedAutoencoder, EfficientAD, UninformedStudents)}
 
 
 def detector_class(name: str) -> type[Detector]:

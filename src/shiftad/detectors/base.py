@@ -3,7 +3,8 @@
 Hyperparameters come in through the constructor (and are what `get_params` returns and
 `meta.json` stores); learned state ends with an underscore. `fit` learns from normal training
 images, `score_images` returns image scores and full-resolution anomaly maps of images held
-in memory (`score` reads records from disk in batches and calls it), `save`/`load` use
+in memory, plus any named auxiliary maps (`Scores.extra_maps`, e.g. an uncertainty map)
+(`score` reads records from disk in batches and calls it), `save`/`load` use
 safetensors / npz / JSON only (no pickle).
 
 A detector built on a frozen network names it in `feature_network()` (the module from its
@@ -14,8 +15,9 @@ prepared input batch to feature maps): the bundle exports it to ONNX, and
 from __future__ import annotations
 
 import inspect
+import re
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator, Sequence
 
@@ -29,8 +31,12 @@ from shiftad.data.images import read_image
 from shiftad.data.records import ImageRecord
 from shiftad.io import read_json, write_json
 from shiftad.params import Params
+from shiftad.paths import EXTRA_MAP_PREFIX
 
 META_FILE = "meta.json"
+
+
+EXTRA_MAP_NAME = re.compile(r"^[a-z][a-z0-9_]*$")  # becomes part of npz keys and file names
 
 
 @dataclass(frozen=True)
@@ -38,18 +44,34 @@ class Scores:
     image_scores: np.ndarray  # (N,) higher = more anomalous
     maps: np.ndarray  # (N, H, W) float32 at the model's input size
     categories: np.ndarray | None = None  # (N,) str: the category each image was routed to (routed detectors only)
+    # Named auxiliary per-pixel maps (e.g. "uncertainty"), each (N, H, W) like `maps`: saved as
+    # `extra_map_<name>` in the score files and drawn beside the heatmap in the report.
+    extra_maps: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.image_scores.shape[0] != self.maps.shape[0]:
             raise ValueError("image_scores and maps disagree on the number of images")
         if self.categories is not None and self.categories.shape[0] != self.image_scores.shape[0]:
             raise ValueError("categories and image_scores disagree on the number of images")
+        for name, extra in self.extra_maps.items():
+            if not isinstance(name, str) or not EXTRA_MAP_NAME.match(name):
+                raise ValueError(f"extra map name {name!r}: use lower-case letters, digits and '_', starting with a letter")
+            if np.shape(extra) != self.maps.shape:
+                raise ValueError(f"extra map '{name}' has shape {np.shape(extra)}, maps have {self.maps.shape}; they must match")
 
     @staticmethod
     def concat(parts: Sequence["Scores"]) -> "Scores":
         routed = [p.categories for p in parts]
         categories = None if any(r is None for r in routed) else np.concatenate(routed)
-        return Scores(np.concatenate([p.image_scores for p in parts]).astype(np.float64), np.concatenate([p.maps for p in parts]), categories)
+        names = {frozenset(p.extra_maps) for p in parts}
+        if len(names) > 1:
+            raise ValueError(f"cannot concatenate scores with different extra maps: {sorted(sorted(n) for n in names)}")
+        extra = {name: np.concatenate([p.extra_maps[name] for p in parts]) for name in (parts[0].extra_maps if parts else {})}
+        return Scores(np.concatenate([p.image_scores for p in parts]).astype(np.float64), np.concatenate([p.maps for p in parts]), categories, extra)
+
+    def extra_map_arrays(self) -> dict[str, np.ndarray]:
+        """The extra maps as score-file entries: `extra_map_<name>` -> float32 (N, H, W)."""
+        return {f"{EXTRA_MAP_PREFIX}{name}": extra.astype(np.float32) for name, extra in self.extra_maps.items()}
 
 
 @dataclass(frozen=True)

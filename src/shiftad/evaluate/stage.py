@@ -6,7 +6,9 @@ Outputs: `results/metrics/scenarios.{csv,json}` (one tidy row per run and catego
 `results/metrics/summary.json` (macro means, for `dvc metrics show`), `results/metrics/routing.csv`
 (where a routing detector sent each test image, counted per true category and label), one ROC and one PR curve
 file per run and category in `results/plots/{roc,pr}/` (DVC plots), per-image records in
-`results/predictions/` and heatmap overlays in `results/heatmaps/`.
+`results/predictions/` and heatmap overlays in `results/heatmaps/` (plus `<stem>_<name>.png` per
+auxiliary map `extra_map_<name>` of the score files, listed in a record's
+`prediction.extra_heatmaps`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from shiftad.evaluate.metrics import image_metrics, pixel_metrics
 from shiftad.evaluate.thresholds import compute_thresholds
 from shiftad.io import atomic_dir, atomic_path, load_npz, write_json, write_text
 from shiftad.params import Params
-from shiftad.paths import HEATMAPS_DIR, METRICS_DIR, PR_DIR, PREDICTIONS_DIR, ROC_DIR, curve_file, scores_file
+from shiftad.paths import (EXTRA_MAP_PREFIX, HEATMAPS_DIR, METRICS_DIR, PR_DIR, PREDICTIONS_DIR, ROC_DIR, curve_file, extra_map_names,
+                           scores_file)
 from shiftad.pipeline import REGIMES
 from shiftad.split import domain_view
 
@@ -65,14 +68,38 @@ def overlay(image: np.ndarray, heat: np.ndarray, vmin: float, vmax: float) -> np
     return (blended * 255).round().astype(np.uint8)
 
 
-def _write_heatmaps(folder: Path, records: list[ImageRecord], maps: np.ndarray, vmin: float, vmax: float) -> list[str]:
-    paths = []
+def extra_map_range(val_maps: np.ndarray, val_labels: np.ndarray, test_maps: np.ndarray) -> tuple[float, float]:
+    """Colour range (vmin, vmax) of an auxiliary map (e.g. uncertainty), from validation images.
+    Blue at the median of the normal validation images' values, red at the largest of their
+    per-image 99.9th percentiles: red = beyond what any normal image shows, without one hot
+    pixel stretching the scale. With no normal validation image, vmin is the test maps' minimum
+    (as for the heatmaps) and vmax comes from all validation images: vmax is never test-derived."""
+    normal = val_maps[val_labels == 0]
+    reference = normal if len(normal) else val_maps
+    vmin = float(np.median(normal)) if len(normal) else float(test_maps.min())
+    vmax = float(np.percentile(reference.reshape(len(reference), -1), 99.9, axis=1).max())
+    return vmin, max(vmax, vmin + 1e-6)
+
+
+def _write_heatmaps(folder: Path, records: list[ImageRecord], maps: np.ndarray, vmin: float, vmax: float,
+                    extra: dict[str, tuple[np.ndarray, float, float]] | None = None) -> tuple[list[str], list[dict[str, str]]]:
+    """One overlay PNG per test image, plus `<its stem>_<name>.png` per auxiliary map in `extra`
+    (name -> (maps, vmin, vmax)). Returns the heatmap paths and, per image, name -> extra path."""
+    paths, extra_paths = [], []
     for i, record in enumerate(records):
         path = folder / f"{i:04d}_{record.defect_type}_{Path(record.path).stem}.png"  # index: stems may repeat
+        image = read_image(record.path)
         with atomic_path(path) as tmp:
-            Image.fromarray(overlay(read_image(record.path), maps[i], vmin, vmax)).save(tmp, format="PNG")
+            Image.fromarray(overlay(image, maps[i], vmin, vmax)).save(tmp, format="PNG")
         paths.append(path.as_posix())
-    return paths
+        written = {}
+        for name, (extra_maps, extra_vmin, extra_vmax) in (extra or {}).items():
+            extra_path = path.with_name(f"{path.stem}_{name}.png")
+            with atomic_path(extra_path) as tmp:
+                Image.fromarray(overlay(image, extra_maps[i], extra_vmin, extra_vmax)).save(tmp, format="PNG")
+            written[name] = extra_path.as_posix()
+        extra_paths.append(written)
+    return paths, extra_paths
 
 
 def evaluate_category(
@@ -102,20 +129,28 @@ def evaluate_category(
         "ms_per_image": float(test["seconds_per_image"]) * 1000.0,
     }
     heatmap_paths: list[str | None] = [None] * len(records)
+    extra_paths: list[dict[str, str]] = [{} for _ in records]
     if heatmap_folder is not None:
         normal_val_maps = val["maps"][val["labels"] == 0]
         vmin = float(np.median(normal_val_maps)) if len(normal_val_maps) else float(maps.min())
-        heatmap_paths = _write_heatmaps(heatmap_folder, records, maps, vmin, max(thresholds.value, vmin + 1e-6))
+        extra = {}
+        for name in extra_map_names(test):
+            key = EXTRA_MAP_PREFIX + name
+            if key not in val:
+                raise RuntimeError(f"{context}: the test scores hold extra map '{name}' but the validation scores do not; rerun the score stage")
+            extra[name] = (test[key], *extra_map_range(val[key], val["labels"], test[key]))
+        heatmap_paths, extra_paths = _write_heatmaps(heatmap_folder, records, maps, vmin, max(thresholds.value, vmin + 1e-6), extra)
     routed = test.get("routed_categories")
     predictions = [
         {
             "filename": record.path,
             "ground_truth": {"is_anomalous": record.is_anomalous, "defect_type": record.defect_type, "mask_path": record.mask_path},
             "prediction": {"is_anomalous": bool(score >= thresholds.value), "anomaly_score": float(score), "heatmap_path": heatmap,
+                           **({"extra_heatmaps": extras} if extras else {}),  # only detectors with auxiliary maps
                            **({} if routed is None else {"routed_category": str(routed[i])})},
             "correct": bool((score >= thresholds.value) == record.is_anomalous),
         }
-        for i, (record, score, heatmap) in enumerate(zip(records, scores, heatmap_paths))
+        for i, (record, score, heatmap, extras) in enumerate(zip(records, scores, heatmap_paths, extra_paths))
     ]
     roc, pr = pd.DataFrame(), pd.DataFrame()
     if 0 < labels.sum() < len(labels):
@@ -178,6 +213,9 @@ def run_evaluate_stage(params: Params, progress: bool = True) -> pd.DataFrame:
     runs = [(d, r, s) for d in params.detectors for r in REGIMES for s in params.scenario_runs(d).values()]
     with (atomic_dir(PREDICTIONS_DIR) as predictions_dir, atomic_dir(HEATMAPS_DIR) as heatmaps_dir,
           atomic_dir(ROC_DIR) as roc_dir, atomic_dir(PR_DIR) as pr_dir):
+        def final(path: str) -> str:  # an overlay's path once the temporary heatmaps folder is renamed into place
+            return (HEATMAPS_DIR / Path(path).relative_to(heatmaps_dir)).as_posix()
+
         for detector, regime, scenario in tqdm(runs, desc="evaluate", disable=not progress):
             scenario_name = scenario.name
             for category in params.categories:
@@ -192,7 +230,9 @@ def run_evaluate_stage(params: Params, progress: bool = True) -> pd.DataFrame:
                 row, predictions, roc, pr = evaluate_category(params, records, val, test, context, heat_folder, params.threshold_rule(detector))
                 if heat_folder is not None:  # record the final location, not the temporary one
                     for p in predictions:
-                        p["prediction"]["heatmap_path"] = (HEATMAPS_DIR / Path(p["prediction"]["heatmap_path"]).relative_to(heatmaps_dir)).as_posix()
+                        p["prediction"]["heatmap_path"] = final(p["prediction"]["heatmap_path"])
+                        if "extra_heatmaps" in p["prediction"]:
+                            p["prediction"]["extra_heatmaps"] = {n: final(x) for n, x in p["prediction"]["extra_heatmaps"].items()}
                 shift = {"shift_severity": params.shift.severity, "shift_families": "+".join(params.shift.families)} if scenario.test == "shift" else {}
                 rows.append({"detector": detector, "regime": regime, "scenario": scenario_name, "category": category,
                              "scenario_group": scenario.group, "k": scenario.k,

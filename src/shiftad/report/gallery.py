@@ -2,8 +2,10 @@
 
 Every file lands under `report/gallery/`, so the page links relatively and the report folder
 travels alone: `<run>/<category>/<index>.jpg` (the evaluate stage's heatmap overlay, as a
-JPEG thumbnail) and `masks/<digest>.png` (the mask as semi-transparent red on transparent,
-one file per mask, shared by every run that shows the same test image).
+JPEG thumbnail), `<run>/<category>/<index>_<name>.jpg` (the overlay of a detector's auxiliary
+map `<name>`, e.g. uncertainty, shown beside the heatmap) and `masks/<digest>.png` (the mask
+as semi-transparent red on transparent, one file per mask, shared by every run that shows the
+same test image).
 """
 
 from __future__ import annotations
@@ -78,10 +80,15 @@ def build_tiles(predictions_file: Path, threshold: float, gallery_dir: Path, run
                 size = Image.open(gallery_dir / image_rel).size
                 mask_layer(mask_path, gallery_dir / mask_rel, size)
                 masks_done.add(mask_rel)
+        extra = []
+        for name, path in record["prediction"].get("extra_heatmaps", {}).items():
+            extra_rel = f"{run_dir}/{category}/{i:04d}_{name}.jpg"
+            thumbnail(path, gallery_dir / extra_rel)
+            extra.append((name, f"gallery/{extra_rel}"))
         truth = record["ground_truth"]
         tiles.append((record["filename"], Tile(
             image=f"gallery/{image_rel}", mask=f"gallery/{mask_rel}" if mask_rel else None, score=float(record["prediction"]["anomaly_score"]), threshold=threshold,
             score_range=lo_hi, is_anomalous=bool(truth["is_anomalous"]), predicted_anomalous=bool(record["prediction"]["is_anomalous"]),
-            caption=f"{category} · {truth.get('defect_type', '')} · {Path(record['filename']).name}",
+            caption=f"{category} · {truth.get('defect_type', '')} · {Path(record['filename']).name}", extra=extra,
         )))
     return tiles

@@ -205,11 +205,13 @@ def run_report_stage(params: Params, progress: bool = True) -> Path:
         for gallery in galleries:
             n_wrong = sum(not t.correct for t in gallery.tiles)
             gallery.note = (f"{len(gallery.tiles)} test images, {n_wrong} wrong decisions. Heat blue → red (red = at or above the "
-                            "threshold); red overlay = ground-truth defect; border green = right, red = wrong.")
+                            "threshold); red overlay = ground-truth defect; border green = right, red = wrong."
+                            + (" Some detectors show a second map (e.g. uncertainty) beside the heatmap, blue → red from the median "
+                               "to the top of normal validation images." if any(t.extra for t in gallery.tiles) else ""))
         for row in errors.itertuples():
             tile = tile_index.get((f"{row.detector}/{row.regime}/{row.scenario}", row.filename))
             if tile is not None:
-                error_tiles.append(Tile(**{**tile.__dict__, "caption": f"{row.kind.replace('_', ' ')} #{row.rank} · {row.detector}/{row.regime}/{row.scenario} · {tile.caption}"}))
+                error_tiles.append(Tile(**{**tile.__dict__, "extra": list(tile.extra), "caption": f"{row.kind.replace('_', ' ')} #{row.rank} · {row.detector}/{row.regime}/{row.scenario} · {tile.caption}"}))
 
     # the page
     counts = scenarios.groupby("category")[["n_test", "n_test_anomalous"]].first()
@@ -234,7 +236,8 @@ def run_report_stage(params: Params, progress: bool = True) -> Path:
             sections.append(Section(name, blocks))
     if galleries:
         sections.append(Section("Test image gallery", [Text("Every test image of every run: heatmap overlay, anomaly score badge "
-                                                            "(green → red around the threshold), ground truth and decision.")] + galleries))
+                                                            "(green → red around the threshold), ground truth and decision; some "
+                                                            "detectors show a second map (e.g. uncertainty) beside the heatmap.")] + galleries))
     notebooks = sorted(NOTEBOOKS_DIR.glob("*.html")) if NOTEBOOKS_DIR.exists() else []
     if notebooks:
         sections.append(Section("Notebooks", [Text("Executed notebooks (papermill), for reading:\n\n" + "\n".join(f"{n.stem}" for n in notebooks)),

@@ -284,6 +284,18 @@ def detectors_table(params: Params) -> pd.DataFrame:
             pool = ("penalty images: scikit-image photos + procedural images (fitted categories left out)"
                     if p.penalty_images == "default" else f"penalty images: folder {p.penalty_images}")
             row["notes"] = f"{source}; {pool}" + ("; SMOKE SCALE: not comparable with the paper's numbers" if p.scale == "smoke" else "")
+        elif name == "uninformed_students":
+            p = params.uninformed_students
+            arch, train, teacher, paper = p.arch, p.train, p.teacher_training, p.architecture["paper"]
+            row["scale"] = p.scale
+            row["setting"] = (f"patch sizes {', '.join(map(str, arch.patch_sizes))}: input {arch.image_size} px, width ×{arch.width:g}, "
+                              f"d = {arch.descriptor_dim}, {p.students} students × {train.epochs} epochs (paper: patch sizes "
+                              f"{', '.join(map(str, paper.patch_sizes))}, {paper.image_size} px, width ×{paper.width:g}, d = {paper.descriptor_dim}, "
+                              f"{p.training['paper'].epochs} epochs)")
+            row["notes"] = (f"teachers distilled offline from {params.backbone.name} {' + '.join(p.teacher.layers)} (pooled descriptor of the "
+                            f"patch, {teacher.patches:,} patches × {teacher.epochs} epochs, compactness weight {p.teacher.compactness_weight:g}); "
+                            "uncertainty maps (students' variance) in the gallery"
+                            + ("; SMOKE SCALE: not comparable with the paper's numbers" if p.scale == "smoke" else ""))
         elif name == "knn":
             row["setting"] = f"{params.knn.shots or 'all'} shots per category, k = {params.knn.k}, {params.knn.distance}"
         elif name == "routed_ae":

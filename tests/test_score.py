@@ -1,0 +1,58 @@
+"""The score stage saves a detector's auxiliary maps (`Scores.extra_maps`) as `extra_map_<name>`."""
+
+from pathlib import Path
+
+import numpy as np
+
+from conftest import texture_records
+from shiftad import score as score_stage
+from shiftad.data.records import ImageRecord
+from shiftad.detectors.base import Detector, Scores
+from shiftad.io import load_npz
+from shiftad.params import validate_params
+from shiftad.paths import scores_file
+from shiftad.split import SplitView
+
+
+class UncertainDetector(Detector):
+    """Scores every image by its mean intensity; its map is the image itself, its uncertainty map the map's square."""
+
+    name = "uncertain"
+    batch_size = 2  # three images: two batches, so Scores.concat joins the extra maps
+
+    @classmethod
+    def from_params(cls, params):
+        return cls()
+
+    @classmethod
+    def load(cls, folder):
+        return cls()
+
+    def fit(self, records, validation=()):
+        return self
+
+    def score_images(self, images, category=None):
+        maps = np.stack([image.mean(axis=2) / 255.0 for image in images]).astype(np.float32) if images else np.zeros((0, 16, 16), np.float32)
+        return Scores(maps.mean(axis=(1, 2)).astype(np.float64), maps, extra_maps={"uncertainty": maps**2})
+
+    def _save_state(self, folder):
+        return {}
+
+    def _load_state(self, folder):
+        pass
+
+
+def test_the_score_stage_writes_each_extra_map(tmp_path, monkeypatch):
+    records = texture_records(tmp_path / "images", 3, size=16, category="c")
+    split = {"train": [], "val": [ImageRecord(r.path, "c", 0, "good", None, "val") for r in records],
+             "test": [ImageRecord(r.path, "c", 0, "good", None, "test") for r in records]}
+    monkeypatch.setattr(score_stage, "domain_view", lambda domain: SplitView({"c": split}))
+    monkeypatch.setattr(score_stage, "detector_class", lambda name: UncertainDetector)
+    monkeypatch.chdir(tmp_path)
+    score_stage.run_score_stage(validate_params({"categories": ["c"]}), "uncertain", "per_class", "clean", "c", progress=False)
+    saved = load_npz(scores_file("uncertain", "per_class", "clean", "shift", "test", "c"))
+    assert {"maps", "extra_map_uncertainty"} <= set(saved)
+    assert saved["extra_map_uncertainty"].dtype == np.float32 and saved["extra_map_uncertainty"].shape == saved["maps"].shape == (3, 16, 16)
+    np.testing.assert_allclose(saved["extra_map_uncertainty"], saved["maps"] ** 2, rtol=1e-6)
+    assert list(saved["paths"]) == [r.path for r in records]
+    assert Path(scores_file("uncertain", "per_class", "clean", "clean", "val", "c")).is_file()
