@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 from sklearn.metrics import roc_auc_score
 
 from conftest import texture_records, with_defect
-from shiftad.components.patch_nets import ARCHITECTURES, PatchNet, compactness_loss, student_scores
+from shiftad.components.patch_nets import ARCHITECTURES, PatchNet, compactness_loss, dilated_max_pool2, student_scores
 from shiftad.data.images import read_image
 from shiftad.detectors.uninformed_students import TeacherError, UninformedStudents
 from shiftad.errors import ParamsError
@@ -85,6 +85,12 @@ def test_dense_output_equals_the_network_on_the_patch_centred_at_each_position(p
         for y, x in [(0, 0), (0, 74), (69, 0), (69, 74), (35, 40), (12, 61), (51, 7)]:
             patchwise = net(padded[..., y : y + patch, x : x + patch])[0]  # centred at (y, x) of the image
             torch.testing.assert_close(dense[0, :, y, x], patchwise, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("dilation", [1, 2, 4])
+def test_dilated_max_pool_equals_torch_max_pool(dilation):
+    x = torch.randn(2, 3, 30, 27, generator=torch.Generator().manual_seed(dilation))
+    torch.testing.assert_close(dilated_max_pool2(x, dilation), F.max_pool2d(x, 2, stride=1, dilation=dilation), rtol=0, atol=0)
 
 
 def test_compactness_is_the_sum_of_absolute_off_diagonal_correlations_of_dimensions():

@@ -72,11 +72,20 @@ class PatchNet(nn.Module):
             if isinstance(layer, nn.Conv2d):
                 x = F.conv2d(x, layer.weight, layer.bias, dilation=dilation)
             elif isinstance(layer, nn.MaxPool2d):
-                x = F.max_pool2d(x, 2, stride=1, dilation=dilation)
+                x = dilated_max_pool2(x, dilation)
                 dilation *= 2
             else:
                 x = layer(x)
         return x[..., :h, :w]
+
+
+def dilated_max_pool2(x: torch.Tensor, dilation: int) -> torch.Tensor:
+    """`F.max_pool2d(x, 2, stride=1, dilation=dilation)` as the maximum of four shifted views:
+    the same numbers, several times faster on CPU (forward and backward)."""
+    d = dilation
+    top = torch.maximum(x[..., :-d, :-d], x[..., :-d, d:])
+    bottom = torch.maximum(x[..., d:, :-d], x[..., d:, d:])
+    return torch.maximum(top, bottom)
 
 
 def compactness_loss(descriptors: torch.Tensor) -> torch.Tensor:
