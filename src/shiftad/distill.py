@@ -179,9 +179,9 @@ def distillation_images(params: Params) -> tuple[list[np.ndarray], dict[str, int
 class PatchDescriptor(torch.nn.Module):
     """The backbone's descriptor of a patch: each layer's map average-pooled, concatenated."""
 
-    def __init__(self, backbone: str, weights: str, layers: Sequence[str], input_size: int) -> None:
+    def __init__(self, backbone: str, weights: str, layers: Sequence[str], input_size: int, param_key: str = "backbone") -> None:
         super().__init__()
-        self.extractor = FeatureExtractor(backbone, layers, weights, param_key="backbone")
+        self.extractor = FeatureExtractor(backbone, layers, weights, param_key=param_key)
         self.input_size = input_size
 
     @torch.no_grad()
@@ -225,7 +225,11 @@ def distill_patch_teachers(images: Sequence[np.ndarray], params: Params, progres
     p = params.uninformed_students
     arch, training = p.arch, p.teacher_training
     device = resolve_device(p.device, "uninformed_students.device")
-    target = PatchDescriptor(params.backbone.name, params.backbone.weights, p.teacher.layers, training.backbone_input).to(device)
+    own_backbone = p.teacher.backbone != "default"  # otherwise the pipeline's backbone and its weights
+    backbone = p.teacher.backbone if own_backbone else params.backbone.name
+    weights = p.teacher.weights if own_backbone else params.backbone.weights
+    target = PatchDescriptor(backbone, weights, p.teacher.layers, training.backbone_input,
+                             "uninformed_students.teacher" if own_backbone else "backbone").to(device)
     resized = list(to_tensor_batch(images, arch.image_size))
     state: dict[str, torch.Tensor] = {}
     per_size: dict[str, Any] = {}
@@ -262,7 +266,7 @@ def distill_patch_teachers(images: Sequence[np.ndarray], params: Params, progres
         state |= {f"p{patch}.{k}": v.detach().cpu().contiguous() for k, v in teacher.state_dict().items()}
         per_size[str(patch)] = {"target_dim": int(described.shape[1]), "steps": steps_per_epoch * training.epochs, "history": history}
     facts = {"source": "distilled", "scale": p.scale, "patch_sizes": list(arch.patch_sizes), "descriptor_dim": arch.descriptor_dim,
-             "width": arch.width, "image_size": arch.image_size, "backbone": params.backbone.name, "layers": list(p.teacher.layers),
+             "width": arch.width, "image_size": arch.image_size, "backbone": backbone, "layers": list(p.teacher.layers),
              "backbone_input": training.backbone_input, "patches": training.patches, "epochs": training.epochs,
              "batch_size": training.batch_size, "learning_rate": training.learning_rate, "compactness_weight": p.teacher.compactness_weight,
              "per_patch_size": per_size, "seconds": round(time.perf_counter() - start, 3), "device": str(device)}

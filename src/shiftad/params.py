@@ -293,6 +293,8 @@ class USTeacherTraining(Section):
 class USTeacherParams(Section):
     """The teachers, distilled from the backbone's pooled descriptor of the same patch."""
 
+    backbone: str = Field("default", description="default = backbone.name; or any timm / torchvision/<name> model, e.g. resnet18 (the paper's)")
+    weights: str = Field("auto", description="for a non-default backbone: auto (download) | path/to/weights.{safetensors,pth}")
     layers: list[str] = Field(default_factory=lambda: ["blocks.5", "blocks.6"], min_length=1,
                               description="backbone stages, each average-pooled and concatenated: the descriptor decoded to (512 for Lite0 blocks.5 + blocks.6, ResNet-18 layer4)")
     compactness_weight: float = Field(1.0, ge=0, description="loss = distillation MSE + this x compactness")

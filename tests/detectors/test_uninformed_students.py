@@ -245,3 +245,16 @@ def test_params_check_patch_sizes_students_and_validation():
     params = validate_params({"uninformed_students": {"scale": "paper", "training": {"paper": {"epochs": 2}}}})
     assert params.uninformed_students.train.epochs == 2 and params.uninformed_students.train.learning_rate == 1e-4
     assert params.uninformed_students.arch.patch_sizes == [33] and params.uninformed_students.teacher_training.learning_rate == 2e-4
+
+
+def test_the_teacher_can_distil_from_its_own_backbone_and_a_missing_weights_file_names_the_key(tmp_path):
+    from shiftad.backbones import BackboneWeightsError
+    from shiftad.distill import distill_patch_teachers
+
+    photo = [np.random.default_rng(0).integers(0, 255, (80, 80, 3), dtype=np.uint8)]
+    own = {"backbone": "resnet18", "layers": ["layer4"], "smoke": {"patches": 64, "epochs": 1, "batch_size": 32}}
+    _, facts = distill_patch_teachers(photo, validate_params({"uninformed_students": {"teacher": {**own, "weights": "none"}}}))
+    assert facts["backbone"] == "resnet18" and facts["per_patch_size"]["17"]["target_dim"] == 512  # ResNet-18's descriptor, as the paper's
+    missing = tmp_path / "resnet18.safetensors"
+    with pytest.raises((BackboneWeightsError, ParamsError), match=rf"{missing.name}: backbone weights file not found \(params key uninformed_students\.teacher\.weights\)"):
+        distill_patch_teachers(photo, validate_params({"uninformed_students": {"teacher": {**own, "weights": str(missing)}}}))

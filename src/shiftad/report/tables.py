@@ -292,7 +292,8 @@ def detectors_table(params: Params) -> pd.DataFrame:
                               f"d = {arch.descriptor_dim}, {p.students} students × {train.epochs} epochs (paper: patch sizes "
                               f"{', '.join(map(str, paper.patch_sizes))}, {paper.image_size} px, width ×{paper.width:g}, d = {paper.descriptor_dim}, "
                               f"{p.training['paper'].epochs} epochs)")
-            row["notes"] = (f"teachers distilled offline from {params.backbone.name} {' + '.join(p.teacher.layers)} (pooled descriptor of the "
+            teacher_backbone = params.backbone.name if p.teacher.backbone == "default" else p.teacher.backbone
+            row["notes"] = (f"teachers distilled from {teacher_backbone} {' + '.join(p.teacher.layers)} (pooled descriptor of the "
                             f"patch, {teacher.patches:,} patches × {teacher.epochs} epochs, compactness weight {p.teacher.compactness_weight:g}); "
                             "uncertainty maps (students' variance) in the gallery"
                             + ("; SMOKE SCALE: not comparable with the paper's numbers" if p.scale == "smoke" else ""))
