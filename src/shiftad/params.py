@@ -196,7 +196,25 @@ class TeacherParams(Section):
         return _merge_scales(cls, raw, ("smoke", "paper"))
 
 
-class EfficientADParams(Section):
+class ScaledDetectorParams(Section):
+    """A detector with a `smoke` (labelled CPU-sized) and a `paper` scale: `architecture` and
+    `training` hold both, partial overrides merge over the defaults key by key."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _over_defaults(cls, raw: Any) -> Any:
+        return _merge_scales(cls, raw, ("architecture", "training"))
+
+    @model_validator(mode="after")
+    def _both_scales(self) -> "ScaledDetectorParams":
+        for key in ("architecture", "training"):
+            missing = {"smoke", "paper"} - set(getattr(self, key))
+            if missing:
+                raise ValueError(f"{key}: needs both scales, missing {sorted(missing)}")
+        return self
+
+
+class EfficientADParams(ScaledDetectorParams):
     """EfficientAD (S or M). `scale: smoke` is a labelled CPU-sized run; `paper` is the paper's
     setting (a GPU job)."""
 
@@ -216,10 +234,6 @@ class EfficientADParams(Section):
     teacher: TeacherParams = TeacherParams()
     scoring_batch: int = Field(8, ge=1, description="images per forward pass when scoring")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _over_defaults(cls, raw: Any) -> Any:
-        return _merge_scales(cls, raw, ("architecture", "training"))
 
     @field_validator("map_quantiles")
     @classmethod
@@ -227,14 +241,6 @@ class EfficientADParams(Section):
         if not 0 < values[0] < values[1] < 1:
             raise ValueError(f"need 0 < low < high < 1, got {values}")
         return values
-
-    @model_validator(mode="after")
-    def _both_scales(self) -> "EfficientADParams":
-        for key in ("architecture", "training"):
-            missing = {"smoke", "paper"} - set(getattr(self, key))
-            if missing:
-                raise ValueError(f"{key}: needs both scales, missing {sorted(missing)}")
-        return self
 
     @property
     def arch(self) -> EfficientADArchitecture:
@@ -307,7 +313,7 @@ class USTeacherParams(Section):
         return _merge_scales(cls, raw, ("smoke", "paper"))
 
 
-class UninformedStudentsParams(Section):
+class UninformedStudentsParams(ScaledDetectorParams):
     """Uninformed Students (Bergmann et al., CVPR 2020). `scale: smoke` is a labelled CPU-sized
     run; `paper` is the paper's setting (a GPU job)."""
 
@@ -323,18 +329,6 @@ class UninformedStudentsParams(Section):
     teacher: USTeacherParams = USTeacherParams()
     scoring_batch: int = Field(8, ge=1, description="images per forward pass when scoring")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _over_defaults(cls, raw: Any) -> Any:
-        return _merge_scales(cls, raw, ("architecture", "training"))
-
-    @model_validator(mode="after")
-    def _both_scales(self) -> "UninformedStudentsParams":
-        for key in ("architecture", "training"):
-            missing = {"smoke", "paper"} - set(getattr(self, key))
-            if missing:
-                raise ValueError(f"{key}: needs both scales, missing {sorted(missing)}")
-        return self
 
     @property
     def arch(self) -> USArchitecture:
