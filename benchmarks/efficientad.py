@@ -42,7 +42,6 @@ import json
 import math
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -52,8 +51,8 @@ from typing import Any, Sequence
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from patchcore_vs_anomalib import (BUSY_WARNING, MALLOC_MMAP_THRESHOLD, children_cpu_seconds, load_masks, load_records,  # noqa: E402
-                                   machine_busy_seconds, memory_mb)
+from patchcore_vs_anomalib import (MALLOC_MMAP_THRESHOLD, busy_note, child_env, duration, load_masks,  # noqa: E402
+                                   load_records, memory_mb, run_measured_child)
 from serve import median_ms  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -390,24 +389,8 @@ def run_child(kind: str, work: Path, name: str | None) -> None:
 
 
 def start_child(kind: str, work: Path, settings: dict, name: str | None = None) -> dict:
-    env = dict(os.environ)
-    env["MALLOC_MMAP_THRESHOLD_"] = MALLOC_MMAP_THRESHOLD
-    if not settings["progress"]:
-        env["TQDM_DISABLE"] = "1"
-    for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        env[key] = str(settings["threads"])
     command = [sys.executable, str(Path(__file__).resolve()), "--child", kind, "--work", str(work)] + (["--name", name] if name else [])
-    print(f"--- {name or kind}: running in a subprocess", flush=True)
-    busy_before, child_before, start = machine_busy_seconds(), children_cpu_seconds(), time.perf_counter()
-    result = subprocess.run(command, env=env, cwd=work)  # cwd: nothing anomalib or Lightning writes lands in the repo
-    if result.returncode != 0:
-        raise SystemExit(f"{name or kind} failed (exit status {result.returncode})")
-    wall = time.perf_counter() - start
-    others = (machine_busy_seconds() - busy_before) - (children_cpu_seconds() - child_before)
-    facts = json.loads((work / f"{name or kind}.json").read_text())
-    facts["wall_s"] = wall
-    facts["other_cpu_share"] = max(0.0, others) / (wall * (os.cpu_count() or 1))
-    return facts
+    return run_measured_child(command, child_env(settings["threads"], settings["progress"]), work, name or kind, work / f"{name or kind}.json")
 
 
 # ----------------------------------------------------------------------------- report
@@ -430,22 +413,6 @@ def aurocs(image_scores: np.ndarray, maps: np.ndarray, labels: np.ndarray, masks
     inner = (slice(None), slice(band, masks.shape[-2] - band), slice(band, masks.shape[-1] - band))
     inside = float(roc_auc_score(masks[inner].ravel(), maps[inner].ravel())) if masks[inner].any() else math.nan
     return image, pixel, inside
-
-
-def duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 2 * 3600:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 2 * 86400:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} days"
-
-
-def busy_note(name: str, facts: dict) -> str | None:
-    if facts["other_cpu_share"] > BUSY_WARNING:
-        return f"  note: other processes used {facts['other_cpu_share']:.0%} of the CPUs during {name}; its times are pessimistic"
-    return None
 
 
 def format_timing(results: dict[str, dict], threads: int) -> str:

@@ -386,6 +386,50 @@ ROWS = [
 BUSY_WARNING = 0.05  # share of the CPUs other processes may use before timings are flagged
 
 
+def child_env(threads: int, progress: bool) -> dict[str, str]:
+    """A benchmark child's environment: the glibc setting both sides run with, `threads` for
+    OpenMP / MKL / OpenBLAS, progress bars off unless asked for."""
+    env = dict(os.environ)
+    env["MALLOC_MMAP_THRESHOLD_"] = MALLOC_MMAP_THRESHOLD
+    if not progress:
+        env["TQDM_DISABLE"] = "1"
+    for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env[key] = str(threads)
+    return env
+
+
+def run_measured_child(command: list[str], env: dict[str, str], work: Path, label: str, facts_file: Path) -> dict:
+    """Run one benchmark child in `work`; its facts (JSON it wrote) + wall time and the share of
+    the CPUs other processes used meanwhile."""
+    print(f"--- {label}: running in a subprocess", flush=True)
+    busy_before, child_before, start = machine_busy_seconds(), children_cpu_seconds(), time.perf_counter()
+    result = subprocess.run(command, env=env, cwd=work)  # cwd: nothing a child writes lands in the repo
+    if result.returncode != 0:
+        raise SystemExit(f"{label} failed (exit status {result.returncode})")
+    wall = time.perf_counter() - start
+    others = (machine_busy_seconds() - busy_before) - (children_cpu_seconds() - child_before)
+    facts = json.loads(facts_file.read_text())
+    facts["wall_s"] = wall
+    facts["other_cpu_share"] = max(0.0, others) / (wall * (os.cpu_count() or 1))
+    return facts
+
+
+def duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def busy_note(name: str, facts: dict) -> str | None:
+    if facts["other_cpu_share"] > BUSY_WARNING:
+        return f"  note: other processes used {facts['other_cpu_share']:.0%} of the CPUs during {name}; its times are pessimistic"
+    return None
+
+
 def format_table(results: dict[str, dict]) -> str:
     names = [name for name in IMPLEMENTATIONS if name in results]
     both = len(names) == 2

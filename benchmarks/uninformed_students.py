@@ -53,7 +53,6 @@ import json
 import os
 import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -63,8 +62,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from patchcore_vs_anomalib import (BUSY_WARNING, MALLOC_MMAP_THRESHOLD, children_cpu_seconds, load_records,  # noqa: E402
-                                   machine_busy_seconds, memory_mb)
+from patchcore_vs_anomalib import busy_note, child_env, duration, load_records, memory_mb, run_measured_child  # noqa: E402
 from serve import median_ms  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -260,43 +258,11 @@ def safe(name: str) -> str:
 
 def start_child(work: Path, settings: dict, name: str) -> dict:
     kind = settings["configs"][name]["kind"]
-    env = dict(os.environ)
-    env["MALLOC_MMAP_THRESHOLD_"] = MALLOC_MMAP_THRESHOLD
-    if not settings["progress"]:
-        env["TQDM_DISABLE"] = "1"
-    for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        env[key] = str(settings["threads"])
     command = [sys.executable, str(Path(__file__).resolve()), "--child", kind, "--work", str(work), "--name", name]
-    print(f"--- {name}: running in a subprocess", flush=True)
-    busy_before, child_before, start = machine_busy_seconds(), children_cpu_seconds(), time.perf_counter()
-    result = subprocess.run(command, env=env, cwd=work)
-    if result.returncode != 0:
-        raise SystemExit(f"{name} failed (exit status {result.returncode})")
-    wall = time.perf_counter() - start
-    others = (machine_busy_seconds() - busy_before) - (children_cpu_seconds() - child_before)
-    facts = json.loads((work / f"{safe(name)}.json").read_text())
-    facts["wall_s"] = wall
-    facts["other_cpu_share"] = max(0.0, others) / (wall * (os.cpu_count() or 1))
-    return facts
+    return run_measured_child(command, child_env(settings["threads"], settings["progress"]), work, name, work / f"{safe(name)}.json")
 
 
 # ----------------------------------------------------------------------------- report
-
-
-def duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 2 * 3600:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 2 * 86400:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} days"
-
-
-def busy_note(name: str, facts: dict) -> str | None:
-    if facts["other_cpu_share"] > BUSY_WARNING:
-        return f"  note: other processes used {facts['other_cpu_share']:.0%} of the CPUs during {name}; its times are pessimistic"
-    return None
 
 
 def arch_cells(settings: dict, scale: str, patch: int, extra: bool = False) -> str:
