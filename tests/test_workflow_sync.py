@@ -24,7 +24,8 @@ def snakemake_jobs(extra: list[str] | None = None, field: str = "output") -> dic
         command = re.search(r"Shell command: (.+?)(?: 2> \S+)?$", block, re.M)
         outputs = re.search(rf"^\s+{field}: (.+)$", block, re.M)
         if command and command.group(1).strip() != "None":  # rule all has no command
-            jobs[command.group(1).strip()] = set(outputs.group(1).split(", ")) if outputs else set()
+            # Snakemake passes the job's threads (it may scale them to --cores); DVC runs take params' own
+            jobs[re.sub(r" --threads \d+", "", command.group(1).strip())] = set(outputs.group(1).split(", ")) if outputs else set()
     return jobs
 
 

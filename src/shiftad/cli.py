@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from shiftad.errors import ShiftadError
-from shiftad.params import Params, load_params
+from shiftad.params import RULE_NAMES, Params, load_params
 from shiftad.pipeline import DOMAINS, GLOBAL_CATEGORY, REGIMES, RUNTIMES, TEACHER_DETECTORS
 
 log = logging.getLogger("shiftad")
@@ -25,6 +25,18 @@ def _configure_threads(params: Params) -> None:
         faiss.omp_set_num_threads(params.threads)
     except ImportError:  # faiss is a dependency; only scoring needs it
         pass
+
+
+def _stage_threads(params: Params, args: argparse.Namespace) -> int:
+    """--threads, else the stage's rule's threads in params (so DVC runs get the same as Snakemake jobs)."""
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ShiftadError(f"--threads: must be >= 1, got {args.threads}")
+        return args.threads
+    rule = args.command.replace("-", "_")
+    if rule == "score" and args.regime == "global":
+        rule = "score_global"
+    return params.rule_threads(rule) if rule in RULE_NAMES else params.threads
 
 
 def cmd_data(params: Params, args: argparse.Namespace) -> None:
@@ -165,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--params", action="append", metavar="YAML", help="params file; repeat to override in order (default: params.yaml)")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
+        p.add_argument("--threads", type=int, metavar="N", help="CPU threads (torch, faiss); overrides params' threads (Snakemake passes the job's)")
         p.set_defaults(func=func)
         return p
 
@@ -232,6 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it logs a harmless failed AVX2 import
     try:
         params = load_params(args.params) if getattr(args, "needs_params", True) else None
+        if params is not None:
+            params = params.model_copy(update={"threads": _stage_threads(params, args)})
         status = args.func(params, args)
     except ShiftadError as exc:
         print(f"shiftad {args.command}: error: {exc}", file=sys.stderr)

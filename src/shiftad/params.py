@@ -8,6 +8,7 @@ and the dotted key, e.g. ``params.yaml: patchcore.coreset_ratio: must be <= 1``.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
@@ -488,6 +489,42 @@ class ExportParams(Section):
     parity_images: int = Field(4, ge=1, description="validation images per bundle the ONNX parity check runs on")
 
 
+# The DAG's rules (one per stage; `score_global` is `score` for a global model), for per-rule resources.
+RULE_NAMES: tuple[str, ...] = ("data", "split", "shift", "distill_teacher", "fit", "score", "score_global", "fewshot",
+                              "kshot", "evaluate", "robustness", "statistics", "notebooks", "report", "export")
+GPU_RULES: tuple[str, ...] = ("distill_teacher", "fit", "score", "score_global", "fewshot", "kshot", "robustness")  # train or extract features
+
+
+class RuleResources(Section):
+    """One rule's overrides of the defaults in `resources` (and of `threads`)."""
+
+    threads: int | None = Field(None, ge=1)
+    mem_mb: int | None = Field(None, ge=1)
+    runtime: int | None = Field(None, ge=1, description="minutes")
+    gpu: int | None = Field(None, ge=0)
+
+
+class ResourcesParams(Section):
+    """What each job asks a scheduler for (Snakemake `resources`; used by profiles/slurm and
+    profiles/kubernetes, and by `--resources` limits on one machine)."""
+
+    mem_mb: int = Field(4096, ge=1, description="memory per job (MB)")
+    runtime: int = Field(60, ge=1, description="wall time per job (minutes)")
+    gpu: int = Field(0, ge=0, description="GPUs per job of the rules that train or extract features (GPU_RULES)")
+    gpu_model: str | None = Field(None, description="SLURM: the GPU model to ask for (e.g. a100); null = any")
+    gpu_manufacturer: str | None = Field(None, description="Kubernetes: nvidia or amd; null = the plugin's default")
+    rules: dict[str, RuleResources] = Field(default_factory=dict, description="per-rule overrides")
+
+    @model_validator(mode="after")
+    def _known_rules(self) -> "ResourcesParams":
+        for name, rule in self.rules.items():
+            if name not in RULE_NAMES:
+                raise ValueError(f"rules.{name}: no such rule; the rules are {', '.join(RULE_NAMES)}")
+            if rule.gpu and name not in GPU_RULES:
+                raise ValueError(f"rules.{name}.gpu: {name} runs no model; GPUs go to {', '.join(GPU_RULES)}")
+        return self
+
+
 CategoryName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 
 
@@ -516,7 +553,8 @@ class Params(Section):
     statistics: StatisticsParams = StatisticsParams()
     report: ReportParams = ReportParams()
     export: ExportParams = ExportParams()
-    threads: int = Field(2, ge=1, description="CPU threads per job")
+    threads: int = Field(2, ge=1, description="CPU threads per job (resources.rules.<rule>.threads overrides it per rule)")
+    resources: ResourcesParams = ResourcesParams()
 
     @model_validator(mode="before")
     @classmethod
@@ -574,6 +612,30 @@ class Params(Section):
                     runs[f"{name}_k{k}"] = ScenarioRun(f"{name}_k{k}", name, s.model, s.threshold, s.test, k)
         return runs
 
+    def rule_threads(self, rule: str) -> int:
+        """The threads a rule's jobs declare (Snakemake `threads`, passed on to the CLI's --threads)."""
+        override = self.resources.rules.get(rule)
+        return override.threads if override and override.threads else self.threads
+
+    def rule_resources(self, rule: str) -> dict[str, int | str]:
+        """A rule's Snakemake `resources`: mem_mb, runtime (minutes) and, for a rule that runs
+        a model and has GPUs asked for, gpu (+ gpu_model / gpu_manufacturer when set)."""
+        if rule not in RULE_NAMES:
+            raise ParamsError(f"resources: no rule called {rule}; the rules are {', '.join(RULE_NAMES)}")
+        r, override = self.resources, self.resources.rules.get(rule) or RuleResources()
+        resources: dict[str, int | str] = {
+            "mem_mb": override.mem_mb or r.mem_mb,
+            "runtime": override.runtime or r.runtime,
+        }
+        gpu = (override.gpu if override.gpu is not None else r.gpu) if rule in GPU_RULES else 0
+        if gpu:
+            resources["gpu"] = gpu
+            if r.gpu_model:
+                resources["gpu_model"] = r.gpu_model
+            if r.gpu_manufacturer:
+                resources["gpu_manufacturer"] = r.gpu_manufacturer
+        return resources
+
     def threshold_rule(self, detector: str) -> str:
         return self.evaluation.threshold.detector_rules.get(detector, self.evaluation.threshold.rule)
 
@@ -607,6 +669,9 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = "unknown key (check its spelling against params.yaml)"
+        nested = re.match(r"^([A-Za-z_][\w.]*): (.+)$", message, re.S)
+        if error["loc"] and nested:  # a section's own check that names a key inside it: join the two
+            key, message = f"{key}.{nested.group(1)}", nested.group(2)
         lines.append(f"{source}: {key}: {message}")
     return "\n".join(lines)
 

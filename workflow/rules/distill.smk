@@ -17,12 +17,17 @@ rule distill_teacher:
     wildcard_constraints:
         detector="|".join(TEACHER_DETECTORS),
     params:
+        cli=PARAMS,
         teacher=lambda w: teacher_params(P, w.detector),
         backbone=P.backbone.model_dump(),
         categories=P.categories,
         seed=P.seed,
-    threads: P.threads
+    threads: P.rule_threads("distill_teacher")
+    resources:
+        **P.rule_resources("distill_teacher"),
+    conda:
+        "../../environment.yml"
     log:
         "logs/distill_teacher_{detector}.log",
     shell:
-        "shiftad distill-teacher {PARAMS} --detector {wildcards.detector} 2> {log}"
+        "shiftad distill-teacher {params.cli} --threads {threads} --detector {wildcards.detector} 2> {log}"

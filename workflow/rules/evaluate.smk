@@ -17,9 +17,15 @@ rule evaluate:
         predictions=directory("results/predictions"),
         heatmaps=directory("results/heatmaps"),
     params:
+        cli=PARAMS,
         scenarios={k: v.model_dump() for k, v in P.scenarios.items()},
         evaluation=P.evaluation.model_dump(),
+    threads: P.rule_threads("evaluate")
+    resources:
+        **P.rule_resources("evaluate"),
+    conda:
+        "../../environment.yml"
     log:
         "logs/evaluate.log",
     shell:
-        "shiftad evaluate {PARAMS} 2> {log}"
+        "shiftad evaluate {params.cli} --threads {threads} 2> {log}"

@@ -12,9 +12,14 @@ rule export:
     output:
         directory("results/bundles/{detector}/{regime}/{domain}"),
     params:
+        cli=PARAMS,
         export=P.export.model_dump(),
-    threads: P.threads
+    threads: P.rule_threads("export")
+    resources:
+        **P.rule_resources("export"),
+    conda:
+        "../../environment.yml"
     log:
         "logs/export/{detector}_{regime}_{domain}.log",
     shell:
-        "shiftad export {PARAMS} --detector {wildcards.detector} --regime {wildcards.regime} --domain {wildcards.domain} --out {output} 2> {log}"
+        "shiftad export {params.cli} --threads {threads} --detector {wildcards.detector} --regime {wildcards.regime} --domain {wildcards.domain} --out {output} 2> {log}"

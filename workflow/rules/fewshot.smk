@@ -12,10 +12,15 @@ rule fewshot:
         [f"results/fewshot/{{detector}}/{{regime}}/fewshot_k{k}_on_shift/{split}/{c}.npz"
          for k in P.few_shot.adaptation_k for split in SCORED_SPLITS for c in P.categories],
     params:
+        cli=PARAMS,
         few_shot=P.few_shot.model_dump(),
         seed=P.seed,
-    threads: P.threads
+    threads: P.rule_threads("fewshot")
+    resources:
+        **P.rule_resources("fewshot"),
+    conda:
+        "../../environment.yml"
     log:
         "logs/fewshot/{detector}_{regime}.log",
     shell:
-        "shiftad fewshot {PARAMS} --detector {wildcards.detector} --regime {wildcards.regime} 2> {log}"
+        "shiftad fewshot {params.cli} --threads {threads} --detector {wildcards.detector} --regime {wildcards.regime} 2> {log}"

@@ -17,12 +17,17 @@ rule fit:
     output:
         directory("results/models/{detector}/{regime}/{domain}/{category}"),
     params:
+        cli=PARAMS,
         detector=lambda w: P.model_dump()[w.detector],
         backbone=P.backbone.model_dump(),
         image_size=P.image_size,
         seed=P.seed,
-    threads: P.threads
+    threads: P.rule_threads("fit")
+    resources:
+        **P.rule_resources("fit"),
+    conda:
+        "../../environment.yml"
     log:
         "logs/fit/{detector}_{regime}_{domain}_{category}.log",
     shell:
-        "shiftad fit {PARAMS} --detector {wildcards.detector} --regime {wildcards.regime} --domain {wildcards.domain} --category {wildcards.category} 2> {log}"
+        "shiftad fit {params.cli} --threads {threads} --detector {wildcards.detector} --regime {wildcards.regime} --domain {wildcards.domain} --category {wildcards.category} 2> {log}"

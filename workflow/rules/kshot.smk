@@ -6,13 +6,18 @@ rule kshot:
     output:
         [f"results/kshot/{{detector}}/{c}.csv" for c in P.categories],
     params:
+        cli=PARAMS,
         few_shot=P.few_shot.model_dump(),
         detector=lambda w: P.model_dump()[w.detector],
         threshold=P.evaluation.threshold.model_dump(),
         backbone=P.backbone.model_dump(),
         seed=P.seed,
-    threads: P.threads
+    threads: P.rule_threads("kshot")
+    resources:
+        **P.rule_resources("kshot"),
+    conda:
+        "../../environment.yml"
     log:
         "logs/kshot/{detector}.log",
     shell:
-        "shiftad kshot {PARAMS} --detector {wildcards.detector} 2> {log}"
+        "shiftad kshot {params.cli} --threads {threads} --detector {wildcards.detector} 2> {log}"

@@ -13,8 +13,14 @@ rule notebooks:
     output:
         directory("report/notebooks"),
     params:
+        cli=PARAMS,
         study={"detectors": P.detectors, "categories": P.categories, "scenarios": list(P.scenarios)},
+    threads: P.rule_threads("notebooks")
+    resources:
+        **P.rule_resources("notebooks"),
+    conda:
+        "../../environment.yml"
     log:
         "logs/notebooks.log",
     shell:
-        "shiftad notebooks {PARAMS} --quiet 2> {log}"
+        "shiftad notebooks {params.cli} --threads {threads} --quiet 2> {log}"

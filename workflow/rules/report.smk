@@ -20,8 +20,14 @@ rule report:
         index="report/index.html",
         markdown="report/index.md",
     params:
+        cli=PARAMS,
         report=P.report.model_dump(),
+    threads: P.rule_threads("report")
+    resources:
+        **P.rule_resources("report"),
+    conda:
+        "../../environment.yml"
     log:
         "logs/report.log",
     shell:
-        "shiftad report {PARAMS} --quiet 2> {log}"
+        "shiftad report {params.cli} --threads {threads} --quiet 2> {log}"

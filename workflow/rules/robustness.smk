@@ -7,11 +7,16 @@ rule robustness:
     output:
         "results/robustness/{detector}/{category}.npz",
     params:
+        cli=PARAMS,
         robustness=P.robustness.model_dump(),
         shift_sigma=P.shift.illumination_sigma_px,
         aupro_fpr_limit=P.evaluation.aupro_fpr_limit,
-    threads: P.threads
+    threads: P.rule_threads("robustness")
+    resources:
+        **P.rule_resources("robustness"),
+    conda:
+        "../../environment.yml"
     log:
         "logs/robustness/{detector}_{category}.log",
     shell:
-        "shiftad robustness {PARAMS} --detector {wildcards.detector} --category {wildcards.category} 2> {log}"
+        "shiftad robustness {params.cli} --threads {threads} --detector {wildcards.detector} --category {wildcards.category} 2> {log}"

@@ -7,11 +7,17 @@ rule score:
         code=source_files("src/shiftad/score.py"),
     output:
         [f"results/scores/{{detector}}/per_class/{{model}}_on_{data}/{split}/{{category}}.npz" for data in DOMAINS for split in ("val", "test")],
-    threads: P.threads
+    params:
+        cli=PARAMS,
+    threads: P.rule_threads("score")
+    resources:
+        **P.rule_resources("score"),
+    conda:
+        "../../environment.yml"
     log:
         "logs/score/{detector}_per_class_{model}_{category}.log",
     shell:
-        "shiftad score {PARAMS} --detector {wildcards.detector} --regime per_class --model {wildcards.model} --category {wildcards.category} 2> {log}"
+        "shiftad score {params.cli} --threads {threads} --detector {wildcards.detector} --regime per_class --model {wildcards.model} --category {wildcards.category} 2> {log}"
 
 
 rule score_global:
@@ -21,8 +27,14 @@ rule score_global:
         code=source_files("src/shiftad/score.py"),
     output:
         [f"results/scores/{{detector}}/global/{{model}}_on_{data}/{split}/{c}.npz" for data in DOMAINS for split in ("val", "test") for c in P.categories],
-    threads: P.threads
+    params:
+        cli=PARAMS,
+    threads: P.rule_threads("score_global")
+    resources:
+        **P.rule_resources("score_global"),
+    conda:
+        "../../environment.yml"
     log:
         "logs/score/{detector}_global_{model}.log",
     shell:
-        "shiftad score {PARAMS} --detector {wildcards.detector} --regime global --model {wildcards.model} --category all 2> {log}"
+        "shiftad score {params.cli} --threads {threads} --detector {wildcards.detector} --regime global --model {wildcards.model} --category all 2> {log}"

@@ -7,10 +7,15 @@ rule shift:
         images=directory("data/shifted"),
         splits="data/processed/shifted_splits.json",
     params:
+        cli=PARAMS,
         shift=P.shift.model_dump(),
         seed=P.seed,
-    threads: P.threads
+    threads: P.rule_threads("shift")
+    resources:
+        **P.rule_resources("shift"),
+    conda:
+        "../../environment.yml"
     log:
         "logs/shift.log",
     shell:
-        "shiftad shift {PARAMS} 2> {log}"
+        "shiftad shift {params.cli} --threads {threads} 2> {log}"

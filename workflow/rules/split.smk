@@ -5,9 +5,15 @@ rule split:
     output:
         "data/processed/splits.json",
     params:
+        cli=PARAMS,
         split=P.split.model_dump(),
         seed=P.seed,
+    threads: P.rule_threads("split")
+    resources:
+        **P.rule_resources("split"),
+    conda:
+        "../../environment.yml"
     log:
         "logs/split.log",
     shell:
-        "shiftad split {PARAMS} 2> {log}"
+        "shiftad split {params.cli} --threads {threads} 2> {log}"

@@ -15,9 +15,15 @@ rule statistics:
         errors="results/statistics/errors.csv",
         headline="results/statistics/headline.json",
     params:
+        cli=PARAMS,
         statistics=P.statistics.model_dump(),
         seed=P.seed,
+    threads: P.rule_threads("statistics")
+    resources:
+        **P.rule_resources("statistics"),
+    conda:
+        "../../environment.yml"
     log:
         "logs/statistics.log",
     shell:
-        "shiftad statistics {PARAMS} 2> {log}"
+        "shiftad statistics {params.cli} --threads {threads} 2> {log}"

@@ -1,0 +1,96 @@
+"""Running the DAG beyond one machine: per-rule resources from params, a lint-clean Snakefile and
+the SLURM profile's dry run of the whole default DAG."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO
+from shiftad.errors import ParamsError
+from shiftad.params import GPU_RULES, RULE_NAMES, load_params, validate_params
+
+BIN = Path(sys.executable).parent
+
+
+def snakemake(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "snakemake"), *args], cwd=REPO, capture_output=True, text=True,
+                          env={"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(REPO)})
+
+
+def dry_run_jobs(out: str) -> dict[str, list[dict[str, str]]]:
+    """rule -> one dict per job: its resources and shell command, from `snakemake -n -p` output."""
+    jobs: dict[str, list[dict[str, str]]] = {}
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", out):
+        rule = re.match(r"(?:local)?rule (\w+):", block)
+        if not rule:
+            continue
+        resources = re.search(r"^\s+resources: (.+)$", block, re.M)
+        command = re.search(r"Shell command: (.+)$", block, re.M)
+        jobs.setdefault(rule.group(1), []).append({
+            **dict(kv.split("=", 1) for kv in (resources.group(1).split(", ") if resources else [])),
+            "command": command.group(1) if command else "",
+        })
+    return jobs
+
+
+def test_rule_resources_come_from_params_with_per_rule_overrides():
+    params = validate_params({"threads": 2, "resources": {"mem_mb": 3000, "runtime": 30, "gpu": 1, "gpu_model": "a100",
+                                                          "rules": {"fit": {"threads": 8, "mem_mb": 32000, "gpu": 2}}}})
+    assert params.rule_threads("fit") == 8 and params.rule_threads("score") == 2
+    assert params.rule_resources("fit") == {"mem_mb": 32000, "runtime": 30, "gpu": 2, "gpu_model": "a100"}
+    assert params.rule_resources("score") == {"mem_mb": 3000, "runtime": 30, "gpu": 1, "gpu_model": "a100"}
+    assert params.rule_resources("report") == {"mem_mb": 3000, "runtime": 30}  # runs no model: never a GPU
+    assert set(GPU_RULES) < set(RULE_NAMES)
+
+
+def test_laptop_defaults_ask_for_no_gpu():
+    params = load_params([REPO / "params.yaml"])
+    for rule in RULE_NAMES:
+        assert "gpu" not in params.rule_resources(rule), rule
+
+
+@pytest.mark.parametrize("rules, match", [
+    ({"fitt": {"mem_mb": 1}}, r"resources.rules.fitt: no such rule"),
+    ({"report": {"gpu": 1}}, r"resources.rules.report.gpu: report runs no model"),
+    ({"fit": {"runtime": 0}}, r"resources.rules.fit.runtime"),
+])
+def test_bad_resources_name_the_key(rules, match):
+    with pytest.raises(ParamsError, match=match):
+        validate_params({"resources": {"rules": rules}})
+
+
+def test_every_rule_of_the_snakefile_is_a_known_rule_with_threads_and_resources():
+    text = "\n".join(p.read_text() for p in (REPO / "workflow" / "rules").glob("*.smk"))
+    rules = re.findall(r"^rule (\w+):", text, re.M)
+    assert sorted(rules) == sorted(RULE_NAMES)
+    for rule in rules:
+        assert f'threads: P.rule_threads("{rule}")' in text and f'**P.rule_resources("{rule}")' in text, rule
+
+
+def test_snakemake_lint_is_clean():
+    result = snakemake("--lint")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
+
+
+def test_slurm_profile_dry_runs_the_whole_default_dag_with_params_resources(tmp_path):
+    pytest.importorskip("snakemake_executor_plugin_slurm", reason="pip install -e '.[slurm]'")
+    override = tmp_path / "gpu.yaml"
+    override.write_text(yaml.safe_dump({"resources": {"gpu": 1, "gpu_model": "a100", "rules": {"fit": {"threads": 4, "mem_mb": 32000}}}}))
+    result = snakemake("-n", "-p", "--forceall", "--cores", "8", "--profile", "profiles/slurm", "--configfile", str(override))
+    assert result.returncode == 0, result.stdout + result.stderr
+    jobs = dry_run_jobs(result.stdout)
+    local = dry_run_jobs(snakemake("-n", "-p", "--forceall").stdout)
+    assert {r: len(j) for r, j in jobs.items()} == {r: len(j) for r, j in local.items()}  # the whole DAG, job for job
+    assert len(jobs["fit"]) >= 12 and len(jobs["score"]) >= 12
+    for job in jobs["fit"]:
+        assert (job["gpu"], job["gpu_model"], job["mem_mb"]) == ("1", "a100", "32000")
+        assert "--threads 4" in job["command"]
+    for job in jobs["report"] + jobs["evaluate"]:
+        assert "gpu" not in job and job["mem_mb"] == "4096"
