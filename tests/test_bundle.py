@@ -37,7 +37,7 @@ def project(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     train = texture_records(tmp_path / "train", 3, size=64)
     model = FewShotKNN(image_size=64).fit(train)
-    model.save(tmp_path / "results/models/knn/per_class/clean/tex")
+    model.save(tmp_path / "results/models/knn/per_class/clean/seed0/tex")
     # a validation-like threshold: just above the scores of other normal images
     threshold = float(np.round(1.1 * model.score(texture_records(tmp_path / "val", 4, size=64, seed=21)).image_scores.max(), 3))
     rows = [{"detector": "knn", "regime": "per_class", "scenario": s, "category": "tex", "model_domain": "clean",
@@ -61,7 +61,7 @@ def test_export_then_load_scores_like_the_pipeline_model(project, bundle_dir):
     bundle = B.load_bundle(bundle_dir)
     assert bundle.threshold("tex") == threshold  # the clean model's own validation threshold, not the shifted one
     defect = with_defect(texture_records(root / "t", 1, size=64, seed=5)[0], root, (10, 10, 30, 30))
-    original = FewShotKNN.load(root / "results/models/knn/per_class/clean/tex").score([defect]).image_scores
+    original = FewShotKNN.load(root / "results/models/knn/per_class/clean/seed0/tex").score([defect]).image_scores
     np.testing.assert_allclose(bundle.model("tex").score([defect]).image_scores, original)
     meta = json.loads((bundle_dir / "bundle.json").read_text())
     assert meta["versions"]["shiftad"] and "knn" in meta["params"] and set(meta["files"]) >= {"models/tex/meta.json", B.ONNX_FILE}
@@ -175,7 +175,7 @@ def routed_project(tmp_path, monkeypatch):
     train = texture_records(tmp_path / "tex", 6, size=64) + stripe_records(tmp_path / "str", 6, size=64)
     val = texture_records(tmp_path / "tex_val", 3, size=64, seed=1) + stripe_records(tmp_path / "str_val", 3, size=64, seed=1)
     model = RoutedAutoencoder(image_size=64, hidden=16, latent=8, epochs=4, patience=2).fit(train, val)
-    model.save(tmp_path / "results/models/routed_ae/global/clean/all")
+    model.save(tmp_path / "results/models/routed_ae/global/clean/seed0/all")
     thresholds = {"tex": 10.0, "stripes": 20.0}
     rows = [{"detector": "routed_ae", "regime": "global", "scenario": "clean", "category": c, "model_domain": "clean",
              "threshold_domain": "clean", "test_domain": "clean", "threshold": v, "threshold_rule": "mean_std",

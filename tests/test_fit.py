@@ -2,9 +2,11 @@
 images of the same categories and domain: never anomalous ones, never test images."""
 
 import pytest
+from pathlib import Path
 
 from shiftad import fit as fit_stage
 from shiftad.data.records import ImageRecord
+from shiftad.errors import ParamsError
 from shiftad.params import validate_params
 from shiftad.split import SplitView
 
@@ -45,7 +47,16 @@ def test_the_fit_stage_passes_train_and_validation_normals_to_the_detector(view,
         def save(self, folder):
             (folder / "meta.json").write_text("{}")
 
-    monkeypatch.setattr(fit_stage, "build_detector", lambda name, params: Spy())
+    def build(name, params):
+        seen["seed"] = params.seed
+        return Spy()
+
+    monkeypatch.setattr(fit_stage, "build_detector", build)
     monkeypatch.chdir(tmp_path)
-    fit_stage.run_fit_stage(validate_params({"categories": ["a", "b"]}), "routed_ae", "per_class", "clean", "b", progress=False)
-    assert seen == {"train": ["b/train/0.png", "b/train/1.png", "b/train/2.png"], "validation": ["b/val/0.png", "b/val/2.png"]}
+    params = validate_params({"categories": ["a", "b"], "seed": 5, "seeds": [0, 11]})
+    target = fit_stage.run_fit_stage(params, "routed_ae", "per_class", "clean", "b", 11, progress=False)
+    assert seen == {"train": ["b/train/0.png", "b/train/1.png", "b/train/2.png"], "validation": ["b/val/0.png", "b/val/2.png"],
+                    "seed": 11}  # the detector is built with the training seed, not the data seed
+    assert target == Path("results/models/routed_ae/per_class/clean/seed11/b") and (target / "meta.json").is_file()
+    with pytest.raises(ParamsError, match=r"seeds: 3 is not one of the training seeds \[0, 11\]"):
+        fit_stage.run_fit_stage(params, "routed_ae", "per_class", "clean", "b", 3, progress=False)

@@ -49,10 +49,10 @@ def test_the_score_stage_writes_each_extra_map(tmp_path, monkeypatch):
     monkeypatch.setattr(score_stage, "domain_view", lambda domain: SplitView({"c": split}))
     monkeypatch.setattr(score_stage, "detector_class", lambda name: UncertainDetector)
     monkeypatch.chdir(tmp_path)
-    score_stage.run_score_stage(validate_params({"categories": ["c"]}), "uncertain", "per_class", "clean", "c", progress=False)
-    saved = load_npz(scores_file("uncertain", "per_class", "clean", "shift", "test", "c"))
+    score_stage.run_score_stage(validate_params({"categories": ["c"]}), "uncertain", "per_class", "clean", "c", 0, progress=False)
+    saved = load_npz(scores_file("uncertain", "per_class", "clean", "shift", "test", "c", 0))
     assert {"maps", "extra_map_uncertainty"} <= set(saved)
     assert saved["extra_map_uncertainty"].dtype == np.float32 and saved["extra_map_uncertainty"].shape == saved["maps"].shape == (3, 16, 16)
     np.testing.assert_allclose(saved["extra_map_uncertainty"], saved["maps"] ** 2, rtol=1e-6)
     assert list(saved["paths"]) == [r.path for r in records]
-    assert Path(scores_file("uncertain", "per_class", "clean", "clean", "val", "c")).is_file()
+    assert Path(scores_file("uncertain", "per_class", "clean", "clean", "val", "c", 0)).is_file()

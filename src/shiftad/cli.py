@@ -39,6 +39,11 @@ def _stage_threads(params: Params, args: argparse.Namespace) -> int:
     return params.rule_threads(rule) if rule in RULE_NAMES else params.threads
 
 
+def _training_seed(params: Params, args: argparse.Namespace) -> int:
+    """--seed (one of params' seeds), else the reference seed (seeds[0])."""
+    return params.reference_seed if args.seed is None else params.check_training_seed(args.seed)
+
+
 def cmd_data(params: Params, args: argparse.Namespace) -> None:
     from shiftad.data.stage import run_data_stage
 
@@ -75,14 +80,14 @@ def cmd_fit(params: Params, args: argparse.Namespace) -> None:
     from shiftad.fit import run_fit_stage
 
     _configure_threads(params)
-    run_fit_stage(params, args.detector, args.regime, args.domain, args.category, progress=not args.quiet)
+    run_fit_stage(params, args.detector, args.regime, args.domain, args.category, _training_seed(params, args), progress=not args.quiet)
 
 
 def cmd_score(params: Params, args: argparse.Namespace) -> None:
     from shiftad.score import run_score_stage
 
     _configure_threads(params)
-    run_score_stage(params, args.detector, args.regime, args.model, args.category, progress=not args.quiet)
+    run_score_stage(params, args.detector, args.regime, args.model, args.category, _training_seed(params, args), progress=not args.quiet)
 
 
 def cmd_evaluate(params: Params, args: argparse.Namespace) -> None:
@@ -109,7 +114,7 @@ def cmd_fewshot(params: Params, args: argparse.Namespace) -> None:
     from shiftad.fewshot import run_fewshot_stage
 
     _configure_threads(params)
-    run_fewshot_stage(params, args.detector, args.regime, progress=not args.quiet)
+    run_fewshot_stage(params, args.detector, args.regime, _training_seed(params, args), progress=not args.quiet)
 
 
 def cmd_statistics(params: Params, args: argparse.Namespace) -> None:
@@ -193,11 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--regime", required=True, choices=REGIMES)
     fit.add_argument("--domain", required=True, choices=DOMAINS, help="domain of the training images")
     fit.add_argument("--category", required=True, help=f"a category of params, or '{GLOBAL_CATEGORY}' for the global model")
+    fit.add_argument("--seed", type=int, help="training seed, one of params' seeds (default: the first)")
     score = add("score", cmd_score, "score one category's val and test images of every domain with one fitted model (global: --category all scores every category)")
     score.add_argument("--detector", required=True)
     score.add_argument("--regime", required=True, choices=REGIMES)
     score.add_argument("--model", required=True, choices=DOMAINS, help="domain the model was fitted on")
     score.add_argument("--category", required=True)
+    score.add_argument("--seed", type=int, help="the model's training seed, one of params' seeds (default: the first)")
     add("evaluate", cmd_evaluate, "thresholds from val, metrics on test, per-image records and heatmaps")
     robustness = add("robustness", cmd_robustness, "severity sweep: one category's test images shifted by one family at a time, scored by the clean per-class model")
     robustness.add_argument("--detector", required=True)
@@ -207,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     fewshot = add("fewshot", cmd_fewshot, "few-shot adaptation: clean memory banks plus K shifted normal train images score the shifted val/test images")
     fewshot.add_argument("--detector", required=True)
     fewshot.add_argument("--regime", required=True, choices=["per_class", "global"])
+    fewshot.add_argument("--seed", type=int, help="the clean model's training seed, one of params' seeds (default: the first)")
     add("statistics", cmd_statistics, "bootstrap CIs, paired tests (bootstrap, DeLong, Holm), breakdowns and error lists")
     add("report", cmd_report, "tables (CSV, Markdown, LaTeX), figures (PNG, PDF) and report/index.html")
     shot = add("screenshot", cmd_screenshot, "render a report page in headless Chromium and save a PNG (a tool, not a DAG stage)")

@@ -51,10 +51,10 @@ def _versions() -> dict[str, str]:
     return versions
 
 
-def validation_thresholds(detector: str, regime: str, domain: str, table: pd.DataFrame) -> dict[str, dict]:
+def validation_thresholds(detector: str, regime: str, domain: str, table: pd.DataFrame, seed: int) -> dict[str, dict]:
     """Per category, the thresholds the evaluate stage chose on validation images for this
     model in its own domain (clean model: clean threshold; shift model: shifted threshold),
-    and the heatmap's floor: the median of the normal validation maps, as the report draws it."""
+    and the heatmap's floor: the median of the normal validation maps (training seed `seed`), as the report draws it."""
     rows = table[(table["detector"] == detector) & (table["regime"] == regime) & (table["model_domain"] == domain)
                  & (table["threshold_domain"] == domain) & (table["test_domain"] == domain)]
     if rows.empty:
@@ -63,7 +63,7 @@ def validation_thresholds(detector: str, regime: str, domain: str, table: pd.Dat
     thresholds = {}
     for r in rows.drop_duplicates("category").itertuples():
         floor = float("nan")
-        val_file = scores_file(detector, regime, domain, domain, "val", r.category)
+        val_file = scores_file(detector, regime, domain, domain, "val", r.category, seed)
         if val_file.is_file():
             val = load_npz(val_file)
             normal = val["maps"][val["labels"] == 0]
@@ -120,17 +120,18 @@ def export_bundle(params: Params, detector: str, regime: str, domain: str, targe
     The ONNX parity check runs on `parity_records` (default: the first `export.parity_images`
     validation images of each category in the model's domain)."""
     table = pd.read_csv(METRICS_DIR / "scenarios.csv")
-    thresholds = validation_thresholds(detector, regime, domain, table)
+    seed = params.reference_seed  # scenarios.csv holds the reference run's thresholds
+    thresholds = validation_thresholds(detector, regime, domain, table, seed)
     sources = [GLOBAL_CATEGORY] if regime == "global" else list(params.categories)
     for name in sources:
-        if not model_dir(detector, regime, domain, name).is_dir():
-            raise BundleError(f"{model_dir(detector, regime, domain, name)}: model not found; fit it first (snakemake)")
-    models = {name: detector_class(detector).load(model_dir(detector, regime, domain, name)) for name in sources}
+        if not model_dir(detector, regime, domain, name, seed).is_dir():
+            raise BundleError(f"{model_dir(detector, regime, domain, name, seed)}: model not found; fit it first (snakemake)")
+    models = {name: detector_class(detector).load(model_dir(detector, regime, domain, name, seed)) for name in sources}
     first = models[sources[0]]
     target = Path(target)
     with atomic_dir(target) as folder:
         for name in sources:
-            shutil.copytree(model_dir(detector, regime, domain, name), folder / "models" / name, ignore=shutil.ignore_patterns(".*"))
+            shutil.copytree(model_dir(detector, regime, domain, name, seed), folder / "models" / name, ignore=shutil.ignore_patterns(".*"))
         onnx = None
         if params.export.onnx and first.feature_network() is None:
             # EfficientAD trains every network it runs: there is no frozen feature network to export
@@ -154,7 +155,7 @@ def export_bundle(params: Params, detector: str, regime: str, domain: str, targe
         subset = {key: params.model_dump()[key] for key in ("seed", "image_size", "backbone", detector, "evaluation", "export")}
         write_json(folder / BUNDLE_FILE, {
             "format": BUNDLE_FORMAT, "format_version": BUNDLE_FORMAT_VERSION, "detector": detector, "regime": regime,
-            "domain": domain, "categories": list(params.categories), "thresholds": thresholds,
+            "domain": domain, "training_seed": seed, "categories": list(params.categories), "thresholds": thresholds,
             "image_size": params.image_size,
             "preprocessing": {"input": "RGB uint8 (gray repeated, alpha dropped, 16-bit scaled as the pipeline reads images)",
                               "resize": f"{params.image_size}x{params.image_size} bilinear, antialiased",

@@ -45,21 +45,22 @@ def adaptation_images(records: list[ImageRecord], k: int, seed: int, category: s
     return [records[i] for i in order[:k]]
 
 
-def run_fewshot_stage(params: Params, detector: str, regime: str, progress: bool = True) -> None:
+def run_fewshot_stage(params: Params, detector: str, regime: str, seed: int, progress: bool = True) -> None:
     """Every category's shifted val/test images, scored by the clean model that covers it (its
     own, or the global one) extended by K shifted normals of every category that model covers."""
     if detector not in params.few_shot.detectors:
         raise ParamsError(f"few_shot.detectors: '{detector}' is not listed (listed: {params.few_shot.detectors})")
     groups = [(GLOBAL_CATEGORY, list(params.categories))] if regime == "global" else [(c, [c]) for c in params.categories]
     for model_category, covered in groups:
-        model = detector_class(detector).load(model_dir(detector, regime, "clean", model_category))
+        model = detector_class(detector).load(model_dir(detector, regime, "clean", model_category, params.check_training_seed(seed)))
         if not isinstance(model, PatchBankDetector):
             raise ParamsError(f"few_shot.detectors: '{detector}' has no memory bank to extend; list memory-bank detectors only")
         model.progress = progress
-        adapt_and_score(params, model, detector, regime, covered)
+        adapt_and_score(params, model, detector, regime, covered, seed)
 
 
-def adapt_and_score(params: Params, model: PatchBankDetector, detector: str, regime: str, covered: list[str]) -> None:
+def adapt_and_score(params: Params, model: PatchBankDetector, detector: str, regime: str, covered: list[str], seed: int) -> None:
+    """`seed`: the clean model's training seed (the K shifted normals are drawn with the data seed)."""
     view = domain_view("shift")
     ks = params.few_shot.adaptation_k
     # One feature pass per image: the largest K's images hold every smaller K's (nested draws).
@@ -90,7 +91,7 @@ def adapt_and_score(params: Params, model: PatchBankDetector, detector: str, reg
             scores = adapted.scores_from_neighbours(rows[(c, split)], *found[(c, split)])
             seconds = (time.perf_counter() - begin) / max(len(records), 1) + seconds_per_extraction
             save_npz(
-                scores_file(detector, regime, f"fewshot_k{k}", "shift", split, c),
+                scores_file(detector, regime, f"fewshot_k{k}", "shift", split, c, seed),
                 paths=np.array([r.path for r in records]),
                 labels=np.array([r.label for r in records], dtype=np.int64),
                 image_scores=scores.image_scores,

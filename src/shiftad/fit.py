@@ -38,19 +38,20 @@ def validation_normals(params: Params, regime: str, domain: str, category: str) 
     return [r for c in names for r in view.get(c, "val") if not r.is_anomalous]
 
 
-def run_fit_stage(params: Params, detector: str, regime: str, domain: str, category: str, progress: bool = True) -> Path:
+def run_fit_stage(params: Params, detector: str, regime: str, domain: str, category: str, seed: int, progress: bool = True) -> Path:
+    """Fit one model with training seed `seed` (one of params `seeds`)."""
     train = training_images(params, regime, domain, category)
     validation = validation_normals(params, regime, domain, category)
-    model = build_detector(detector, params)
+    model = build_detector(detector, params.for_training(seed))
     model.progress = progress
     start = time.perf_counter()
     model.fit(train, validation)
     seconds = time.perf_counter() - start
-    target = model_dir(detector, regime, domain, category)
+    target = model_dir(detector, regime, domain, category, seed)
     with atomic_dir(target) as folder:
         model.save(folder)
         used = getattr(model, "n_fit_images_", len(train))  # the few-shot kNN banks `knn.shots` of them
         write_json(folder / "fit_log.json", {"fit_seconds": round(seconds, 3), "n_train_images": len(train), "n_fit_images": used,
-                                             "n_validation_normals": len(validation)})
-    log.info("fitted %s on %d of %d train images in %.1f s -> %s", detector, used, len(train), seconds, target)
+                                             "n_validation_normals": len(validation), "training_seed": seed})
+    log.info("fitted %s (seed %d) on %d of %d train images in %.1f s -> %s", detector, seed, used, len(train), seconds, target)
     return target

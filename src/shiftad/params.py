@@ -529,7 +529,11 @@ CategoryName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9
 
 
 class Params(Section):
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, description="data: generation, splits, shift, K-shot and few-shot draws, bootstrap")
+    # Training seeds: every fit, and the scores and metrics that follow from it, runs once per
+    # seed (a DAG wildcard). The first is the reference run: its scores give the bootstrap CIs,
+    # predictions, heatmaps, robustness sweep and bundles; the others give the across-seed spread.
+    seeds: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [0], min_length=1)
     # The categories the DAG fans out over. synthetic: the ones generated; mvtec: the ones
     # extracted; folder: exactly one (its name); csv: the values of its `category` column
     # (or one name when it has none). The data stage checks the data holds exactly these.
@@ -582,6 +586,8 @@ class Params(Section):
                 "split.policy: 'mvtec' needs the MVTec train/test layout; "
                 f"use 'ratios' with dataset.source: {self.dataset.source}"
             )
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds: seeds repeat in {self.seeds}")
         if len(set(self.detectors)) != len(self.detectors):
             raise ValueError(f"detectors: names repeat in {self.detectors}")
         unknown = set(self.evaluation.threshold.detector_rules) - set(DETECTOR_NAMES)
@@ -611,6 +617,21 @@ class Params(Section):
                 for k in self.few_shot.adaptation_k:
                     runs[f"{name}_k{k}"] = ScenarioRun(f"{name}_k{k}", name, s.model, s.threshold, s.test, k)
         return runs
+
+    @property
+    def reference_seed(self) -> int:
+        """The training seed of the reference run (seeds[0])."""
+        return self.seeds[0]
+
+    def check_training_seed(self, seed: int) -> int:
+        if seed not in self.seeds:
+            raise ParamsError(f"seeds: {seed} is not one of the training seeds {self.seeds}; add it there or pass one of them")
+        return seed
+
+    def for_training(self, seed: int) -> "Params":
+        """These params with `seed` = training seed `seed`, for building a detector (its
+        initial weights, sampling, draws); the data stages keep the data seed."""
+        return self.model_copy(update={"seed": self.check_training_seed(seed)})
 
     def rule_threads(self, rule: str) -> int:
         """The threads a rule's jobs declare (Snakemake `threads`, passed on to the CLI's --threads)."""

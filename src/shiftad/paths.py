@@ -27,9 +27,14 @@ TEACHERS_DIR = Path("results/teachers")  # `shiftad distill-teacher`: networks s
 REPORT_DIR = Path("report")
 
 
-def model_dir(detector: str, regime: str, domain: str, category: str) -> Path:
-    """A fitted model: state files + meta.json."""
-    return MODELS_DIR / detector / regime / domain / category
+def seed_folder(seed: int) -> str:
+    """The folder level of a training seed (params `seeds`)."""
+    return f"seed{seed}"
+
+
+def model_dir(detector: str, regime: str, domain: str, category: str, seed: int) -> Path:
+    """A fitted model (training seed `seed`): state files + meta.json."""
+    return MODELS_DIR / detector / regime / domain / seed_folder(seed) / category
 
 
 def domain_splits_file(domain: str) -> Path:
@@ -40,11 +45,11 @@ def robustness_file(detector: str, category: str) -> Path:
     return ROBUSTNESS_DIR / detector / f"{category}.npz"
 
 
-def scores_file(detector: str, regime: str, model_domain: str, data_domain: str, split: str, category: str) -> Path:
-    """Scores of the `model_domain` model on the `data_domain` images of one split and category
-    (`fewshot_k<K>`: the clean bank plus K shifted normals, under results/fewshot/)."""
+def scores_file(detector: str, regime: str, model_domain: str, data_domain: str, split: str, category: str, seed: int) -> Path:
+    """Scores of the `model_domain` model (training seed `seed`) on the `data_domain` images of one
+    split and category (`fewshot_k<K>`: the clean bank plus K shifted normals, under results/fewshot/)."""
     root = FEWSHOT_DIR if model_domain.startswith("fewshot_k") else SCORES_DIR
-    return root / detector / regime / f"{model_domain}_on_{data_domain}" / split / f"{category}.npz"
+    return root / detector / regime / seed_folder(seed) / f"{model_domain}_on_{data_domain}" / split / f"{category}.npz"
 
 
 EXTRA_MAP_PREFIX = "extra_map_"  # score-file key of a detector's auxiliary map `<name>`: extra_map_<name>

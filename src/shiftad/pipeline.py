@@ -32,8 +32,8 @@ def model_category(regime: str, category: str) -> str:
     return GLOBAL_CATEGORY if regime == "global" else category
 
 
-def model_path(detector: str, regime: str, domain: str, category: str) -> str:
-    return model_dir(detector, regime, domain, model_category(regime, category)).as_posix()
+def model_path(detector: str, regime: str, domain: str, category: str, seed: int | str) -> str:
+    return model_dir(detector, regime, domain, model_category(regime, category), int(seed)).as_posix()
 
 
 def splits_input(domain: str) -> str:
@@ -44,8 +44,8 @@ def score_files(params: Params) -> list[str]:
     """Every model scores every data domain's val and test images once (shift_on_clean too:
     how an adapted model does on clean data); plus the few-shot adapted banks' scores."""
     files = [
-        scores_file(d, r, m, x, split, c).as_posix()
-        for d, r, m, x, split, c in product(params.detectors, REGIMES, DOMAINS, DOMAINS, SCORED_SPLITS, params.categories)
+        scores_file(d, r, m, x, split, c, s).as_posix()
+        for d, r, m, x, split, c, s in product(params.detectors, REGIMES, DOMAINS, DOMAINS, SCORED_SPLITS, params.categories, params.seeds)
     ]
     return files + fewshot_score_files(params)
 
@@ -55,8 +55,8 @@ def fewshot_score_files(params: Params) -> list[str]:
     if not any(s.model == "fewshot" for s in params.scenarios.values()):
         return []
     return [
-        scores_file(d, r, f"fewshot_k{k}", "shift", split, c).as_posix()
-        for d, r, k, split, c in product(params.few_shot.detectors, REGIMES, params.few_shot.adaptation_k, SCORED_SPLITS, params.categories)
+        scores_file(d, r, f"fewshot_k{k}", "shift", split, c, s).as_posix()
+        for d, r, k, split, c, s in product(params.few_shot.detectors, REGIMES, params.few_shot.adaptation_k, SCORED_SPLITS, params.categories, params.seeds)
     ]
 
 
@@ -65,14 +65,15 @@ def kshot_files(params: Params) -> list[str]:
 
 
 def bundle_dirs(params: Params) -> list[str]:
-    """One bundle per fitted model (detector × regime × domain)."""
+    """One bundle per fitted model of the reference seed (detector × regime × domain)."""
     return [bundle_dir(d, r, m).as_posix() for d, r, m in product(params.detectors, REGIMES, DOMAINS)]
 
 
 def export_inputs(params: Params, detector: str, regime: str, domain: str) -> list[str]:
-    """What a bundle is made of: the model folder(s) and the validation scores behind its thresholds."""
-    models = sorted({model_path(detector, regime, domain, c) for c in params.categories})
-    val = [scores_file(detector, regime, domain, domain, "val", c).as_posix() for c in params.categories]
+    """What a bundle is made of: the reference seed's model folder(s) and the validation scores behind its thresholds."""
+    seed = params.reference_seed
+    models = sorted({model_path(detector, regime, domain, c, seed) for c in params.categories})
+    val = [scores_file(detector, regime, domain, domain, "val", c, seed).as_posix() for c in params.categories]
     return models + val
 
 

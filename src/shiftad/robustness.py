@@ -76,7 +76,7 @@ def _masks_at(masks: list[np.ndarray | None], records: list[ImageRecord], size: 
 
 def run_robustness_stage(params: Params, detector: str, category: str, progress: bool = True) -> Path:
     records = domain_view("clean").get(category, "test")
-    model = detector_class(detector).load(model_path(detector, "per_class", "clean", category))
+    model = detector_class(detector).load(model_path(detector, "per_class", "clean", category, params.reference_seed))
     model.progress = False
     conditions = sweep_conditions(params)
     scores = np.zeros((len(conditions), len(records)), dtype=np.float64)

@@ -25,13 +25,13 @@ from shiftad.split import domain_view
 log = logging.getLogger(__name__)
 
 
-def run_score_stage(params: Params, detector: str, regime: str, model_domain: str, category: str, progress: bool = True) -> None:
+def run_score_stage(params: Params, detector: str, regime: str, model_domain: str, category: str, seed: int, progress: bool = True) -> None:
     """`category`: one category (its per-class model, or the global model on that category), or
     `all` with the global regime: the global model, loaded once, scores every category."""
     if category == GLOBAL_CATEGORY and regime != "global":
         raise ValueError(f"category '{GLOBAL_CATEGORY}' names the global model; per-class models score one category at a time")
     categories = list(params.categories) if category == GLOBAL_CATEGORY else [category]
-    model = detector_class(detector).load(model_path(detector, regime, model_domain, categories[0]))
+    model = detector_class(detector).load(model_path(detector, regime, model_domain, categories[0], params.check_training_seed(seed)))
     model.progress = progress
     for data_domain in DOMAINS:
         view = domain_view(data_domain)
@@ -43,7 +43,7 @@ def run_score_stage(params: Params, detector: str, regime: str, model_domain: st
                 seconds = time.perf_counter() - start
                 routed = {} if scores.categories is None else {"routed_categories": scores.categories.astype(str)}
                 save_npz(
-                    scores_file(detector, regime, model_domain, data_domain, split, name),
+                    scores_file(detector, regime, model_domain, data_domain, split, name, seed),
                     paths=np.array([r.path for r in records]),
                     labels=np.array([r.label for r in records], dtype=np.int64),
                     image_scores=scores.image_scores,

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from safetensors.numpy import load_file
 
 from shiftad.params import deep_merge
 
@@ -21,7 +22,7 @@ from conftest import REPO
 
 pytestmark = pytest.mark.e2e
 BIN = Path(sys.executable).parent
-PROJECT_FILES = ["Snakefile", "dvc.yaml", "params.yaml", "workflow", "src", "notebooks", ".dvc/config", ".dvcignore"]
+PROJECT_FILES = ["Snakefile", "dvc.yaml", "params.yaml", "environment.yml", "workflow", "src", "notebooks", ".dvc/config", ".dvc/.gitignore", ".dvcignore"]
 
 
 def copy_project(target: Path) -> Path:
@@ -110,7 +111,7 @@ def check_efficientad(project: Path, categories) -> None:
     assert teacher["source"] == "distilled" and teacher["images"]["train_images"] > 0 and teacher["images"]["skimage_photos"] > 0
     for regime, names in (("per_class", categories), ("global", ["all"])):
         for name in names:
-            meta = json.loads((project / f"results/models/efficientad/{regime}/clean/{name}/meta.json").read_text())
+            meta = json.loads((project / f"results/models/efficientad/{regime}/clean/seed0/{name}/meta.json").read_text())
             assert meta["scale"] == "smoke" and meta["teacher"]["final_loss"] == teacher["final_loss"]
             assert meta["training"]["n_val_normals"] > 0 and all(low < high for low, high in meta["quantiles"].values())
             left_out = [c for c in (categories if regime == "global" else [name]) if c in ("brick", "gravel", "grass")]
@@ -127,10 +128,10 @@ def check_uninformed_students(project: Path, categories) -> None:
     teacher = json.loads((project / "results/teachers/uninformed_students/teacher.json").read_text())
     assert teacher["source"] == "distilled" and teacher["images"]["train_images"] > 0 and teacher["patch_sizes"] == [17]
     for regime, name in (("per_class", categories[0]), ("global", "all")):
-        meta = json.loads((project / f"results/models/uninformed_students/{regime}/clean/{name}/meta.json").read_text())
+        meta = json.loads((project / f"results/models/uninformed_students/{regime}/clean/seed0/{name}/meta.json").read_text())
         assert meta["scale"] == "smoke" and meta["teacher"]["seconds"] == teacher["seconds"] and meta["training"]["n_val_normals"] > 0
         assert meta["standardisation"]["17"]["e_std"] > 0 and meta["standardisation"]["17"]["v_std"] > 0
-    scores = np.load(project / f"results/scores/uninformed_students/per_class/clean_on_shift/test/{categories[0]}.npz")
+    scores = np.load(project / f"results/scores/uninformed_students/per_class/seed0/clean_on_shift/test/{categories[0]}.npz")
     assert scores["extra_map_uncertainty"].shape == scores["maps"].shape
     records = json.loads((project / f"results/predictions/uninformed_students/per_class/clean/{categories[0]}.json").read_text())
     assert records and all((project / r["prediction"]["extra_heatmaps"]["uncertainty"]).is_file() for r in records)
@@ -157,9 +158,9 @@ def check_routing(project: Path, table: pd.DataFrame, categories) -> None:
         assert (project / "report" / name).is_file(), name
     assert "AUROC predicted routing" in (project / "report/tables/routing.md").read_text()
     for model in ("clean", "shift"):
-        thresholds = json.loads((project / f"results/models/routed_ae/global/{model}/all/thresholds.json").read_text())
+        thresholds = json.loads((project / f"results/models/routed_ae/global/{model}/seed0/all/thresholds.json").read_text())
         assert sorted(thresholds["categories"]) == sorted(categories)
-    scores = {c: np.load(project / f"results/scores/routed_ae/global/clean_on_clean/test/{c}.npz") for c in categories}
+    scores = {c: np.load(project / f"results/scores/routed_ae/global/seed0/clean_on_clean/test/{c}.npz") for c in categories}
     paths = [str(p) for c in categories for p in scores[c]["paths"]]
     out = project / "predictions_routed"
     run([str(BIN / "shiftad"), "predict", "--bundle", "results/bundles/routed_ae/global/clean", "--out", str(out), "--quiet", *paths], project)
@@ -185,7 +186,7 @@ def check_bundles(project: Path, table: pd.DataFrame, categories, detectors) -> 
                 else:
                     assert meta["onnx"]["parity_max_rel_diff"] <= 1e-4
     detector, category = detectors[-1], categories[0]
-    scores = np.load(project / f"results/scores/{detector}/per_class/clean_on_clean/test/{category}.npz")
+    scores = np.load(project / f"results/scores/{detector}/per_class/seed0/clean_on_clean/test/{category}.npz")
     clean = table[(table["detector"] == detector) & (table["regime"] == "per_class") & (table["scenario"] == "clean")
                   & (table["category"] == category)]
     for runtime, rtol in (("torch", 1e-5), ("onnx", 1e-3)):
@@ -210,7 +211,7 @@ def check_few_shot(project: Path, table: pd.DataFrame, categories, detectors) ->
     patches = (96 // 8) ** 2  # Lite0 blocks.2 grid at 96 px
     for detector in detectors:
         for regime, covered in (("per_class", 1), ("global", len(categories))):
-            sizes = {k: int(np.load(project / f"results/fewshot/{detector}/{regime}/fewshot_k{k}_on_shift/test/{categories[0]}.npz")["memory_bank_size"])
+            sizes = {k: int(np.load(project / f"results/fewshot/{detector}/{regime}/seed0/fewshot_k{k}_on_shift/test/{categories[0]}.npz")["memory_bank_size"])
                      for k in FEWSHOT_K}
             assert sizes[4] - sizes[0] == 4 * patches * covered and sizes[1] - sizes[0] == patches * covered  # exactly their patches
     for detector in detectors:
@@ -299,33 +300,80 @@ def test_snakemake_runs_the_whole_study_and_one_seed_gives_identical_data(tmp_pa
     assert shifted_image.read_bytes() == image_bytes
 
 
-def test_dvc_repro_reruns_only_what_a_patchcore_param_touches(tmp_path):
-    project = copy_project(tmp_path)
+def check_two_seeds(project: Path) -> None:
+    """seeds: [0, 1]: each seed fits its own models (the seed reaches the detector), and the
+    statistics and the headline put the across-seed spread next to the bootstrap CI."""
+    banks = [load_file(project / f"results/models/patchcore/per_class/clean/seed{s}/widget/memory_bank.safetensors")["memory_bank"]
+             for s in (0, 1)]
+    assert banks[0].shape == banks[1].shape and not np.array_equal(banks[0], banks[1])  # another coreset draw
+    seeds = pd.read_csv(project / "results/metrics/seeds.csv")
+    table = pd.read_csv(project / "results/metrics/scenarios.csv")
+    assert sorted(seeds["seed"].unique()) == [0, 1] and len(seeds) == 2 * len(table)
+    intervals = pd.read_csv(project / "results/statistics/intervals.csv")
+    assert (intervals["n_seeds"] == 2).all() and intervals["seed_sd"].notna().all()
+    headline = json.loads((project / "results/statistics/headline.json").read_text())
+    cell = headline["patchcore"]["per_class"]["clean"]["image_auroc"]
+    assert cell["n_seeds"] == 2 and cell["seed_min"] <= cell["seed_max"] and {"ci_low", "ci_high", "seed_sd"} <= set(cell)
+    page = (project / "report/index.md").read_text()
+    assert "± is the sd of the macro mean over 2 training seeds (0, 1)" in page
+
+
+def git(args: list[str], cwd: Path) -> str:
+    return run(["git", "-c", "user.name=shiftad-test", "-c", "user.email=test@shiftad.invalid", *args], cwd)
+
+
+def check_remote_round_trip(project: Path, tmp_path: Path) -> None:
+    """Push the run's artifacts to a local-folder DVC remote, clone the repo elsewhere, pull:
+    DVC sees everything up to date and Snakemake has nothing to recompute."""
+    shutil.copy(REPO / ".gitignore", project / ".gitignore")
+    run([str(BIN / "dvc"), "remote", "add", "-d", "shared", str(tmp_path / "remote")], project)
+    run([str(BIN / "dvc"), "push"], project)
+    git(["add", "-A"], project)
+    git(["commit", "-qm", "study"], project)
+    assert not any(line.split()[-1].startswith(("results/", "data/")) and not line.endswith((".gitignore", "README.md"))
+                   for line in git(["ls-files"], project).splitlines()), "git holds results"
+    clone = tmp_path / "clone"
+    git(["clone", "-q", str(project), str(clone)], tmp_path)
+    run([str(BIN / "dvc"), "pull"], clone)
+    assert "up to date" in run([str(BIN / "dvc"), "status"], clone).lower()
+    for name in ("results/statistics/headline.json", "results/metrics/seeds.csv", "report/index.html"):
+        assert (clone / name).read_bytes() == (project / name).read_bytes(), name
+    run([str(BIN / "snakemake"), "--touch", "--cores", "1"], clone)  # pulled files have new times in any order: mark them current
+    dry = run([str(BIN / "snakemake"), "-n"], clone)
+    assert "Nothing to be done" in dry, dry[-2000:]
+
+
+def test_dvc_repro_two_seeds_remote_round_trip_and_reruns_only_what_a_patchcore_param_touches(tmp_path):
+    project = copy_project(tmp_path / "project")
     params = deep_merge(yaml.safe_load((project / "params.yaml").read_text()), yaml.safe_load((project / "tiny.yaml").read_text()))
-    params.update(detectors=["patchcore"], categories=["widget"])  # stage behaviour, not coverage: keep it quick
+    params.update(detectors=["patchcore"], categories=["widget"], seeds=[0, 1])  # stage behaviour, not coverage: keep it quick
     params["few_shot"]["detectors"] = ["patchcore"]
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "init", "-q"], project)
     run([str(BIN / "dvc"), "repro"], project)
     check_outputs(project, categories=("widget",), detectors=("patchcore",))
+    check_two_seeds(project)
     metrics = run([str(BIN / "dvc"), "metrics", "show"], project)
     assert "image_auroc" in metrics and "ci_low" in metrics  # headline.json: macro means with CIs
     run([str(BIN / "dvc"), "plots", "show", "-o", "dvc_plots"], project)
     assert (project / "dvc_plots/index.html").is_file()
     assert "up to date" in run([str(BIN / "dvc"), "status"], project).lower()
+    check_remote_round_trip(project, tmp_path)
 
     params["patchcore"]["coreset_ratio"] = 0.1
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     status = run([str(BIN / "dvc"), "status", "--json"], project)
     changed = set(json.loads(status[status.index("{"):]))
-    fits = {f"fit@patchcore-{d}-widget" for d in ("clean", "shift")} | {f"fit_global@patchcore-{d}" for d in ("clean", "shift")}
+    fits = ({f"fit@patchcore-{d}-widget-{seed}" for d in ("clean", "shift") for seed in (0, 1)}
+            | {f"fit_global@patchcore-{d}-{seed}" for d in ("clean", "shift") for seed in (0, 1)})
     assert changed == fits | {"kshot@patchcore"}, changed  # later stages follow once fit's outputs change
     manifest_mtime = (project / "data/processed/manifest.json").stat().st_mtime_ns
     log = run([str(BIN / "dvc"), "repro"], project)
     for stage in ("data", "split", "shift"):
         assert f"Stage '{stage}' didn't change, skipping" in log, stage
-    scores = {f"score@patchcore-{m}-widget" for m in ("clean", "shift")} | {f"score_global@patchcore-{m}" for m in ("clean", "shift")}
-    fewshot = {f"fewshot@patchcore-{r}" for r in ("per_class", "global")}
+    scores = ({f"score@patchcore-{m}-widget-{seed}" for m in ("clean", "shift") for seed in (0, 1)}
+              | {f"score_global@patchcore-{m}-{seed}" for m in ("clean", "shift") for seed in (0, 1)})
+    fewshot = {f"fewshot@patchcore-{r}-{seed}" for r in ("per_class", "global") for seed in (0, 1)}
     for stage in sorted(fits | scores | fewshot) + ["kshot@patchcore", "evaluate", "robustness@patchcore-widget", "statistics", "notebooks", "report"]:
         assert f"Running stage '{stage}'" in log, stage
     assert (project / "data/processed/manifest.json").stat().st_mtime_ns == manifest_mtime

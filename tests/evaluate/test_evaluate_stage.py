@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from sklearn.metrics import roc_auc_score
 
 from shiftad.data.records import ImageRecord
 from shiftad.data.images import read_image
@@ -11,7 +12,7 @@ from shiftad.evaluate import stage as evaluate_stage
 from shiftad.evaluate.stage import evaluate_category, extra_map_range, ground_truth_masks, overlay, summarise
 from shiftad.io import read_json, save_npz
 from shiftad.params import validate_params
-from shiftad.paths import HEATMAPS_DIR, PREDICTIONS_DIR, scores_file
+from shiftad.paths import HEATMAPS_DIR, METRICS_DIR, PREDICTIONS_DIR, scores_file
 from shiftad.report.tables import markdown_table, with_macro_mean
 from shiftad.split import SplitView
 
@@ -141,16 +142,25 @@ def test_an_extra_map_missing_from_validation_is_an_error(records, tmp_path):
         evaluate_category(validate_params({}), records, val, with_uncertainty(val, range(6)), "t", tmp_path / "heat")
 
 
-def test_the_stage_records_final_extra_heatmap_paths(records, tmp_path, monkeypatch):
-    params = validate_params({"categories": ["c"], "detectors": ["patchcore"]})
+def test_the_stage_records_final_extra_heatmap_paths_and_every_training_seeds_metrics(records, tmp_path, monkeypatch):
+    params = validate_params({"categories": ["c"], "detectors": ["patchcore"], "seeds": [3, 7]})
     monkeypatch.setattr(evaluate_stage, "domain_view", lambda domain: SplitView({"c": {"test": records}}))
     monkeypatch.chdir(tmp_path)
-    for regime in evaluate_stage.REGIMES:
-        for scenario in params.scenario_runs("patchcore").values():
-            for split, domain, values in (("val", scenario.threshold, [1, 2, 3, 50, 60, 70]), ("test", scenario.test, range(6))):
-                save_npz(scores_file("patchcore", regime, scenario.model_key, domain, split, "c"),
-                         **with_uncertainty(score_file(records, [1, 2, 3, 10, 11, 12]), values))
+    image_scores = {3: [1, 2, 3, 10, 11, 12], 7: [1, 11, 3, 10, 2, 12]}  # seed 7's model ranks two images wrongly
+    for seed, scores in image_scores.items():
+        for regime in evaluate_stage.REGIMES:
+            for scenario in params.scenario_runs("patchcore").values():
+                for split, domain, values in (("val", scenario.threshold, [1, 2, 3, 50, 60, 70]), ("test", scenario.test, range(6))):
+                    save_npz(scores_file("patchcore", regime, scenario.model_key, domain, split, "c", seed),
+                             **with_uncertainty(score_file(records, scores), values))
     evaluate_stage.run_evaluate_stage(params, progress=False)
+    table, seeds = pd.read_csv(METRICS_DIR / "scenarios.csv"), pd.read_csv(METRICS_DIR / "seeds.csv")
+    assert sorted(seeds["seed"].unique()) == [3, 7] and len(seeds) == 2 * len(table)
+    reference = seeds[seeds["seed"] == 3].drop(columns="seed").reset_index(drop=True)
+    pd.testing.assert_frame_equal(reference, table, check_dtype=False)  # the reference seed's rows are scenarios.csv's
+    labels = [r.label for r in records]
+    for seed, scores in image_scores.items():
+        assert np.allclose(seeds.loc[seeds["seed"] == seed, "image_auroc"], roc_auc_score(labels, scores))
     predictions = read_json(PREDICTIONS_DIR / "patchcore" / "per_class" / "clean" / "c.json")
     for p in predictions:
         heatmap, extra = Path(p["prediction"]["heatmap_path"]), Path(p["prediction"]["extra_heatmaps"]["uncertainty"])

@@ -9,6 +9,7 @@ rule evaluate:
     output:
         table="results/metrics/scenarios.csv",
         records="results/metrics/scenarios.json",
+        seeds="results/metrics/seeds.csv",
         effects="results/metrics/shift_effects.csv",
         routing="results/metrics/routing.csv",
         summary="results/metrics/summary.json",
@@ -20,6 +21,7 @@ rule evaluate:
         cli=PARAMS,
         scenarios={k: v.model_dump() for k, v in P.scenarios.items()},
         evaluation=P.evaluation.model_dump(),
+        seeds=P.seeds,
     threads: P.rule_threads("evaluate")
     resources:
         **P.rule_resources("evaluate"),

@@ -5,11 +5,11 @@ from shiftad.pipeline import SCORED_SPLITS
 
 rule fewshot:
     input:
-        models=lambda w: [model_path(w.detector, w.regime, "clean", c) for c in P.categories],
+        models=lambda w: [model_path(w.detector, w.regime, "clean", c, w.seed) for c in P.categories],
         splits=[splits_input(d) for d in DOMAINS],
         code=source_files("src/shiftad/fewshot.py", "src/shiftad/detectors/memory_bank.py"),
     output:
-        [f"results/fewshot/{{detector}}/{{regime}}/fewshot_k{k}_on_shift/{split}/{c}.npz"
+        [f"results/fewshot/{{detector}}/{{regime}}/seed{{seed}}/fewshot_k{k}_on_shift/{split}/{c}.npz"
          for k in P.few_shot.adaptation_k for split in SCORED_SPLITS for c in P.categories],
     params:
         cli=PARAMS,
@@ -21,6 +21,6 @@ rule fewshot:
     conda:
         "../../environment.yml"
     log:
-        "logs/fewshot/{detector}_{regime}.log",
+        "logs/fewshot/{detector}_{regime}_seed{seed}.log",
     shell:
-        "shiftad fewshot {params.cli} --threads {threads} --detector {wildcards.detector} --regime {wildcards.regime} 2> {log}"
+        "shiftad fewshot {params.cli} --threads {threads} --detector {wildcards.detector} --regime {wildcards.regime} --seed {wildcards.seed} 2> {log}"

@@ -5,6 +5,7 @@ wildcard_constraints:
     regime="|".join(REGIMES),
     domain="|".join(DOMAINS),
     model="|".join(DOMAINS),
+    seed=r"\d+",
 
 
 rule fit:
@@ -15,19 +16,18 @@ rule fit:
         teacher=lambda w: teacher_inputs(w.detector),
         code=source_files("src/shiftad/fit.py", "src/shiftad/detectors", "src/shiftad/components", "src/shiftad/backbones.py"),
     output:
-        directory("results/models/{detector}/{regime}/{domain}/{category}"),
+        directory("results/models/{detector}/{regime}/{domain}/seed{seed}/{category}"),
     params:
         cli=PARAMS,
         detector=lambda w: P.model_dump()[w.detector],
         backbone=P.backbone.model_dump(),
         image_size=P.image_size,
-        seed=P.seed,
     threads: P.rule_threads("fit")
     resources:
         **P.rule_resources("fit"),
     conda:
         "../../environment.yml"
     log:
-        "logs/fit/{detector}_{regime}_{domain}_{category}.log",
+        "logs/fit/{detector}_{regime}_{domain}_seed{seed}_{category}.log",
     shell:
-        "shiftad fit {params.cli} --threads {threads} --detector {wildcards.detector} --regime {wildcards.regime} --domain {wildcards.domain} --category {wildcards.category} 2> {log}"
+        "shiftad fit {params.cli} --threads {threads} --detector {wildcards.detector} --regime {wildcards.regime} --domain {wildcards.domain} --category {wildcards.category} --seed {wildcards.seed} 2> {log}"

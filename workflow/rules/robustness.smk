@@ -1,7 +1,7 @@
 # Severity sweep: one job per detector and category, clean per-class model, test images only.
 rule robustness:
     input:
-        model=lambda w: model_path(w.detector, "per_class", "clean", w.category),
+        model=lambda w: model_path(w.detector, "per_class", "clean", w.category, P.reference_seed),  # the reference run's model
         splits=splits_input("clean"),
         code=source_files("src/shiftad/robustness.py", "src/shiftad/shift.py"),
     output:

@@ -2,11 +2,11 @@
 # category, the global model (loaded once) every category.
 rule score:
     input:
-        model=lambda w: model_path(w.detector, "per_class", w.model, w.category),
+        model=lambda w: model_path(w.detector, "per_class", w.model, w.category, w.seed),
         splits=[splits_input(d) for d in DOMAINS],
         code=source_files("src/shiftad/score.py"),
     output:
-        [f"results/scores/{{detector}}/per_class/{{model}}_on_{data}/{split}/{{category}}.npz" for data in DOMAINS for split in ("val", "test")],
+        [f"results/scores/{{detector}}/per_class/seed{{seed}}/{{model}}_on_{data}/{split}/{{category}}.npz" for data in DOMAINS for split in ("val", "test")],
     params:
         cli=PARAMS,
     threads: P.rule_threads("score")
@@ -15,18 +15,18 @@ rule score:
     conda:
         "../../environment.yml"
     log:
-        "logs/score/{detector}_per_class_{model}_{category}.log",
+        "logs/score/{detector}_per_class_{model}_seed{seed}_{category}.log",
     shell:
-        "shiftad score {params.cli} --threads {threads} --detector {wildcards.detector} --regime per_class --model {wildcards.model} --category {wildcards.category} 2> {log}"
+        "shiftad score {params.cli} --threads {threads} --detector {wildcards.detector} --regime per_class --model {wildcards.model} --category {wildcards.category} --seed {wildcards.seed} 2> {log}"
 
 
 rule score_global:
     input:
-        model=lambda w: model_path(w.detector, "global", w.model, GLOBAL_CATEGORY),
+        model=lambda w: model_path(w.detector, "global", w.model, GLOBAL_CATEGORY, w.seed),
         splits=[splits_input(d) for d in DOMAINS],
         code=source_files("src/shiftad/score.py"),
     output:
-        [f"results/scores/{{detector}}/global/{{model}}_on_{data}/{split}/{c}.npz" for data in DOMAINS for split in ("val", "test") for c in P.categories],
+        [f"results/scores/{{detector}}/global/seed{{seed}}/{{model}}_on_{data}/{split}/{c}.npz" for data in DOMAINS for split in ("val", "test") for c in P.categories],
     params:
         cli=PARAMS,
     threads: P.rule_threads("score_global")
@@ -35,6 +35,6 @@ rule score_global:
     conda:
         "../../environment.yml"
     log:
-        "logs/score/{detector}_global_{model}.log",
+        "logs/score/{detector}_global_{model}_seed{seed}.log",
     shell:
-        "shiftad score {params.cli} --threads {threads} --detector {wildcards.detector} --regime global --model {wildcards.model} --category all 2> {log}"
+        "shiftad score {params.cli} --threads {threads} --detector {wildcards.detector} --regime global --model {wildcards.model} --category all --seed {wildcards.seed} 2> {log}"

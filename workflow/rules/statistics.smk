@@ -4,6 +4,7 @@ rule statistics:
         scores=score_files(P),
         splits=[splits_input(d) for d in DOMAINS],
         table="results/metrics/scenarios.csv",
+        seeds="results/metrics/seeds.csv",
         predictions="results/predictions",
         robustness=expand("results/robustness/{detector}/{category}.npz", detector=P.detectors, category=P.categories),
         code=source_files("src/shiftad/statistics"),

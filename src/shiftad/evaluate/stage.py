@@ -2,7 +2,9 @@
 
 A scenario names the domain of the model, of the validation images that set the threshold,
 and of the test images the metrics are computed on. Thresholds see validation scores only.
-Outputs: `results/metrics/scenarios.{csv,json}` (one tidy row per run and category),
+Outputs: `results/metrics/scenarios.{csv,json}` (one tidy row per run and category, for the
+reference training seed, params `seeds[0]`), `results/metrics/seeds.csv` (the same rows for every
+training seed, with a `seed` column: the across-seed spread the statistics stage reports),
 `results/metrics/summary.json` (macro means, for `dvc metrics show`), `results/metrics/routing.csv`
 (where a routing detector sent each test image, counted per true category and label), one ROC and one PR curve
 file per run and category in `results/plots/{roc,pr}/` (DVC plots), per-image records in
@@ -28,7 +30,7 @@ from shiftad.data.records import ImageRecord
 from shiftad.evaluate.metrics import image_metrics, pixel_metrics
 from shiftad.evaluate.thresholds import compute_thresholds
 from shiftad.io import atomic_dir, atomic_path, load_npz, write_json, write_text
-from shiftad.params import Params
+from shiftad.params import Params, ScenarioRun
 from shiftad.paths import (EXTRA_MAP_PREFIX, HEATMAPS_DIR, METRICS_DIR, PR_DIR, PREDICTIONS_DIR, ROC_DIR, curve_file, extra_map_names,
                            scores_file)
 from shiftad.pipeline import REGIMES
@@ -207,10 +209,34 @@ def shift_effects(table: pd.DataFrame) -> pd.DataFrame:
     return wide.sort_values(["detector", "regime", "metric", "is_mean", "category"], ignore_index=True).drop(columns="is_mean")
 
 
+def _row(params: Params, detector: str, regime: str, scenario: ScenarioRun, category: str, metrics: dict) -> dict:
+    shift = {"shift_severity": params.shift.severity, "shift_families": "+".join(params.shift.families)} if scenario.test == "shift" else {}
+    return {"detector": detector, "regime": regime, "scenario": scenario.name, "category": category,
+            "scenario_group": scenario.group, "k": scenario.k,
+            "model_domain": scenario.model, "threshold_domain": scenario.threshold, "test_domain": scenario.test, **shift, **metrics}
+
+
+def seed_table(params: Params, seed: int, views: dict, progress: bool) -> pd.DataFrame:
+    """scenarios.csv's rows for the models of another training seed (metrics only: thresholds
+    from its own validation scores, no maps or predictions written)."""
+    rows = []
+    runs = [(d, r, s) for d in params.detectors for r in REGIMES for s in params.scenario_runs(d).values()]
+    for detector, regime, scenario in tqdm(runs, desc=f"evaluate seed {seed}", disable=not progress):
+        for category in params.categories:
+            context = f"{detector}/{regime}/{scenario.name}/{category} (seed {seed})"
+            val = load_npz(scores_file(detector, regime, scenario.model_key, scenario.threshold, "val", category, seed))
+            test = load_npz(scores_file(detector, regime, scenario.model_key, scenario.test, "test", category, seed))
+            row, _, _, _ = evaluate_category(params, views[scenario.test].get(category, "test"), val, test, context, None,
+                                             params.threshold_rule(detector))
+            rows.append(_row(params, detector, regime, scenario, category, row))
+    return pd.DataFrame(rows).assign(seed=seed)
+
+
 def run_evaluate_stage(params: Params, progress: bool = True) -> pd.DataFrame:
     views = {domain: domain_view(domain) for domain in {s.test for s in params.scenarios.values()}}
     rows, routing = [], []
     runs = [(d, r, s) for d in params.detectors for r in REGIMES for s in params.scenario_runs(d).values()]
+    reference = params.reference_seed  # its scores give the predictions, heatmaps and curves; every seed gives seeds.csv
     with (atomic_dir(PREDICTIONS_DIR) as predictions_dir, atomic_dir(HEATMAPS_DIR) as heatmaps_dir,
           atomic_dir(ROC_DIR) as roc_dir, atomic_dir(PR_DIR) as pr_dir):
         def final(path: str) -> str:  # an overlay's path once the temporary heatmaps folder is renamed into place
@@ -220,8 +246,8 @@ def run_evaluate_stage(params: Params, progress: bool = True) -> pd.DataFrame:
             scenario_name = scenario.name
             for category in params.categories:
                 context = f"{detector}/{regime}/{scenario_name}/{category}"
-                val = load_npz(scores_file(detector, regime, scenario.model_key, scenario.threshold, "val", category))
-                test = load_npz(scores_file(detector, regime, scenario.model_key, scenario.test, "test", category))
+                val = load_npz(scores_file(detector, regime, scenario.model_key, scenario.threshold, "val", category, reference))
+                test = load_npz(scores_file(detector, regime, scenario.model_key, scenario.test, "test", category, reference))
                 run_path = Path(detector) / regime / scenario_name
                 # few-shot runs: metrics and curves only (their maps look like threshold-only's; the report draws recovery curves)
                 draw = params.evaluation.heatmaps and scenario.k is None
@@ -233,10 +259,7 @@ def run_evaluate_stage(params: Params, progress: bool = True) -> pd.DataFrame:
                         p["prediction"]["heatmap_path"] = final(p["prediction"]["heatmap_path"])
                         if "extra_heatmaps" in p["prediction"]:
                             p["prediction"]["extra_heatmaps"] = {n: final(x) for n, x in p["prediction"]["extra_heatmaps"].items()}
-                shift = {"shift_severity": params.shift.severity, "shift_families": "+".join(params.shift.families)} if scenario.test == "shift" else {}
-                rows.append({"detector": detector, "regime": regime, "scenario": scenario_name, "category": category,
-                             "scenario_group": scenario.group, "k": scenario.k,
-                             "model_domain": scenario.model, "threshold_domain": scenario.threshold, "test_domain": scenario.test, **shift, **row})
+                rows.append(_row(params, detector, regime, scenario, category, row))
                 routing += routing_counts(test, {"detector": detector, "regime": regime, "scenario": scenario_name, "model_domain": scenario.model,
                                                  "test_domain": scenario.test, "category": category})
                 write_json(predictions_dir / run_path / f"{category}.json", predictions)
@@ -245,7 +268,9 @@ def run_evaluate_stage(params: Params, progress: bool = True) -> pd.DataFrame:
                     write_text(pr_dir / curve_file(detector, regime, scenario_name, category), pr.to_csv(index=False, float_format="%.6g"))
                 log.info("%s: image AUROC %.3f, pixel AUROC %.3f, AU-PRO %.3f", context, row["image_auroc"], row["pixel_auroc"], row["aupro"])
     table = pd.DataFrame(rows)
+    replicates = [table.assign(seed=reference)] + [seed_table(params, seed, views, progress) for seed in params.seeds[1:]]
     METRICS_DIR.mkdir(parents=True, exist_ok=True)
+    write_text(METRICS_DIR / "seeds.csv", pd.concat(replicates, ignore_index=True).to_csv(index=False, float_format="%.6g"))
     write_text(METRICS_DIR / "scenarios.csv", table.to_csv(index=False, float_format="%.6g"))
     write_json(METRICS_DIR / "scenarios.json", json.loads(table.to_json(orient="records")))  # NaN -> null
     write_json(METRICS_DIR / "summary.json", summarise(table))

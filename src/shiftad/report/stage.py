@@ -89,8 +89,12 @@ def run_report_stage(params: Params, progress: bool = True) -> Path:
         detectors = T.detectors_table(params)
         smoke = detectors.loc[detectors["scale"] == "smoke", "detector"].tolist()
         smoke_note = f" Smoke scale (a labelled CPU-sized run, not the paper's setting): {', '.join(smoke)}." if smoke else ""
+        seeds = params.seeds
+        seed_note = (f" [CI] is the test-set uncertainty of the reference run (training seed {seeds[0]}); ± is the sd of the macro "
+                     f"mean over {len(seeds)} training seeds ({', '.join(map(str, seeds))}): the training-seed uncertainty."
+                     if len(seeds) > 1 else f" One training seed ({seeds[0]}): no across-seed spread (set seeds: [0, 1, 2]).")
         table("Headline", "headline", T.headline_table(main, scenario_order, HEADLINE_METRICS),
-              f"Macro mean over categories [{level} CI; {boot}]. Thresholds were chosen on validation images only.{smoke_note}",
+              f"Macro mean over categories [{level} CI; {boot}].{seed_note} Thresholds were chosen on validation images only.{smoke_note}",
               main[main["category"] == "mean"])
         table("Detectors", "detectors", detectors,
               "The detectors as run: scale and setting (smoke-scale rows are labelled and are not comparable with the papers' "

@@ -94,8 +94,16 @@ def _ordered(values: pd.Series, order: list[str] | None) -> list[str]:
     return [v for v in order if v in present] + [v for v in present if v not in order] if order else present
 
 
+def seed_cell(cell: str, n_seeds: int, seed_sd: float, digits: int = 3) -> str:
+    """A CI cell with the across-seed sd appended (`± sd` over n training seeds) when n > 1."""
+    if n_seeds > 1 and seed_sd is not None and not math.isnan(seed_sd):
+        return f"{cell} ± {seed_sd:.{digits}f}"
+    return cell
+
+
 def headline_table(intervals: pd.DataFrame, scenarios: list[str], metrics: list[str]) -> pd.DataFrame:
-    """Macro mean [CI] per detector, regime and metric (rows) and scenario (columns)."""
+    """Macro mean [bootstrap CI over test images] per detector, regime and metric (rows) and
+    scenario (columns); with several training seeds, `± sd` over seeds after the CI."""
     mean = intervals[intervals["category"] == "mean"]
     rows = []
     for (detector, regime), group in mean.groupby(["detector", "regime"], sort=False):  # params order
@@ -104,7 +112,8 @@ def headline_table(intervals: pd.DataFrame, scenarios: list[str], metrics: list[
             row = {"detector": detector, "regime": regime, "metric": METRIC_NAMES.get(metric, metric)}
             for scenario in _ordered(group["scenario"], scenarios):
                 r = cells.loc[scenario] if scenario in cells.index else None
-                row[scenario] = "–" if r is None else ci_cell(r["estimate"], r["ci_low"], r["ci_high"])
+                row[scenario] = "–" if r is None else seed_cell(ci_cell(r["estimate"], r["ci_low"], r["ci_high"]),
+                                                                 int(r.get("n_seeds", 1)), r.get("seed_sd"))
             rows.append(row)
     return pd.DataFrame(rows)
 

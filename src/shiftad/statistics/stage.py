@@ -1,12 +1,16 @@
 """The statistics stage: uncertainty for every number the report prints.
 
-Reads the score files, `results/metrics/scenarios.csv` (thresholds, chosen on validation
+Reads the score files, `results/metrics/seeds.csv` (every training seed's metrics), `results/metrics/scenarios.csv` (thresholds, chosen on validation
 images by the evaluate stage), the predictions (heatmap paths) and the robustness sweep;
 writes into `results/statistics/`:
 
 - `intervals.csv`: per run (detector, regime, scenario) and category, and for the macro mean
-  over categories, each headline metric with its stratified bootstrap CI;
-- `headline.json`: the macro means with their CIs (the DVC metrics file);
+  over categories, each headline metric of the reference training seed (params `seeds[0]`)
+  with its stratified bootstrap CI over test images, and next to it the spread over the
+  training seeds (`results/metrics/seeds.csv`: `n_seeds`, `seed_mean`, `seed_sd`, `seed_min`,
+  `seed_max`; a macro row's spread is that of the per-seed macro means);
+- `headline.json`: the macro means with their CIs (the DVC metrics file), and the seed spread
+  when there is more than one training seed;
 - `comparisons.csv`: paired comparisons on the same test images (detector vs detector,
   per-class vs global, each shift scenario vs clean, adaptation vs no adaptation) with the
   paired bootstrap CI of the difference, its p-value (Wald, bootstrap SE), DeLong's p for
@@ -131,7 +135,7 @@ def defect_areas(records: list[ImageRecord]) -> np.ndarray:
 def load_run(params: Params, run: Run, category: str, threshold: float, records: list[ImageRecord], areas: np.ndarray) -> RunData:
     detector, regime, scenario_name = run
     scenario = params.scenario_runs()[scenario_name]
-    scores = load_npz(scores_file(detector, regime, scenario.model_key, scenario.test, "test", category))
+    scores = load_npz(scores_file(detector, regime, scenario.model_key, scenario.test, "test", category, params.reference_seed))
     if list(scores["paths"]) != [r.path for r in records]:
         raise RuntimeError(f"{detector}/{regime}/{scenario_name}/{category}: score file does not match the splits; rerun the score stage")
     masks = ground_truth_masks(records, scores["maps"].shape[1:])
@@ -298,11 +302,41 @@ def robustness_rows(params: Params, thresholds: dict, clean_results: dict, seeds
     return table.sort_values(["detector", "family", "is_mean", "category", "severity"], ignore_index=True).drop(columns="is_mean")
 
 
+SEED_COLUMNS = ("n_seeds", "seed_mean", "seed_sd", "seed_min", "seed_max")
+
+
+def seed_spread(replicates: pd.DataFrame, metrics: tuple[str, ...] = METRICS) -> pd.DataFrame:
+    """Per run, category (and the macro mean over categories, per seed first) and metric: the
+    metric's spread over training seeds (sample sd, ddof 1; NaN with one seed)."""
+    keys = ["detector", "regime", "scenario", "seed"]
+    long = replicates.melt(id_vars=[*keys, "category"], value_vars=list(metrics), var_name="metric")
+    macro = long.groupby([*keys, "metric"], as_index=False)["value"].mean().assign(category="mean")
+    long = pd.concat([long, macro], ignore_index=True)
+    spread = long.groupby(["detector", "regime", "scenario", "category", "metric"], as_index=False)["value"].agg(
+        n_seeds="count", seed_mean="mean", seed_sd="std", seed_min="min", seed_max="max")
+    return spread
+
+
+def add_seed_spread(intervals: pd.DataFrame, replicates: pd.DataFrame) -> pd.DataFrame:
+    """`intervals` with the seed-spread columns of `replicates` (seeds.csv: every seed's metrics)."""
+    merged = intervals.merge(seed_spread(replicates), on=["detector", "regime", "scenario", "category", "metric"], how="left",
+                             validate="one_to_one")
+    if merged["n_seeds"].isna().any():
+        missing = merged.loc[merged["n_seeds"].isna(), ["detector", "regime", "scenario", "category"]].drop_duplicates().head(3)
+        raise RuntimeError(f"{METRICS_DIR / 'seeds.csv'}: no rows for {missing.to_dict('records')}; rerun the evaluate stage")
+    merged["n_seeds"] = merged["n_seeds"].astype(int)
+    return merged
+
+
 def headline(intervals: pd.DataFrame) -> dict:
-    """Macro means with CIs nested detector -> regime -> scenario -> metric (for `dvc metrics`)."""
+    """Macro means with CIs nested detector -> regime -> scenario -> metric (for `dvc metrics`);
+    with several training seeds also their sd and range over seeds."""
     out: dict = {}
     for row in intervals[intervals["category"] == "mean"].itertuples():
         value = {"value": _round(row.estimate), "ci_low": _round(row.ci_low), "ci_high": _round(row.ci_high)}
+        if row.n_seeds > 1:
+            value |= {"seed_sd": _round(row.seed_sd), "seed_min": _round(row.seed_min), "seed_max": _round(row.seed_max),
+                      "n_seeds": int(row.n_seeds)}
         out.setdefault(row.detector, {}).setdefault(row.regime, {}).setdefault(row.scenario, {})[row.metric] = value
     return out
 
@@ -367,7 +401,7 @@ def run_statistics_stage(params: Params, progress: bool = True) -> dict[str, pd.
             estimate[m], low[m], high[m] = macro([r[m] for r in run_replicates[run]], settings.confidence,
                                                           estimates=[e[m] for e in run_estimates[run]])
         interval_rows += _interval_rows(run, "mean", estimate, low, high, params)
-    intervals = pd.DataFrame(interval_rows)
+    intervals = add_seed_spread(pd.DataFrame(interval_rows), pd.read_csv(METRICS_DIR / "seeds.csv"))
     by_key = intervals[intervals["category"] == "mean"].set_index(["detector", "regime", "scenario", "metric"])["estimate"]
     for family, a, b in pairs:
         diffs = {m: macro_distribution([d[m] for d in pair_replicates[(family, a, b)]]) for m in METRICS}
