@@ -94,3 +94,27 @@ def test_slurm_profile_dry_runs_the_whole_default_dag_with_params_resources(tmp_
         assert "--threads 4" in job["command"]
     for job in jobs["report"] + jobs["evaluate"]:
         assert "gpu" not in job and job["mem_mb"] == "4096"
+
+
+def job_counts(out: str) -> dict[str, int]:
+    stats = out.split("Job stats:", 1)[1]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats.split("\n\n", 1)[0], re.M)}
+
+
+def test_the_full_study_config_dry_runs_every_category_detector_and_seed_with_gpus():
+    pytest.importorskip("snakemake_executor_plugin_slurm", reason="pip install -e '.[slurm]'")
+    params = load_params([REPO / "params.yaml", REPO / "config/mvtec_full.yaml"])
+    assert len(params.categories) == 15 and params.seeds == [0, 1, 2] and params.dataset.source == "mvtec"
+    assert params.efficientad.scale == params.uninformed_students.scale == "paper"
+    assert params.split.mvtec.val_anomaly_fraction == 0  # the whole official test set is tested
+    result = snakemake("-n", "--profile", "profiles/slurm", "--configfile", "config/mvtec_full.yaml")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    counts = job_counts(result.stdout)
+    n_det, n_cat, n_seed = len(params.detectors), 15, 3
+    assert counts["fit"] == n_det * 2 * (n_cat + 1) * n_seed  # per class + global, clean + shift, every seed
+    assert counts["score"] == n_det * 2 * n_cat * n_seed and counts["score_global"] == n_det * 2 * n_seed
+    assert counts["export"] == n_det * 2 * 2  # bundles of the reference seed only
+    readme = (REPO / "README.md").read_text()
+    assert f"{counts['total']:,} jobs" in readme, "README: the full study's job count is out of date"
+    fit_resources = dry_run_jobs(result.stdout)["fit"][0]
+    assert fit_resources["gpu"] == "1" and fit_resources["mem_mb"] == "48000"

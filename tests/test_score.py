@@ -47,7 +47,7 @@ def test_the_score_stage_writes_each_extra_map(tmp_path, monkeypatch):
     split = {"train": [], "val": [ImageRecord(r.path, "c", 0, "good", None, "val") for r in records],
              "test": [ImageRecord(r.path, "c", 0, "good", None, "test") for r in records]}
     monkeypatch.setattr(score_stage, "domain_view", lambda domain: SplitView({"c": split}))
-    monkeypatch.setattr(score_stage, "detector_class", lambda name: UncertainDetector)
+    monkeypatch.setattr(score_stage, "load_detector", lambda name, folder, params: UncertainDetector())
     monkeypatch.chdir(tmp_path)
     score_stage.run_score_stage(validate_params({"categories": ["c"]}), "uncertain", "per_class", "clean", "c", 0, progress=False)
     saved = load_npz(scores_file("uncertain", "per_class", "clean", "shift", "test", "c", 0))

@@ -25,7 +25,7 @@ import numpy as np
 
 from shiftad.components.knn import NearestNeighbours, merge_neighbours
 from shiftad.data.records import ImageRecord
-from shiftad.detectors import detector_class
+from shiftad.detectors import load_detector
 from shiftad.detectors.memory_bank import PatchBankDetector
 from shiftad.errors import ParamsError
 from shiftad.io import save_npz
@@ -52,7 +52,7 @@ def run_fewshot_stage(params: Params, detector: str, regime: str, seed: int, pro
         raise ParamsError(f"few_shot.detectors: '{detector}' is not listed (listed: {params.few_shot.detectors})")
     groups = [(GLOBAL_CATEGORY, list(params.categories))] if regime == "global" else [(c, [c]) for c in params.categories]
     for model_category, covered in groups:
-        model = detector_class(detector).load(model_dir(detector, regime, "clean", model_category, params.check_training_seed(seed)))
+        model = load_detector(detector, model_dir(detector, regime, "clean", model_category, params.check_training_seed(seed)), params)
         if not isinstance(model, PatchBankDetector):
             raise ParamsError(f"few_shot.detectors: '{detector}' has no memory bank to extend; list memory-bank detectors only")
         model.progress = progress

@@ -88,6 +88,8 @@ class BackboneParams(Section):
     # none: random init (only when asked for); any other value: a local weights file.
     weights: str = "auto"
     batch_size: int = Field(16, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the frozen backbone runs (PatchCore, PaDiM, kNN, routed AE); auto = CUDA when present")
+    mixed_precision: bool = Field(False, description="on CUDA, the frozen backbone under float16 autocast (features back in float32); ignored on CPU")
 
 
 class PatchCoreParams(Section):

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from shiftad.data.images import read_image, read_mask
 from shiftad.data.records import ImageRecord
-from shiftad.detectors import detector_class
+from shiftad.detectors import load_detector
 from shiftad.evaluate.metrics import pixel_metrics
 from shiftad.io import save_npz
 from shiftad.params import Params
@@ -76,7 +76,7 @@ def _masks_at(masks: list[np.ndarray | None], records: list[ImageRecord], size: 
 
 def run_robustness_stage(params: Params, detector: str, category: str, progress: bool = True) -> Path:
     records = domain_view("clean").get(category, "test")
-    model = detector_class(detector).load(model_path(detector, "per_class", "clean", category, params.reference_seed))
+    model = load_detector(detector, model_path(detector, "per_class", "clean", category, params.reference_seed), params)
     model.progress = False
     conditions = sweep_conditions(params)
     scores = np.zeros((len(conditions), len(records)), dtype=np.float64)

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from shiftad.detectors import detector_class
+from shiftad.detectors import load_detector
 from shiftad.io import save_npz
 from shiftad.params import Params
 from shiftad.pipeline import DOMAINS, GLOBAL_CATEGORY, SCORED_SPLITS, model_path
@@ -31,7 +31,7 @@ def run_score_stage(params: Params, detector: str, regime: str, model_domain: st
     if category == GLOBAL_CATEGORY and regime != "global":
         raise ValueError(f"category '{GLOBAL_CATEGORY}' names the global model; per-class models score one category at a time")
     categories = list(params.categories) if category == GLOBAL_CATEGORY else [category]
-    model = detector_class(detector).load(model_path(detector, regime, model_domain, categories[0], params.check_training_seed(seed)))
+    model = load_detector(detector, model_path(detector, regime, model_domain, categories[0], params.check_training_seed(seed)), params)
     model.progress = progress
     for data_domain in DOMAINS:
         view = domain_view(data_domain)

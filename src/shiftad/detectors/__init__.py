@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from shiftad.detectors.base import Detector, Scores
 from shiftad.detectors.efficientad import EfficientAD
 from shiftad.detectors.knn import FewShotKNN
@@ -22,7 +24,13 @@ def detector_class(name: str) -> type[Detector]:
 
 
 def build_detector(name: str, params: Params) -> Detector:
-    return detector_class(name).from_params(params)
+    """An unfitted detector, its frozen backbone set to run on params' backbone.device."""
+    return detector_class(name).from_params(params).use_device(params.backbone.device, params.backbone.mixed_precision)
 
 
-__all__ = ["DETECTORS", "Detector", "Scores", "build_detector", "detector_class"]
+def load_detector(name: str, folder: str | Path, params: Params) -> Detector:
+    """A fitted detector from `folder`, its frozen backbone set to run on params' backbone.device."""
+    return detector_class(name).load(folder).use_device(params.backbone.device, params.backbone.mixed_precision)
+
+
+__all__ = ["DETECTORS", "Detector", "Scores", "build_detector", "detector_class", "load_detector"]

@@ -27,6 +27,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from shiftad import __version__
+from shiftad.backbones import resolve_device
 from shiftad.data.images import read_image
 from shiftad.data.records import ImageRecord
 from shiftad.io import read_json, write_json
@@ -96,6 +97,11 @@ class Detector(ABC):
     can_route: ClassVar[bool] = False  # fitted on several categories, it picks each image's category itself
     batch_size: int = 8  # images per forward pass (detectors take it as a hyperparameter)
     _feature_runner: FeatureRunner | None = None
+    # Where `features()` runs the frozen network: a runtime choice, not a learned parameter (a
+    # model fitted on a GPU scores on a CPU); the stages set it from backbone.device.
+    feature_device: str = "cpu"
+    feature_mixed_precision: bool = False
+    _network_device: torch.device | None = None
 
     @classmethod
     @abstractmethod
@@ -145,15 +151,28 @@ class Detector(ABC):
             raise ValueError(f"{self.name} has no feature network to replace")
         self._feature_runner = runner
 
+    def use_device(self, device: str, mixed_precision: bool = False) -> "Detector":
+        """Run the frozen feature network on `device` (auto | cpu | cuda; checked when it first
+        runs), under float16 autocast on CUDA when `mixed_precision`. Features come back as
+        float32 CPU tensors either way, so everything after them is unchanged."""
+        self.feature_device, self.feature_mixed_precision = device, mixed_precision
+        return self
+
     def features(self, batch: torch.Tensor) -> list[torch.Tensor]:
-        """Feature maps of a prepared batch, through the runner in use."""
+        """Feature maps of a prepared batch, through the runner in use (float32, on the CPU)."""
         if self._feature_runner is not None:
             return list(self._feature_runner(batch))
         network = self.feature_network()
         if network is None:
             raise ValueError(f"{self.name} has no feature network")
-        with torch.no_grad():
-            return list(network.module(batch))
+        device = resolve_device(self.feature_device, "backbone.device")
+        if self._network_device != device:
+            network.module.to(device)
+            self._network_device = device
+        autocast = self.feature_mixed_precision and device.type == "cuda"
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.float16, enabled=autocast):
+            outputs = network.module(batch.to(device))
+        return [o.float().cpu() for o in outputs]
 
     @abstractmethod
     def _save_state(self, folder: Path) -> dict[str, Any]:

@@ -279,7 +279,7 @@ class PaDiM(Detector):
         model.train()  # in training mode the forward pass stores the embeddings in model.memory_bank
         with torch.no_grad():
             for images in self._batches(records, "features (train)"):
-                model(self.prepare_batch(images))
+                model.memory_bank.append(self.embed(images))  # what the model's training-mode forward stores
         self.feature_grid_ = tuple(model.memory_bank[0].shape[-2:])
         # What anomalib's lightning `Padim.fit()` runs after the training epoch:
         # stack the embeddings, fit the per-position Gaussians, clear the memory bank.
