@@ -118,3 +118,18 @@ def test_the_full_study_config_dry_runs_every_category_detector_and_seed_with_gp
     assert f"{counts['total']:,} jobs" in readme, "README: the full study's job count is out of date"
     fit_resources = dry_run_jobs(result.stdout)["fit"][0]
     assert fit_resources["gpu"] == "1" and fit_resources["mem_mb"] == "48000"
+
+
+def test_the_full_study_configs_layers_exist_in_its_backbones():
+    import timm
+
+    from shiftad.backbones import is_vision_transformer
+
+    params = load_params([REPO / "params.yaml", REPO / "config/mvtec_full.yaml"])
+    wanted = {params.backbone.name: set(params.patchcore.layers) | set(params.padim.layers) | set(params.routed_ae.layers)
+                                    | set(params.efficientad.teacher.layers),
+              params.uninformed_students.teacher.backbone: set(params.uninformed_students.teacher.layers)}
+    for name, layers in wanted.items():
+        modules = dict(timm.create_model(name, pretrained=False).named_modules())  # architecture only: no download
+        assert layers <= set(modules), f"{name}: {sorted(layers - set(modules))} are not layers"
+    assert is_vision_transformer(params.knn.backbone)
