@@ -7,12 +7,14 @@
 from pathlib import Path
 
 from shiftad.params import validate_params
-from shiftad.pipeline import bundle_dirs, source_files, splits_input, teacher_source_inputs
+from shiftad.pipeline import (bundle_dirs, data_outputs, image_inputs, source_files, storage_root, splits_input, teacher_source_inputs,
+                              user_image_inputs)
 
 configfile: "params.yaml"
 
 P = validate_params(config, source="params.yaml + --configfile")
 PARAMS = " ".join(["--params params.yaml"] + [f"--params {f}" for f in workflow.overwrite_configfiles])
+ROOT = storage_root(workflow)  # where jobs find data/, results/, report/: "." here, the storage's local copy on Kubernetes
 
 
 include: "workflow/rules/data.smk"

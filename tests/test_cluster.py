@@ -3,6 +3,7 @@ the SLURM profile's dry run of the whole default DAG."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -19,8 +20,10 @@ BIN = Path(sys.executable).parent
 
 
 def snakemake(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "snakemake"), *args], cwd=REPO, capture_output=True, text=True,
-                          env={"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(REPO)})
+    env = {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(REPO)}
+    if "PYTHONPATH" in os.environ:  # a checkout tested against another checkout's environment
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    return subprocess.run([str(BIN / "snakemake"), *args], cwd=REPO, capture_output=True, text=True, env=env)
 
 
 def dry_run_jobs(out: str) -> dict[str, list[dict[str, str]]]:
@@ -133,3 +136,40 @@ def test_the_full_study_configs_layers_exist_in_its_backbones():
         modules = dict(timm.create_model(name, pretrained=False).named_modules())  # architecture only: no download
         assert layers <= set(modules), f"{name}: {sorted(layers - set(modules))} are not layers"
     assert is_vision_transformer(params.knn.backbone)
+
+
+def test_kubernetes_profile_dry_runs_the_whole_default_dag_through_storage():
+    pytest.importorskip("snakemake_executor_plugin_kubernetes", reason="pip install -e '.[kubernetes]'")
+    pytest.importorskip("snakemake_storage_plugin_fs", reason="pip install -e '.[kubernetes]'")
+    result = snakemake("-n", "-p", "--forceall", "--profile", "profiles/kubernetes")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    jobs = dry_run_jobs(result.stdout)
+    local = dry_run_jobs(snakemake("-n", "-p", "--forceall").stdout)
+    assert {r: len(j) for r, j in jobs.items()} == {r: len(j) for r, j in local.items()}
+    # every stage works inside Snakemake's local copy of the storage, and reads its images from there
+    for rule, rule_jobs in jobs.items():
+        for job in rule_jobs:
+            if job["command"] not in ("", "None"):  # rule all runs nothing
+                assert "--root .snakemake/storage/fs/mnt/shiftad " in job["command"], (rule, job["command"])
+    fit = re.search(r"rule fit:\n\s+input: (.+)", result.stdout).group(1)
+    assert "/mnt/shiftad/data/raw/synthetic (retrieve from storage)" in fit and "src/shiftad/fit.py," in fit  # code: local
+
+
+def test_the_cli_runs_a_stage_inside_root_with_the_users_files_anchored_to_the_project(tmp_path, monkeypatch):
+    from shiftad import cli
+
+    project, root = tmp_path / "project", tmp_path / "project/.snakemake/storage/fs/store"
+    root.mkdir(parents=True)
+    (project / "params.yaml").write_text(yaml.safe_dump({"dataset": {"source": "folder", "root": "my_part"},
+                                                         "categories": ["part"], "split": {"policy": "ratios"},
+                                                         "backbone": {"weights": "weights/lite0.safetensors"}}))
+    monkeypatch.chdir(project)
+    seen = {}
+    monkeypatch.setattr(cli, "cmd_check_params", lambda params, args: seen.update(cwd=Path.cwd(), params=params, files=args.params))
+    assert cli.main(["check-params", "--root", ".snakemake/storage/fs/store"]) == 0
+    assert seen["cwd"] == root.resolve()
+    assert seen["params"].dataset.root == str(project / "my_part")  # the user's folder, not one inside the storage
+    assert seen["params"].backbone.weights == str(project / "weights/lite0.safetensors")
+    assert seen["files"] == [str(project / "params.yaml")]
+    monkeypatch.chdir(project)
+    assert cli.main(["check-params", "--root", "missing"]) == 2  # a clear error, not a stage run elsewhere

@@ -25,7 +25,7 @@ def snakemake_jobs(extra: list[str] | None = None, field: str = "output") -> dic
         outputs = re.search(rf"^\s+{field}: (.+)$", block, re.M)
         if command and command.group(1).strip() != "None":  # rule all has no command
             # Snakemake passes the job's threads (it may scale them to --cores); DVC runs take params' own
-            jobs[re.sub(r" --threads \d+", "", command.group(1).strip())] = set(outputs.group(1).split(", ")) if outputs else set()
+            jobs[re.sub(r" --root \S+ --threads \d+", "", command.group(1).strip())] = set(outputs.group(1).split(", ")) if outputs else set()
     return jobs
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -25,6 +26,22 @@ def _configure_threads(params: Params) -> None:
         faiss.omp_set_num_threads(params.threads)
     except ImportError:  # faiss is a dependency; only scoring needs it
         pass
+
+
+def _enter_root(params: Params, args: argparse.Namespace) -> Params:
+    """--root: run the stage inside DIR (its relative data/, results/ and report/ paths), with the
+    params files, the notebooks and the user's own files anchored to the project folder first."""
+    args.project = Path.cwd()
+    args.params = [str(Path(p).resolve()) for p in (args.params or ["params.yaml"])]
+    root = Path(args.root)
+    if root.resolve() == args.project.resolve():
+        return params
+    if not root.is_dir():
+        raise ShiftadError(f"--root: folder {root} not found (the folder holding data/, results/ and report/)")
+    anchored = params.anchored(args.project)
+    os.chdir(root)
+    log.info("working in %s (--root)", root)
+    return anchored
 
 
 def _stage_threads(params: Params, args: argparse.Namespace) -> int:
@@ -126,7 +143,7 @@ def cmd_statistics(params: Params, args: argparse.Namespace) -> None:
 def cmd_notebooks(params: Params, args: argparse.Namespace) -> None:
     from shiftad.notebooks import run_notebooks_stage
 
-    run_notebooks_stage(params, progress=not args.quiet, params_files=args.params)
+    run_notebooks_stage(params, progress=not args.quiet, params_files=args.params, sources=args.project / "notebooks")
 
 
 def cmd_report(params: Params, args: argparse.Namespace) -> None:
@@ -183,6 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--params", action="append", metavar="YAML", help="params file; repeat to override in order (default: params.yaml)")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
         p.add_argument("--threads", type=int, metavar="N", help="CPU threads (torch, faiss); overrides params' threads (Snakemake passes the job's)")
+        p.add_argument("--root", default=".", metavar="DIR",
+                       help="the folder the DAG's data/, results/ and report/ live under (default: here). Snakemake passes its local "
+                            "copy of the default storage when jobs share no filesystem (Kubernetes); params files, notebooks and "
+                            "your own data and weights files stay relative to here")
         p.set_defaults(func=func)
         return p
 
@@ -255,6 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         params = load_params(args.params) if getattr(args, "needs_params", True) else None
         if params is not None:
             params = params.model_copy(update={"threads": _stage_threads(params, args)})
+            params = _enter_root(params, args)
         status = args.func(params, args)
     except ShiftadError as exc:
         print(f"shiftad {args.command}: error: {exc}", file=sys.stderr)

@@ -659,6 +659,29 @@ class Params(Section):
                 resources["gpu_manufacturer"] = r.gpu_manufacturer
         return resources
 
+    def anchored(self, project: Path) -> "Params":
+        """These params with the user's own files and folders given relative to the project made
+        absolute against `project` (a stage that runs inside another root, `shiftad --root`,
+        still finds them): dataset.root of folder / csv data, weights files, a teacher weights
+        file, a penalty-image folder. The data stage's own outputs stay relative."""
+        def absolute(value: str, keep: tuple[str, ...]) -> str:
+            return value if value in keep or Path(value).is_absolute() else str((project / value).resolve())
+
+        dataset = self.dataset
+        if dataset.source in ("folder", "csv"):
+            dataset = dataset.model_copy(update={"root": absolute(dataset.root, ())})
+        efficientad, students = self.efficientad, self.uninformed_students
+        teacher = efficientad.teacher.model_copy(update={"source": absolute(efficientad.teacher.source, ("distill",))})
+        efficientad = efficientad.model_copy(update={"teacher": teacher,
+                                                     "penalty_images": absolute(efficientad.penalty_images, ("default",))})
+        students = students.model_copy(update={"teacher": students.teacher.model_copy(
+            update={"weights": absolute(students.teacher.weights, ("auto", "none"))})})
+        return self.model_copy(update={
+            "dataset": dataset, "efficientad": efficientad, "uninformed_students": students,
+            "backbone": self.backbone.model_copy(update={"weights": absolute(self.backbone.weights, ("auto", "none"))}),
+            "knn": self.knn.model_copy(update={"weights": absolute(self.knn.weights, ("auto", "none"))}),
+        })
+
     def threshold_rule(self, detector: str) -> str:
         return self.evaluation.threshold.detector_rules.get(detector, self.evaluation.threshold.rule)
 

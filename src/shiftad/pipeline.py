@@ -5,7 +5,7 @@ from __future__ import annotations
 from itertools import product
 
 from shiftad.params import Params
-from shiftad.paths import bundle_dir, domain_splits_file, model_dir, scores_file, teacher_dir
+from shiftad.paths import MANIFEST, bundle_dir, domain_splits_file, model_dir, scores_file, teacher_dir
 
 REGIMES = ("per_class", "global")  # one model per category / one model on all categories pooled
 DOMAINS = ("clean", "shift")
@@ -36,8 +36,11 @@ def model_path(detector: str, regime: str, domain: str, category: str, seed: int
     return model_dir(detector, regime, domain, model_category(regime, category), int(seed)).as_posix()
 
 
-def splits_input(domain: str) -> str:
-    return domain_splits_file(domain).as_posix()
+def splits_input(domain: str) -> list[str]:
+    """The files a domain's split view reads: clean = the manifest + splits.json (records and
+    their split), shift = shifted_splits.json (it holds its records)."""
+    files = [domain_splits_file(domain).as_posix()]
+    return [MANIFEST.as_posix(), *files] if domain == "clean" else files
 
 
 def score_files(params: Params) -> list[str]:
@@ -101,3 +104,45 @@ def teacher_params(params: Params, detector: str) -> dict:
     """The detector's params a teacher depends on (not its students' training), for Snakemake's rerun check."""
     section = getattr(params, detector).model_dump()
     return {k: v for k, v in section.items() if k in TEACHER_PARAM_KEYS[detector]}
+
+
+GENERATED_SOURCES = ("synthetic", "mvtec")  # data sources whose images the data stage writes (under dataset.root)
+
+
+def image_inputs(params: Params, domains) -> list[str]:
+    """The image folders a rule reads: the data set's (written by the data stage for synthetic
+    and MVTec data; the user's own folder, a local input, for folder / CSV data) and, for the
+    shifted domain, data/shifted. Declared, so a job that shares no filesystem gets them."""
+    from snakemake.io import local
+
+    root = params.dataset.root if params.dataset.source in GENERATED_SOURCES else local(params.dataset.root)
+    return [root] + (["data/shifted"] if "shift" in domains else [])
+
+
+def user_image_inputs(params: Params) -> list[str]:
+    """The data stage's input folder for folder / CSV data (local: the user's own files)."""
+    from snakemake.io import local
+
+    return [] if params.dataset.source in GENERATED_SOURCES else [local(params.dataset.root)]
+
+
+def data_outputs(params: Params) -> dict[str, str]:
+    """The data stage's image folder, when it writes one (synthetic generation, MVTec extraction)."""
+    from snakemake.io import directory
+
+    return {"images": directory(params.dataset.root)} if params.dataset.source in GENERATED_SOURCES else {}
+
+
+def storage_root(workflow) -> str:
+    """The folder a job finds the DAG's relative paths under (`shiftad --root`): '.' on a shared
+    filesystem; with a default storage provider (Kubernetes: no shared filesystem), Snakemake's
+    local copy of the storage prefix, where it retrieves inputs and collects outputs."""
+    settings = workflow.storage_settings
+    if not settings.default_storage_provider:
+        return "."
+    probe = "results/.root"
+    query = f"{(settings.default_storage_prefix or '').rstrip('/')}/{probe}"
+    local_path = str(workflow.storage_registry.default_storage_provider.object(query).local_path())
+    if not local_path.endswith(probe):
+        raise ValueError(f"{local_path}: the storage provider's local copy of {query} does not end with {probe}")
+    return local_path[: -len(probe)].rstrip("/") or "."

@@ -377,3 +377,28 @@ def test_dvc_repro_two_seeds_remote_round_trip_and_reruns_only_what_a_patchcore_
     for stage in sorted(fits | scores | fewshot) + ["kshot@patchcore", "evaluate", "robustness@patchcore-widget", "statistics", "notebooks", "report"]:
         assert f"Running stage '{stage}'" in log, stage
     assert (project / "data/processed/manifest.json").stat().st_mtime_ns == manifest_mtime
+
+
+def test_jobs_that_share_no_filesystem_work_only_through_storage(tmp_path):
+    """What profiles/kubernetes relies on: with a default storage provider Snakemake copies each
+    job's declared inputs out of the storage and its outputs back, and the CLI works inside
+    that copy (--root). Run here with the fs provider on a local folder: the whole DAG must
+    complete with every file in the storage and nothing written to the project folder (an
+    undeclared input or output would fail a job or land outside)."""
+    if shutil.which("rsync") is None:
+        pytest.skip("Snakemake's fs storage plugin needs rsync (apt-get install rsync)")
+    project = copy_project(tmp_path / "project")
+    (project / "small.yaml").write_text(yaml.safe_dump({"detectors": ["patchcore"], "categories": ["widget"],
+                                                        "few_shot": {"detectors": ["patchcore"]}}))
+    store = tmp_path / "store"
+    store.mkdir()
+    log = run([str(BIN / "snakemake"), "--cores", "2", "--configfile", "tiny.yaml", "small.yaml",
+               "--default-storage-provider", "fs", "--default-storage-prefix", str(store)], project)
+    assert "--root .snakemake/storage/fs/" in (project / ".snakemake/log").joinpath(
+        sorted(p.name for p in (project / ".snakemake/log").iterdir())[-1]).read_text() or "Storing in storage" in log
+    for name in ("data/processed/manifest.json", "results/metrics/scenarios.csv", "results/statistics/headline.json",
+                 "results/bundles/patchcore/per_class/clean/bundle.json", "report/index.html", "report/notebooks"):
+        assert (store / name).exists(), name
+    assert not any((project / d).exists() for d in ("data", "results", "report")), "a stage wrote outside the storage"
+    headline = json.loads((store / "results/statistics/headline.json").read_text())
+    assert 0 <= headline["patchcore"]["per_class"]["clean"]["image_auroc"]["value"] <= 1

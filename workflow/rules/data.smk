@@ -1,11 +1,14 @@
 rule data:
     input:
-        code=source_files("src/shiftad/data"),
+        user_images=user_image_inputs(P),  # folder / CSV data: the user's folder
+        code=local(source_files("src/shiftad/data")),
     output:
-        raw="data/raw/source.json",  # not the folder: Snakemake would delete a downloaded archive
+        raw="data/raw/source.json",  # not data/raw: Snakemake would delete a downloaded archive
         manifest="data/processed/manifest.json",
+        **data_outputs(P),  # synthetic / MVTec: the image folder it writes (dataset.root)
     params:
         cli=PARAMS,
+        root=ROOT,
         dataset=P.dataset.model_dump(),
         seed=P.seed,
     threads: P.rule_threads("data")
@@ -16,4 +19,4 @@ rule data:
     log:
         "logs/data.log",
     shell:
-        "shiftad data {params.cli} --threads {threads} 2> {log}"
+        "shiftad data {params.cli} --root {params.root} --threads {threads} 2> {log}"

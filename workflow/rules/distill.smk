@@ -7,17 +7,19 @@ from shiftad.pipeline import TEACHER_DETECTORS, teacher_params, teacher_source_i
 
 rule distill_teacher:
     input:
+        images=image_inputs(P, ["clean"]),
         raw="data/raw/source.json",
         manifest="data/processed/manifest.json",
         splits=splits_input("clean"),
-        weights=lambda w: teacher_source_inputs(P, w.detector),
-        code=source_files("src/shiftad/distill.py", "src/shiftad/components", "src/shiftad/backbones.py"),
+        weights=lambda w: local(teacher_source_inputs(P, w.detector)),
+        code=local(source_files("src/shiftad/distill.py", "src/shiftad/components", "src/shiftad/backbones.py")),
     output:
         directory("results/teachers/{detector}"),
     wildcard_constraints:
         detector="|".join(TEACHER_DETECTORS),
     params:
         cli=PARAMS,
+        root=ROOT,
         teacher=lambda w: teacher_params(P, w.detector),
         backbone=P.backbone.model_dump(),
         categories=P.categories,
@@ -30,4 +32,4 @@ rule distill_teacher:
     log:
         "logs/distill_teacher_{detector}.log",
     shell:
-        "shiftad distill-teacher {params.cli} --threads {threads} --detector {wildcards.detector} 2> {log}"
+        "shiftad distill-teacher {params.cli} --root {params.root} --threads {threads} --detector {wildcards.detector} 2> {log}"

@@ -3,9 +3,10 @@ from shiftad.pipeline import DOMAINS, score_files, splits_input
 
 rule evaluate:
     input:
+        images=image_inputs(P, ["clean", "shift"]),
         scores=score_files(P),
         splits=[splits_input(d) for d in DOMAINS],
-        code=source_files("src/shiftad/evaluate"),
+        code=local(source_files("src/shiftad/evaluate")),
     output:
         table="results/metrics/scenarios.csv",
         records="results/metrics/scenarios.json",
@@ -19,6 +20,7 @@ rule evaluate:
         heatmaps=directory("results/heatmaps"),
     params:
         cli=PARAMS,
+        root=ROOT,
         scenarios={k: v.model_dump() for k, v in P.scenarios.items()},
         evaluation=P.evaluation.model_dump(),
         seeds=P.seeds,
@@ -30,4 +32,4 @@ rule evaluate:
     log:
         "logs/evaluate.log",
     shell:
-        "shiftad evaluate {params.cli} --threads {threads} 2> {log}"
+        "shiftad evaluate {params.cli} --root {params.root} --threads {threads} 2> {log}"

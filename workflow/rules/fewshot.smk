@@ -5,14 +5,16 @@ from shiftad.pipeline import SCORED_SPLITS
 
 rule fewshot:
     input:
+        images=image_inputs(P, ["clean", "shift"]),
         models=lambda w: [model_path(w.detector, w.regime, "clean", c, w.seed) for c in P.categories],
         splits=[splits_input(d) for d in DOMAINS],
-        code=source_files("src/shiftad/fewshot.py", "src/shiftad/detectors/memory_bank.py"),
+        code=local(source_files("src/shiftad/fewshot.py", "src/shiftad/detectors/memory_bank.py")),
     output:
         [f"results/fewshot/{{detector}}/{{regime}}/seed{{seed}}/fewshot_k{k}_on_shift/{split}/{c}.npz"
          for k in P.few_shot.adaptation_k for split in SCORED_SPLITS for c in P.categories],
     params:
         cli=PARAMS,
+        root=ROOT,
         few_shot=P.few_shot.model_dump(),
         seed=P.seed,
     threads: P.rule_threads("fewshot")
@@ -23,4 +25,4 @@ rule fewshot:
     log:
         "logs/fewshot/{detector}_{regime}_seed{seed}.log",
     shell:
-        "shiftad fewshot {params.cli} --threads {threads} --detector {wildcards.detector} --regime {wildcards.regime} --seed {wildcards.seed} 2> {log}"
+        "shiftad fewshot {params.cli} --root {params.root} --threads {threads} --detector {wildcards.detector} --regime {wildcards.regime} --seed {wildcards.seed} 2> {log}"

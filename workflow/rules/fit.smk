@@ -10,15 +10,17 @@ wildcard_constraints:
 
 rule fit:
     input:
+        images=lambda w: image_inputs(P, [w.domain]),
         raw="data/raw/source.json",
         manifest="data/processed/manifest.json",
         splits=lambda w: splits_input(w.domain),
         teacher=lambda w: teacher_inputs(w.detector),
-        code=source_files("src/shiftad/fit.py", "src/shiftad/detectors", "src/shiftad/components", "src/shiftad/backbones.py"),
+        code=local(source_files("src/shiftad/fit.py", "src/shiftad/detectors", "src/shiftad/components", "src/shiftad/backbones.py")),
     output:
         directory("results/models/{detector}/{regime}/{domain}/seed{seed}/{category}"),
     params:
         cli=PARAMS,
+        root=ROOT,
         detector=lambda w: P.model_dump()[w.detector],
         backbone=P.backbone.model_dump(),
         image_size=P.image_size,
@@ -30,4 +32,4 @@ rule fit:
     log:
         "logs/fit/{detector}_{regime}_{domain}_seed{seed}_{category}.log",
     shell:
-        "shiftad fit {params.cli} --threads {threads} --detector {wildcards.detector} --regime {wildcards.regime} --domain {wildcards.domain} --category {wildcards.category} --seed {wildcards.seed} 2> {log}"
+        "shiftad fit {params.cli} --root {params.root} --threads {threads} --detector {wildcards.detector} --regime {wildcards.regime} --domain {wildcards.domain} --category {wildcards.category} --seed {wildcards.seed} 2> {log}"

@@ -1,12 +1,14 @@
 # K-shot learning curves: one job per memory-bank detector (every category, clean data).
 rule kshot:
     input:
+        images=image_inputs(P, ["clean"]),
         splits=splits_input("clean"),
-        code=source_files("src/shiftad/kshot.py", "src/shiftad/detectors", "src/shiftad/components", "src/shiftad/backbones.py"),
+        code=local(source_files("src/shiftad/kshot.py", "src/shiftad/detectors", "src/shiftad/components", "src/shiftad/backbones.py")),
     output:
         [f"results/kshot/{{detector}}/{c}.csv" for c in P.categories],
     params:
         cli=PARAMS,
+        root=ROOT,
         few_shot=P.few_shot.model_dump(),
         detector=lambda w: P.model_dump()[w.detector],
         threshold=P.evaluation.threshold.model_dump(),
@@ -20,4 +22,4 @@ rule kshot:
     log:
         "logs/kshot/{detector}.log",
     shell:
-        "shiftad kshot {params.cli} --threads {threads} --detector {wildcards.detector} 2> {log}"
+        "shiftad kshot {params.cli} --root {params.root} --threads {threads} --detector {wildcards.detector} 2> {log}"

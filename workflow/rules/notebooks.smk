@@ -1,7 +1,8 @@
 # Executes notebooks/*.ipynb with papermill and converts them to HTML; a failing cell fails the rule.
 rule notebooks:
     input:
-        notebooks=sorted(str(p) for p in Path("notebooks").glob("*.ipynb")),
+        images=image_inputs(P, ["clean", "shift"]),
+        notebooks=local(sorted(str(p) for p in Path("notebooks").glob("*.ipynb"))),
         statistics=rules.statistics.output,
         table="results/metrics/scenarios.csv",
         routing="results/metrics/routing.csv",
@@ -9,11 +10,12 @@ rule notebooks:
         pr="results/plots/pr",
         predictions="results/predictions",
         splits=[splits_input(d) for d in DOMAINS],
-        code=source_files("src/shiftad/notebooks.py", "src/shiftad/results.py", "src/shiftad/report"),
+        code=local(source_files("src/shiftad/notebooks.py", "src/shiftad/results.py", "src/shiftad/report")),
     output:
         directory("report/notebooks"),
     params:
         cli=PARAMS,
+        root=ROOT,
         study={"detectors": P.detectors, "categories": P.categories, "scenarios": list(P.scenarios)},
     threads: P.rule_threads("notebooks")
     resources:
@@ -23,4 +25,4 @@ rule notebooks:
     log:
         "logs/notebooks.log",
     shell:
-        "shiftad notebooks {params.cli} --threads {threads} --quiet 2> {log}"
+        "shiftad notebooks {params.cli} --root {params.root} --threads {threads} --quiet 2> {log}"

@@ -3,6 +3,7 @@ from shiftad.pipeline import kshot_files
 # The DAG's last rule: tables, figures, gallery and report/index.html.
 rule report:
     input:
+        images=image_inputs(P, ["clean", "shift"]),
         table="results/metrics/scenarios.csv",
         routing="results/metrics/routing.csv",
         statistics=rules.statistics.output,
@@ -12,7 +13,7 @@ rule report:
         heatmaps="results/heatmaps",
         notebooks="report/notebooks",
         kshot=kshot_files(P),
-        code=source_files("src/shiftad/report", "src/shiftad/results.py"),
+        code=local(source_files("src/shiftad/report", "src/shiftad/results.py")),
     output:
         tables=directory("report/tables"),
         figures=report(directory("report/figures"), patterns=["{name}.png"], caption="../report/figures.rst", category="Figures"),
@@ -21,6 +22,7 @@ rule report:
         markdown="report/index.md",
     params:
         cli=PARAMS,
+        root=ROOT,
         report=P.report.model_dump(),
     threads: P.rule_threads("report")
     resources:
@@ -30,4 +32,4 @@ rule report:
     log:
         "logs/report.log",
     shell:
-        "shiftad report {params.cli} --threads {threads} --quiet 2> {log}"
+        "shiftad report {params.cli} --root {params.root} --threads {threads} --quiet 2> {log}"

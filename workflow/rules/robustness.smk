@@ -1,13 +1,15 @@
 # Severity sweep: one job per detector and category, clean per-class model, test images only.
 rule robustness:
     input:
+        images=image_inputs(P, ["clean"]),
         model=lambda w: model_path(w.detector, "per_class", "clean", w.category, P.reference_seed),  # the reference run's model
         splits=splits_input("clean"),
-        code=source_files("src/shiftad/robustness.py", "src/shiftad/shift.py"),
+        code=local(source_files("src/shiftad/robustness.py", "src/shiftad/shift.py")),
     output:
         "results/robustness/{detector}/{category}.npz",
     params:
         cli=PARAMS,
+        root=ROOT,
         robustness=P.robustness.model_dump(),
         shift_sigma=P.shift.illumination_sigma_px,
         aupro_fpr_limit=P.evaluation.aupro_fpr_limit,
@@ -19,4 +21,4 @@ rule robustness:
     log:
         "logs/robustness/{detector}_{category}.log",
     shell:
-        "shiftad robustness {params.cli} --threads {threads} --detector {wildcards.detector} --category {wildcards.category} 2> {log}"
+        "shiftad robustness {params.cli} --root {params.root} --threads {threads} --detector {wildcards.detector} --category {wildcards.category} 2> {log}"

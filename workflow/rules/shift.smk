@@ -1,13 +1,15 @@
 rule shift:
     input:
+        images=image_inputs(P, ["clean"]),
         manifest="data/processed/manifest.json",
         splits="data/processed/splits.json",
-        code=source_files("src/shiftad/shift.py"),
+        code=local(source_files("src/shiftad/shift.py")),
     output:
         images=directory("data/shifted"),
         splits="data/processed/shifted_splits.json",
     params:
         cli=PARAMS,
+        root=ROOT,
         shift=P.shift.model_dump(),
         seed=P.seed,
     threads: P.rule_threads("shift")
@@ -18,4 +20,4 @@ rule shift:
     log:
         "logs/shift.log",
     shell:
-        "shiftad shift {params.cli} --threads {threads} 2> {log}"
+        "shiftad shift {params.cli} --root {params.root} --threads {threads} 2> {log}"

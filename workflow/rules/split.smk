@@ -1,11 +1,12 @@
 rule split:
     input:
         manifest="data/processed/manifest.json",
-        code=source_files("src/shiftad/split.py"),
+        code=local(source_files("src/shiftad/split.py")),
     output:
         "data/processed/splits.json",
     params:
         cli=PARAMS,
+        root=ROOT,
         split=P.split.model_dump(),
         seed=P.seed,
     threads: P.rule_threads("split")
@@ -16,4 +17,4 @@ rule split:
     log:
         "logs/split.log",
     shell:
-        "shiftad split {params.cli} --threads {threads} 2> {log}"
+        "shiftad split {params.cli} --root {params.root} --threads {threads} 2> {log}"

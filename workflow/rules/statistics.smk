@@ -1,13 +1,14 @@
 # Bootstrap CIs, paired tests, breakdowns, robustness curves and error lists (one job).
 rule statistics:
     input:
+        images=image_inputs(P, ["clean", "shift"]),
         scores=score_files(P),
         splits=[splits_input(d) for d in DOMAINS],
         table="results/metrics/scenarios.csv",
         seeds="results/metrics/seeds.csv",
         predictions="results/predictions",
         robustness=expand("results/robustness/{detector}/{category}.npz", detector=P.detectors, category=P.categories),
-        code=source_files("src/shiftad/statistics"),
+        code=local(source_files("src/shiftad/statistics")),
     output:
         intervals=report("results/statistics/intervals.csv", caption="../report/intervals.rst", category="Statistics"),
         comparisons=report("results/statistics/comparisons.csv", caption="../report/comparisons.rst", category="Statistics"),
@@ -17,6 +18,7 @@ rule statistics:
         headline="results/statistics/headline.json",
     params:
         cli=PARAMS,
+        root=ROOT,
         statistics=P.statistics.model_dump(),
         seed=P.seed,
     threads: P.rule_threads("statistics")
@@ -27,4 +29,4 @@ rule statistics:
     log:
         "logs/statistics.log",
     shell:
-        "shiftad statistics {params.cli} --threads {threads} 2> {log}"
+        "shiftad statistics {params.cli} --root {params.root} --threads {threads} 2> {log}"
