@@ -8,7 +8,7 @@ from pathlib import Path
 
 from shiftad.params import validate_params
 from shiftad.pipeline import (bundle_dirs, data_outputs, image_inputs, source_files, storage_root, splits_input, teacher_source_inputs,
-                              user_image_inputs)
+                              untracked, user_image_inputs)
 
 configfile: "params.yaml"
 

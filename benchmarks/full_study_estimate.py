@@ -100,7 +100,7 @@ def estimate(params) -> dict[str, float]:
             if detector == "patchcore":  # greedy coreset: M picks, each a distance pass over N projected patches
                 for n in [t * patches for t in train.values()] + [sum(train.values()) * patches]:
                     m = n * section.coreset_ratio
-                    stage("patchcore: coreset").add(2 * n * m * section.projection_dim * 2 * n_seeds / (1 if n != sum(train.values()) * patches else 1))
+                    stage("patchcore: coreset").add(2 * n * m * section.projection_dim * 2 * n_seeds)
                 bank = {c: train[c] * patches * section.coreset_ratio for c in categories}
                 total_bank = sum(bank.values())
                 search = sum((val[c] + test[c]) * patches * (bank[c] + total_bank) for c in categories)

@@ -173,3 +173,22 @@ def test_the_cli_runs_a_stage_inside_root_with_the_users_files_anchored_to_the_p
     assert seen["files"] == [str(project / "params.yaml")]
     monkeypatch.chdir(project)
     assert cli.main(["check-params", "--root", "missing"]) == 2  # a clear error, not a stage run elsewhere
+
+
+THREADS_PROBE = """
+import sys
+from shiftad.cli import main
+assert main(["check-params", "--params", sys.argv[1], "--threads", "1"]) == 0
+import faiss, numpy, torch  # loaded after the CLI set the limits, as every stage loads them
+from threadpoolctl import threadpool_info
+print("threads:", torch.get_num_threads(), faiss.omp_get_max_threads(), sorted({p["num_threads"] for p in threadpool_info()}))
+"""
+
+
+def test_threads_cap_every_native_pool_of_any_stage():
+    """A job's threads reach torch, faiss and numpy's BLAS whatever the stage (evaluate and
+    statistics too), not only in the stages that happen to call torch."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", THREADS_PROBE, str(REPO / "params.yaml")], capture_output=True, text=True,
+                         env=env, cwd=REPO, check=True).stdout
+    assert out.splitlines()[-1] == "threads: 1 1 [1]", out  # unset, each is the core count (2 here)

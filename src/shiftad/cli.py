@@ -16,16 +16,19 @@ from shiftad.pipeline import DOMAINS, GLOBAL_CATEGORY, REGIMES, RUNTIMES, TEACHE
 log = logging.getLogger("shiftad")
 
 
-def _configure_threads(params: Params) -> None:
-    import torch
+THREAD_ENV_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
-    torch.set_num_threads(params.threads)
-    try:
-        import faiss
 
-        faiss.omp_set_num_threads(params.threads)
-    except ImportError:  # faiss is a dependency; only scoring needs it
-        pass
+def _limit_threads(threads: int) -> None:
+    """Cap every native thread pool of this process (torch, faiss, numpy/scipy BLAS, OpenMP) at
+    `threads`. The stages import those libraries after this, and they read these variables when
+    they load; a library already loaded (a test calling main()) is set directly."""
+    for var in THREAD_ENV_VARS:
+        os.environ[var] = str(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+    if "faiss" in sys.modules:
+        sys.modules["faiss"].omp_set_num_threads(threads)
 
 
 def _enter_root(params: Params, args: argparse.Namespace) -> Params:
@@ -80,7 +83,6 @@ def cmd_split(params: Params, args: argparse.Namespace) -> None:
 def cmd_shift(params: Params, args: argparse.Namespace) -> None:
     from shiftad.shift import run_shift_stage
 
-    _configure_threads(params)
     content = run_shift_stage(params, progress=not args.quiet)
     log.info("shifted %d images (severity %s, %s)", sum(len(v) for c in content["categories"].values() for v in c.values()),
              content["severity"], ", ".join(content["families"]))
@@ -89,21 +91,18 @@ def cmd_shift(params: Params, args: argparse.Namespace) -> None:
 def cmd_distill_teacher(params: Params, args: argparse.Namespace) -> None:
     from shiftad.distill import run_distill_stage
 
-    _configure_threads(params)
     run_distill_stage(params, args.detector, progress=not args.quiet)
 
 
 def cmd_fit(params: Params, args: argparse.Namespace) -> None:
     from shiftad.fit import run_fit_stage
 
-    _configure_threads(params)
     run_fit_stage(params, args.detector, args.regime, args.domain, args.category, _training_seed(params, args), progress=not args.quiet)
 
 
 def cmd_score(params: Params, args: argparse.Namespace) -> None:
     from shiftad.score import run_score_stage
 
-    _configure_threads(params)
     run_score_stage(params, args.detector, args.regime, args.model, args.category, _training_seed(params, args), progress=not args.quiet)
 
 
@@ -116,21 +115,18 @@ def cmd_evaluate(params: Params, args: argparse.Namespace) -> None:
 def cmd_robustness(params: Params, args: argparse.Namespace) -> None:
     from shiftad.robustness import run_robustness_stage
 
-    _configure_threads(params)
     run_robustness_stage(params, args.detector, args.category, progress=not args.quiet)
 
 
 def cmd_kshot(params: Params, args: argparse.Namespace) -> None:
     from shiftad.kshot import run_kshot_stage
 
-    _configure_threads(params)
     run_kshot_stage(params, args.detector, progress=not args.quiet)
 
 
 def cmd_fewshot(params: Params, args: argparse.Namespace) -> None:
     from shiftad.fewshot import run_fewshot_stage
 
-    _configure_threads(params)
     run_fewshot_stage(params, args.detector, args.regime, _training_seed(params, args), progress=not args.quiet)
 
 
@@ -276,6 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         params = load_params(args.params) if getattr(args, "needs_params", True) else None
         if params is not None:
             params = params.model_copy(update={"threads": _stage_threads(params, args)})
+            _limit_threads(params.threads)
             params = _enter_root(params, args)
         status = args.func(params, args)
     except ShiftadError as exc:

@@ -88,7 +88,7 @@ class BackboneParams(Section):
     # none: random init (only when asked for); any other value: a local weights file.
     weights: str = "auto"
     batch_size: int = Field(16, ge=1)
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the frozen backbone runs (PatchCore, PaDiM, kNN, routed AE); auto = CUDA when present")
+    device: Literal["auto", "cpu", "cuda"] = Field("cpu", description="where the frozen backbone runs (PatchCore, PaDiM, kNN, routed AE); auto = CUDA when present")
     mixed_precision: bool = Field(False, description="on CUDA, the frozen backbone under float16 autocast (features back in float32); ignored on CPU")
 
 
@@ -223,7 +223,7 @@ class EfficientADParams(ScaledDetectorParams):
 
     scale: Literal["smoke", "paper"] = "smoke"
     model_size: Literal["small", "medium"] = Field("small", description="PDN-S (EfficientAD-S) | PDN-M (EfficientAD-M)")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = CUDA when present")
+    device: Literal["auto", "cpu", "cuda"] = Field("cpu", description="cpu (the default: the same numbers on every machine) | cuda | auto = CUDA when present")
     penalty_images: str = Field("default", description="default (scikit-image photos + procedural images, never the fitted categories) | path/to/folder (ImageNet, Imagenette)")
     hard_quantile: float = Field(0.999, gt=0, lt=1, description="hard feature loss: mean of the differences at or above this quantile")
     map_quantiles: list[float] = Field(default_factory=lambda: [0.9, 0.995], min_length=2, max_length=2,
@@ -321,7 +321,7 @@ class UninformedStudentsParams(ScaledDetectorParams):
     run; `paper` is the paper's setting (a GPU job)."""
 
     scale: Literal["smoke", "paper"] = "smoke"
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = CUDA when present")
+    device: Literal["auto", "cpu", "cuda"] = Field("cpu", description="cpu (the default: the same numbers on every machine) | cuda | auto = CUDA when present")
     students: int = Field(3, ge=2, description="M: students per patch size (their spread is the uncertainty)")
     architecture: dict[Literal["smoke", "paper"], USArchitecture] = Field(default_factory=lambda: {
         "smoke": USArchitecture(patch_sizes=[17], image_size=64, width=0.125, descriptor_dim=64),
@@ -514,7 +514,7 @@ class ResourcesParams(Section):
     runtime: int = Field(60, ge=1, description="wall time per job (minutes)")
     gpu: int = Field(0, ge=0, description="GPUs per job of the rules that train or extract features (GPU_RULES)")
     gpu_model: str | None = Field(None, description="SLURM: the GPU model to ask for (e.g. a100); null = any")
-    gpu_manufacturer: str | None = Field(None, description="Kubernetes: nvidia or amd; null = the plugin's default")
+    gpu_manufacturer: Literal["nvidia", "amd"] | None = Field(None, description="Kubernetes: nvidia or amd, required there with gpu > 0 (SLURM ignores it)")
     rules: dict[str, RuleResources] = Field(default_factory=dict, description="per-rule overrides")
 
     @model_validator(mode="after")

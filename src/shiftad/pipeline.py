@@ -43,23 +43,25 @@ def splits_input(domain: str) -> list[str]:
     return [MANIFEST.as_posix(), *files] if domain == "clean" else files
 
 
-def score_files(params: Params) -> list[str]:
+def score_files(params: Params, seeds: list[int] | None = None) -> list[str]:
     """Every model scores every data domain's val and test images once (shift_on_clean too:
-    how an adapted model does on clean data); plus the few-shot adapted banks' scores."""
+    how an adapted model does on clean data); plus the few-shot adapted banks' scores. Of
+    every training seed, or of `seeds` (statistics reads the reference seed's only)."""
+    seeds = params.seeds if seeds is None else seeds
     files = [
         scores_file(d, r, m, x, split, c, s).as_posix()
-        for d, r, m, x, split, c, s in product(params.detectors, REGIMES, DOMAINS, DOMAINS, SCORED_SPLITS, params.categories, params.seeds)
+        for d, r, m, x, split, c, s in product(params.detectors, REGIMES, DOMAINS, DOMAINS, SCORED_SPLITS, params.categories, seeds)
     ]
-    return files + fewshot_score_files(params)
+    return files + fewshot_score_files(params, seeds)
 
 
-def fewshot_score_files(params: Params) -> list[str]:
+def fewshot_score_files(params: Params, seeds: list[int]) -> list[str]:
     """Score files of the few-shot adapted banks (none when no scenario has model: fewshot)."""
     if not any(s.model == "fewshot" for s in params.scenarios.values()):
         return []
     return [
         scores_file(d, r, f"fewshot_k{k}", "shift", split, c, s).as_posix()
-        for d, r, k, split, c, s in product(params.few_shot.detectors, REGIMES, params.few_shot.adaptation_k, SCORED_SPLITS, params.categories, params.seeds)
+        for d, r, k, split, c, s in product(params.few_shot.detectors, REGIMES, params.few_shot.adaptation_k, SCORED_SPLITS, params.categories, seeds)
     ]
 
 
@@ -127,9 +129,14 @@ def user_image_inputs(params: Params) -> list[str]:
 
 
 def data_outputs(params: Params) -> dict[str, str]:
-    """The data stage's image folder, when it writes one (synthetic generation, MVTec extraction)."""
+    """The data stage's image folder, when it writes one (synthetic generation, MVTec extraction).
+    MVTec's is updated in place: Snakemake would otherwise delete it before the job, with the
+    categories a user extracted by hand and the ones a previous run extracted."""
     from snakemake.io import directory
+    from snakemake.ioflags import update
 
+    if params.dataset.source == "mvtec":
+        return {"images": update(directory(params.dataset.root))}
     return {"images": directory(params.dataset.root)} if params.dataset.source in GENERATED_SOURCES else {}
 
 
@@ -146,3 +153,15 @@ def storage_root(workflow) -> str:
     if not local_path.endswith(probe):
         raise ValueError(f"{local_path}: the storage provider's local copy of {query} does not end with {probe}")
     return local_path[: -len(probe)].rstrip("/") or "."
+
+
+def untracked(value: str):
+    """A rule param for how a job calls the CLI (its --params files, --root), not what it
+    computes. Snakemake leaves params that are functions of a job's output out of its params
+    rerun check, so adding a resources-only --configfile, or running through a storage, reruns
+    nothing; the values a stage computes from are tracked by the rule's section params."""
+
+    def param(wildcards, output) -> str:
+        return value
+
+    return param

@@ -347,3 +347,27 @@ def test_stage_synthetic_source_calls_the_generator(tmp_path, monkeypatch):
     assert calls == [(Path("data/raw/synthetic"), 7)]
     assert read_json("data/raw/source.json")["images_per_category"] == {"a": 6, "b": 6}
     assert len(records) == 12
+
+
+def test_snakemake_data_rule_keeps_a_hand_extracted_mvtec_folder(tmp_path):
+    """The data rule declares the MVTec folder as its output; Snakemake deletes a job's outputs
+    before it runs unless they are updated in place, which would wipe categories placed by hand
+    (and force a re-extraction on every rerun)."""
+    import shutil
+    import subprocess
+
+    from conftest import REPO
+
+    project = tmp_path / "project"
+    project.mkdir()
+    for name in ("Snakefile", "params.yaml", "environment.yml", "workflow", "src"):
+        (shutil.copytree if (REPO / name).is_dir() else shutil.copy)(REPO / name, project / name)
+    placed = make_category(project / "data/raw/mvtec", "bottle") / "train/good/000.png"
+    (project / "mvtec.yaml").write_text("categories: [bottle]\ndataset: {source: mvtec, root: data/raw/mvtec, mvtec: {url: 'http://127.0.0.1:9/x'}}\n")
+    bin_dir = Path(sys.executable).parent
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": str(project / "src")}
+    done = subprocess.run([str(bin_dir / "snakemake"), "--cores", "1", "--configfile", "mvtec.yaml", "--until", "data"],
+                          cwd=project, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert placed.is_file(), "Snakemake deleted the hand-extracted MVTec folder"
+    assert len(read_manifest(project / "data/processed/manifest.json")) == 6

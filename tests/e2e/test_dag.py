@@ -289,6 +289,9 @@ def test_snakemake_runs_the_whole_study_and_one_seed_gives_identical_data(tmp_pa
     project = copy_project(tmp_path)
     run([str(BIN / "snakemake"), "--cores", "2", "--configfile", "tiny.yaml"], project)
     check_outputs(project)
+    (project / "cluster.yaml").write_text(yaml.safe_dump({"resources": {"mem_mb": 2000, "rules": {"fit": {"runtime": 90}}}}))
+    dry = run([str(BIN / "snakemake"), "-n", "--configfile", "tiny.yaml", "cluster.yaml"], project)
+    assert "Nothing to be done" in dry, dry[-2000:]  # a resources-only override reruns nothing
     run([str(BIN / "snakemake"), "--configfile", "tiny.yaml", "--report", "report/snakemake.html"], project)
     assert "curves_patchcore_per_class" in (project / "report/snakemake.html").read_text(errors="replace")
     check_page_renders(project / "report/index.html", tmp_path / "page.png")
@@ -392,10 +395,10 @@ def test_jobs_that_share_no_filesystem_work_only_through_storage(tmp_path):
                                                         "few_shot": {"detectors": ["patchcore"]}}))
     store = tmp_path / "store"
     store.mkdir()
-    log = run([str(BIN / "snakemake"), "--cores", "2", "--configfile", "tiny.yaml", "small.yaml",
+    log = run([str(BIN / "snakemake"), "--cores", "2", "--configfile", "tiny.yaml", "small.yaml", "--printshellcmds",
                "--default-storage-provider", "fs", "--default-storage-prefix", str(store)], project)
-    assert "--root .snakemake/storage/fs/" in (project / ".snakemake/log").joinpath(
-        sorted(p.name for p in (project / ".snakemake/log").iterdir())[-1]).read_text() or "Storing in storage" in log
+    commands = [line for line in log.splitlines() if "shiftad " in line and "--params " in line]
+    assert commands and all(f"--root .snakemake/storage/fs{store}" in c for c in commands), commands[:3]
     for name in ("data/processed/manifest.json", "results/metrics/scenarios.csv", "results/statistics/headline.json",
                  "results/bundles/patchcore/per_class/clean/bundle.json", "report/index.html", "report/notebooks"):
         assert (store / name).exists(), name

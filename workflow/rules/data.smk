@@ -7,8 +7,8 @@ rule data:
         manifest="data/processed/manifest.json",
         **data_outputs(P),  # synthetic / MVTec: the image folder it writes (dataset.root)
     params:
-        cli=PARAMS,
-        root=ROOT,
+        cli=untracked(PARAMS),
+        root=untracked(ROOT),
         dataset=P.dataset.model_dump(),
         seed=P.seed,
     threads: P.rule_threads("data")

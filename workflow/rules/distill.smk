@@ -8,8 +8,6 @@ from shiftad.pipeline import TEACHER_DETECTORS, teacher_params, teacher_source_i
 rule distill_teacher:
     input:
         images=image_inputs(P, ["clean"]),
-        raw="data/raw/source.json",
-        manifest="data/processed/manifest.json",
         splits=splits_input("clean"),
         weights=lambda w: local(teacher_source_inputs(P, w.detector)),
         code=local(source_files("src/shiftad/distill.py", "src/shiftad/components", "src/shiftad/backbones.py")),
@@ -18,8 +16,8 @@ rule distill_teacher:
     wildcard_constraints:
         detector="|".join(TEACHER_DETECTORS),
     params:
-        cli=PARAMS,
-        root=ROOT,
+        cli=untracked(PARAMS),
+        root=untracked(ROOT),
         teacher=lambda w: teacher_params(P, w.detector),
         backbone=P.backbone.model_dump(),
         categories=P.categories,

@@ -19,8 +19,8 @@ rule evaluate:
         predictions=directory("results/predictions"),
         heatmaps=directory("results/heatmaps"),
     params:
-        cli=PARAMS,
-        root=ROOT,
+        cli=untracked(PARAMS),
+        root=untracked(ROOT),
         scenarios={k: v.model_dump() for k, v in P.scenarios.items()},
         evaluation=P.evaluation.model_dump(),
         seeds=P.seeds,

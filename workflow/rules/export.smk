@@ -13,8 +13,8 @@ rule export:
     output:
         directory("results/bundles/{detector}/{regime}/{domain}"),
     params:
-        cli=PARAMS,
-        root=ROOT,
+        cli=untracked(PARAMS),
+        root=untracked(ROOT),
         export=P.export.model_dump(),
     threads: P.rule_threads("export")
     resources:

@@ -13,8 +13,8 @@ rule fewshot:
         [f"results/fewshot/{{detector}}/{{regime}}/seed{{seed}}/fewshot_k{k}_on_shift/{split}/{c}.npz"
          for k in P.few_shot.adaptation_k for split in SCORED_SPLITS for c in P.categories],
     params:
-        cli=PARAMS,
-        root=ROOT,
+        cli=untracked(PARAMS),
+        root=untracked(ROOT),
         few_shot=P.few_shot.model_dump(),
         seed=P.seed,
     threads: P.rule_threads("fewshot")

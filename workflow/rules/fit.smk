@@ -11,16 +11,14 @@ wildcard_constraints:
 rule fit:
     input:
         images=lambda w: image_inputs(P, [w.domain]),
-        raw="data/raw/source.json",
-        manifest="data/processed/manifest.json",
         splits=lambda w: splits_input(w.domain),
         teacher=lambda w: teacher_inputs(w.detector),
         code=local(source_files("src/shiftad/fit.py", "src/shiftad/detectors", "src/shiftad/components", "src/shiftad/backbones.py")),
     output:
         directory("results/models/{detector}/{regime}/{domain}/seed{seed}/{category}"),
     params:
-        cli=PARAMS,
-        root=ROOT,
+        cli=untracked(PARAMS),
+        root=untracked(ROOT),
         detector=lambda w: P.model_dump()[w.detector],
         backbone=P.backbone.model_dump(),
         image_size=P.image_size,

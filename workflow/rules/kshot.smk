@@ -7,8 +7,8 @@ rule kshot:
     output:
         [f"results/kshot/{{detector}}/{c}.csv" for c in P.categories],
     params:
-        cli=PARAMS,
-        root=ROOT,
+        cli=untracked(PARAMS),
+        root=untracked(ROOT),
         few_shot=P.few_shot.model_dump(),
         detector=lambda w: P.model_dump()[w.detector],
         threshold=P.evaluation.threshold.model_dump(),

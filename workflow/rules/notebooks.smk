@@ -14,8 +14,8 @@ rule notebooks:
     output:
         directory("report/notebooks"),
     params:
-        cli=PARAMS,
-        root=ROOT,
+        cli=untracked(PARAMS),
+        root=untracked(ROOT),
         study={"detectors": P.detectors, "categories": P.categories, "scenarios": list(P.scenarios)},
     threads: P.rule_threads("notebooks")
     resources:

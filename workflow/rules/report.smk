@@ -21,8 +21,8 @@ rule report:
         index="report/index.html",
         markdown="report/index.md",
     params:
-        cli=PARAMS,
-        root=ROOT,
+        cli=untracked(PARAMS),
+        root=untracked(ROOT),
         report=P.report.model_dump(),
     threads: P.rule_threads("report")
     resources:

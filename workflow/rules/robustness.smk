@@ -8,8 +8,8 @@ rule robustness:
     output:
         "results/robustness/{detector}/{category}.npz",
     params:
-        cli=PARAMS,
-        root=ROOT,
+        cli=untracked(PARAMS),
+        root=untracked(ROOT),
         robustness=P.robustness.model_dump(),
         shift_sigma=P.shift.illumination_sigma_px,
         aupro_fpr_limit=P.evaluation.aupro_fpr_limit,

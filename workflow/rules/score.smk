@@ -9,8 +9,8 @@ rule score:
     output:
         [f"results/scores/{{detector}}/per_class/seed{{seed}}/{{model}}_on_{data}/{split}/{{category}}.npz" for data in DOMAINS for split in ("val", "test")],
     params:
-        cli=PARAMS,
-        root=ROOT,
+        cli=untracked(PARAMS),
+        root=untracked(ROOT),
     threads: P.rule_threads("score")
     resources:
         **P.rule_resources("score"),
@@ -31,8 +31,8 @@ rule score_global:
     output:
         [f"results/scores/{{detector}}/global/seed{{seed}}/{{model}}_on_{data}/{split}/{c}.npz" for data in DOMAINS for split in ("val", "test") for c in P.categories],
     params:
-        cli=PARAMS,
-        root=ROOT,
+        cli=untracked(PARAMS),
+        root=untracked(ROOT),
     threads: P.rule_threads("score_global")
     resources:
         **P.rule_resources("score_global"),

@@ -8,8 +8,8 @@ rule shift:
         images=directory("data/shifted"),
         splits="data/processed/shifted_splits.json",
     params:
-        cli=PARAMS,
-        root=ROOT,
+        cli=untracked(PARAMS),
+        root=untracked(ROOT),
         shift=P.shift.model_dump(),
         seed=P.seed,
     threads: P.rule_threads("shift")

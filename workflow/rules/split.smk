@@ -5,8 +5,8 @@ rule split:
     output:
         "data/processed/splits.json",
     params:
-        cli=PARAMS,
-        root=ROOT,
+        cli=untracked(PARAMS),
+        root=untracked(ROOT),
         split=P.split.model_dump(),
         seed=P.seed,
     threads: P.rule_threads("split")

@@ -2,7 +2,7 @@
 rule statistics:
     input:
         images=image_inputs(P, ["clean", "shift"]),
-        scores=score_files(P),
+        scores=score_files(P, [P.reference_seed]),  # the comparisons are the reference run's; seeds.csv has the rest
         splits=[splits_input(d) for d in DOMAINS],
         table="results/metrics/scenarios.csv",
         seeds="results/metrics/seeds.csv",
@@ -17,8 +17,8 @@ rule statistics:
         errors="results/statistics/errors.csv",
         headline="results/statistics/headline.json",
     params:
-        cli=PARAMS,
-        root=ROOT,
+        cli=untracked(PARAMS),
+        root=untracked(ROOT),
         statistics=P.statistics.model_dump(),
         seed=P.seed,
     threads: P.rule_threads("statistics")

@@ -276,7 +276,7 @@ class PaDiM(Detector):
             raise ValueError(f"PaDiM.fit needs at least 2 training images (a covariance per patch position), got {len(records)}")
         # A fresh model per fit: the seeded channel subset and an empty embedding memory bank.
         model = self._model = self._build_model()
-        model.train()  # in training mode the forward pass stores the embeddings in model.memory_bank
+        model.train()  # anomalib's training mode, whose memory_bank the loop below fills (through our feature path)
         with torch.no_grad():
             for images in self._batches(records, "features (train)"):
                 model.memory_bank.append(self.embed(images))  # what the model's training-mode forward stores
