@@ -1,4 +1,4 @@
-# shiftad DAG: data -> split -> shift -> (distill-teacher) -> fit -> score (+ fewshot) -> evaluate -> robustness -> statistics
+# shiftad DAG: data -> split -> shift -> features (frozen networks, once per image) -> (distill-teacher) -> fit -> score (+ fewshot) -> evaluate -> robustness -> statistics
 # -> notebooks -> report; kshot (learning curves) feeds the report; export writes a bundle per
 # fitted model (after evaluate: the bundles carry the validation thresholds).
 # Rules only call the `shiftad` CLI; every number lives in params.yaml.
@@ -7,8 +7,8 @@
 from pathlib import Path
 
 from shiftad.params import validate_params
-from shiftad.pipeline import (bundle_dirs, data_outputs, image_inputs, source_files, storage_root, splits_input, teacher_source_inputs,
-                              untracked, user_image_inputs)
+from shiftad.pipeline import (DOMAINS, bundle_dirs, data_outputs, feature_inputs, image_inputs, source_files, storage_root, splits_input,
+                              teacher_source_inputs, untracked, user_image_inputs)
 
 configfile: "params.yaml"
 
@@ -20,6 +20,7 @@ ROOT = storage_root(workflow)  # where jobs find data/, results/, report/: "." h
 include: "workflow/rules/data.smk"
 include: "workflow/rules/split.smk"
 include: "workflow/rules/shift.smk"
+include: "workflow/rules/features.smk"
 include: "workflow/rules/distill.smk"
 include: "workflow/rules/fit.smk"
 include: "workflow/rules/score.smk"

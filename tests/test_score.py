@@ -56,3 +56,22 @@ def test_the_score_stage_writes_each_extra_map(tmp_path, monkeypatch):
     np.testing.assert_allclose(saved["extra_map_uncertainty"], saved["maps"] ** 2, rtol=1e-6)
     assert list(saved["paths"]) == [r.path for r in records]
     assert Path(scores_file("uncertain", "per_class", "clean", "clean", "val", "c", 0)).is_file()
+
+
+def test_one_score_job_uses_each_per_class_model_on_its_own_category_and_the_global_model_on_all(tmp_path, monkeypatch):
+    records = texture_records(tmp_path / "images", 2, size=16, category="c")
+    split = {"train": [], "val": [ImageRecord(r.path, "c", 0, "good", None, "val") for r in records],
+             "test": [ImageRecord(r.path, "c", 0, "good", None, "test") for r in records]}
+    monkeypatch.setattr(score_stage, "domain_view", lambda domain: SplitView({"c": split, "d": split}))
+    loaded = []
+    monkeypatch.setattr(score_stage, "load_detector", lambda name, folder, params: loaded.append(Path(folder).name) or UncertainDetector())
+    monkeypatch.chdir(tmp_path)
+    params = validate_params({"categories": ["c", "d"]})
+    score_stage.run_score_stage(params, "uncertain", "per_class", "clean", None, 0, progress=False)
+    assert loaded == ["c", "d"]  # each category's own model, once
+    score_stage.run_score_stage(params, "uncertain", "global", "shift", None, 0, progress=False)
+    assert loaded[2:] == ["all"]  # the global model, loaded once for every category
+    for regime, model in (("per_class", "clean"), ("global", "shift")):
+        for category in ("c", "d"):
+            for data in ("clean", "shift"):
+                assert Path(scores_file("uncertain", regime, model, data, "test", category, 0)).is_file()

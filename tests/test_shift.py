@@ -14,8 +14,8 @@ from scipy.ndimage import gaussian_filter
 
 from conftest import texture_records, with_defect
 from shiftad import shift
-from shiftad.shift import (ShiftSettings, apply_shift, draw_shift, illumination_gain, sample_shift, shift_dataset,
-                           shifted_records)
+from shiftad.shift import ShiftSettings, apply_shift, draw_shift, illumination_gain, sample_shift, shift_dataset
+from shiftad.split import shifted_records
 
 SIZE = 96
 

@@ -54,7 +54,7 @@ def test_every_stage_has_its_rule_file_module_and_cli_verb():
     from shiftad.cli import build_parser
 
     verbs = set(build_parser()._subparsers._group_actions[0].choices)
-    for stage in ("data", "split", "fit", "score", "fewshot", "kshot", "evaluate", "robustness", "statistics", "report", "export"):
+    for stage in ("data", "split", "features", "fit", "score", "fewshot", "kshot", "evaluate", "robustness", "statistics", "report", "export"):
         assert (REPO / "workflow" / "rules" / f"{stage}.smk").is_file()
         assert (REPO / "src" / "shiftad" / f"{stage}.py").is_file() or (REPO / "src" / "shiftad" / stage).is_dir()
         assert stage in verbs

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from shiftad.backbone_names import TORCH_HUB_ALIASES, is_vision_transformer  # noqa: F401 (re-exported)
 from shiftad.errors import ParamsError, ShiftadError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -35,14 +36,6 @@ OFFLINE_WEIGHT_PACKAGES = {
 }
 
 
-# torch hub names of the DINOv2 models -> the same architectures in timm
-TORCH_HUB_ALIASES = {
-    "dinov2_vits14": "vit_small_patch14_dinov2.lvd142m",
-    "dinov2_vitb14": "vit_base_patch14_dinov2.lvd142m",
-    "dinov2_vitl14": "vit_large_patch14_dinov2.lvd142m",
-    "dinov2_vits14_reg": "vit_small_patch14_reg4_dinov2.lvd142m",
-    "dinov2_vitb14_reg": "vit_base_patch14_reg4_dinov2.lvd142m",
-}
 
 
 class BackboneWeightsError(ShiftadError):
@@ -202,11 +195,6 @@ class FeatureExtractor(nn.Module):
         """`images`: float tensor (B, 3, H, W) in [0, 1]; returns one feature map per layer."""
         outputs = self.body(((images - self.mean) / self.std).contiguous(memory_format=torch.channels_last))
         return [outputs[layer].contiguous() for layer in self.layers]
-
-
-def is_vision_transformer(name: str) -> bool:
-    """ViT names (DINOv2 ``vit_small_patch14_dinov2.lvd142m`` or torch hub ``dinov2_vits14``…): patch tokens, not layers."""
-    return TORCH_HUB_ALIASES.get(name, name).split("/")[-1].startswith(("vit_", "deit", "eva"))
 
 
 class PatchTokenExtractor(nn.Module):

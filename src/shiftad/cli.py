@@ -54,8 +54,6 @@ def _stage_threads(params: Params, args: argparse.Namespace) -> int:
             raise ShiftadError(f"--threads: must be >= 1, got {args.threads}")
         return args.threads
     rule = args.command.replace("-", "_")
-    if rule == "score" and args.regime == "global":
-        rule = "score_global"
     return params.rule_threads(rule) if rule in RULE_NAMES else params.threads
 
 
@@ -88,6 +86,12 @@ def cmd_shift(params: Params, args: argparse.Namespace) -> None:
              content["severity"], ", ".join(content["families"]))
 
 
+def cmd_features(params: Params, args: argparse.Namespace) -> None:
+    from shiftad.features import run_features_stage
+
+    run_features_stage(params, args.set, args.spec, progress=not args.quiet)
+
+
 def cmd_distill_teacher(params: Params, args: argparse.Namespace) -> None:
     from shiftad.distill import run_distill_stage
 
@@ -114,8 +118,10 @@ def cmd_evaluate(params: Params, args: argparse.Namespace) -> None:
 
 def cmd_robustness(params: Params, args: argparse.Namespace) -> None:
     from shiftad.robustness import run_robustness_stage
+    from shiftad.pipeline import model_categories
 
-    run_robustness_stage(params, args.detector, args.category, progress=not args.quiet)
+    for category in model_categories(params, "per_class", args.category):
+        run_robustness_stage(params, args.detector, category, progress=not args.quiet)
 
 
 def cmd_kshot(params: Params, args: argparse.Namespace) -> None:
@@ -157,9 +163,14 @@ def cmd_screenshot(params: Params, args: argparse.Namespace) -> None:
 
 def cmd_export(params: Params, args: argparse.Namespace) -> None:
     from shiftad.export import export_bundle
+    from shiftad.paths import bundle_dir
 
-    path = export_bundle(params, args.detector, args.regime, args.domain, args.out)
-    log.info("%s: bundle of %s/%s/%s", path, args.detector, args.regime, args.domain)
+    if args.out is not None and (args.regime is None or args.domain is None):
+        raise ShiftadError("export --out: names one bundle; give --regime and --domain with it")
+    for regime in [args.regime] if args.regime else REGIMES:
+        for domain in [args.domain] if args.domain else DOMAINS:
+            path = export_bundle(params, args.detector, regime, domain, args.out or bundle_dir(args.detector, regime, domain))
+            log.info("%s: bundle of %s/%s/%s", path, args.detector, regime, domain)
 
 
 def cmd_predict(params: Params | None, args: argparse.Namespace) -> int:
@@ -207,25 +218,30 @@ def build_parser() -> argparse.ArgumentParser:
     add("data", cmd_data, "generate / download / scan the data set and write data/processed/manifest.json")
     add("split", cmd_split, "write seeded train/val/test splits to data/processed/splits.json")
     add("shift", cmd_shift, "write the MVTec-Shift copy of every split to data/shifted/ and data/processed/shifted_splits.json")
+    features = add("features", cmd_features, "run each frozen network of the study (PatchCore, PaDiM, kNN, routed AE) once over every image "
+                   "it will see and store the outputs in results/features/<set>/<spec>/ (later jobs look them up)")
+    features.add_argument("--spec", help="only this network (its spec id, the folder name; default: every one)")
+    features.add_argument("--set", required=True, choices=("study", "robustness"),
+                          help="study: every split of both domains; robustness: the images of the severity sweep")
     distill = add("distill-teacher", cmd_distill_teacher, "a detector's teacher, shared by all its fits: EfficientAD's PDN (distilled from the offline backbone, or "
                   "checked and copied from efficientad.teacher.source) | Uninformed Students' patch networks (distilled)")
     distill.add_argument("--detector", required=True, choices=TEACHER_DETECTORS)
-    fit = add("fit", cmd_fit, "fit one detector on one category's training images")
+    fit = add("fit", cmd_fit, "fit a detector's models of one regime and training domain (every category, or --category)")
     fit.add_argument("--detector", required=True)
     fit.add_argument("--regime", required=True, choices=REGIMES)
     fit.add_argument("--domain", required=True, choices=DOMAINS, help="domain of the training images")
-    fit.add_argument("--category", required=True, help=f"a category of params, or '{GLOBAL_CATEGORY}' for the global model")
+    fit.add_argument("--category", help=f"only this category's model (or '{GLOBAL_CATEGORY}', the global model); default: every model of the regime")
     fit.add_argument("--seed", type=int, help="training seed, one of params' seeds (default: the first)")
-    score = add("score", cmd_score, "score one category's val and test images of every domain with one fitted model (global: --category all scores every category)")
+    score = add("score", cmd_score, "score the val and test images of every domain with a regime's fitted models (per class: each its own category; global: every category)")
     score.add_argument("--detector", required=True)
     score.add_argument("--regime", required=True, choices=REGIMES)
     score.add_argument("--model", required=True, choices=DOMAINS, help="domain the model was fitted on")
-    score.add_argument("--category", required=True)
+    score.add_argument("--category", help=f"only this category's model (or '{GLOBAL_CATEGORY}', the global model); default: every model of the regime")
     score.add_argument("--seed", type=int, help="the model's training seed, one of params' seeds (default: the first)")
     add("evaluate", cmd_evaluate, "thresholds from val, metrics on test, per-image records and heatmaps")
-    robustness = add("robustness", cmd_robustness, "severity sweep: one category's test images shifted by one family at a time, scored by the clean per-class model")
+    robustness = add("robustness", cmd_robustness, "severity sweep: each category's test images shifted by one family at a time, scored by its clean per-class model")
     robustness.add_argument("--detector", required=True)
-    robustness.add_argument("--category", required=True)
+    robustness.add_argument("--category", help="only this category (default: every category)")
     kshot = add("kshot", cmd_kshot, "K-shot learning curves of a memory-bank detector, every category: K clean train images x seeds, threshold on val")
     kshot.add_argument("--detector", required=True)
     fewshot = add("fewshot", cmd_fewshot, "few-shot adaptation: clean memory banks plus K shifted normal train images score the shifted val/test images")
@@ -239,11 +255,12 @@ def build_parser() -> argparse.ArgumentParser:
     shot.add_argument("--out", default="report/screenshot.png")
     shot.add_argument("--width", type=int, default=1280)
     shot.add_argument("--height", type=int, default=2400)
-    export = add("export", cmd_export, "write a self-contained model bundle (state, validation thresholds, params, versions, hashes)")
+    export = add("export", cmd_export, "write self-contained model bundles (state, validation thresholds, params, versions, hashes): "
+                 "one per regime and domain of a detector (results/bundles/<detector>/<regime>/<domain>), or the one of --regime and --domain")
     export.add_argument("--detector", required=True)
-    export.add_argument("--regime", required=True, choices=REGIMES)
-    export.add_argument("--domain", required=True, choices=DOMAINS)
-    export.add_argument("--out", required=True, help="bundle folder to write")
+    export.add_argument("--regime", choices=REGIMES, help="only this regime's bundles")
+    export.add_argument("--domain", choices=DOMAINS, help="only this training domain's bundles")
+    export.add_argument("--out", help="bundle folder to write (one bundle: with --regime and --domain; default results/bundles/...)")
     predict = add("predict", cmd_predict, "inspect images with a bundle: JSON record + heatmap overlay per image, a summary line")
     predict.add_argument("--bundle", required=True)
     predict.add_argument("images", nargs="+", help="image files, globs or folders")

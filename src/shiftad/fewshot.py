@@ -64,12 +64,12 @@ def adapt_and_score(params: Params, model: PatchBankDetector, detector: str, reg
     view = domain_view("shift")
     ks = params.few_shot.adaptation_k
     # One feature pass per image: the largest K's images hold every smaller K's (nested draws).
-    start = time.perf_counter()
-    added = {c: model.patch_rows(adaptation_images(view.get(c, "train"), max(ks), params.seed, c), f"features (shifted normals, {c})")
-             for c in covered}
-    scored = {(c, split): view.get(c, split) for c in covered for split in SCORED_SPLITS}
-    rows = {key: model.patch_rows(records, f"features ({key[0]} shift {key[1]})") for key, records in scored.items()}
-    seconds_per_extraction = (time.perf_counter() - start) / max(1, sum(map(len, scored.values())) + sum(map(len, added.values())))
+    with model.clock() as clock:  # the network's time, whether it ran here or in the features stage
+        added = {c: model.patch_rows(adaptation_images(view.get(c, "train"), max(ks), params.seed, c), f"features (shifted normals, {c})")
+                 for c in covered}
+        scored = {(c, split): view.get(c, split) for c in covered for split in SCORED_SPLITS}
+        rows = {key: model.patch_rows(records, f"features ({key[0]} shift {key[1]})") for key, records in scored.items()}
+    seconds_per_extraction = clock.seconds / max(1, sum(map(len, scored.values())) + sum(map(len, added.values())))
     # The bank only grows, so each K searches just the patches added since the previous K and
     # merges them with the neighbours found so far: exact k-NN of the extended bank.
     adapted = copy.copy(model)  # shares the clean bank array; add_rows builds a new one

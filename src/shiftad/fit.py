@@ -1,20 +1,21 @@
 """The fit stage: one model per (detector, regime, training domain, category), saved with meta.json.
 
 Regime `per_class` fits on one category's training images; `global` fits one model on the
-pooled training images of every category (its folder is `all`).
+pooled training images of every category (its folder is `all`). One job fits every model of
+a (detector, regime, domain, seed) — the per-class models one after the other — so the DAG
+pays a job's fixed cost (imports, the backbone's weights) once, not once per category.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
-from shiftad.detectors import build_detector
+from shiftad.detectors import build_detector, log_feature_use
 from shiftad.io import atomic_dir, write_json
 from shiftad.params import Params
 from shiftad.paths import model_dir
-from shiftad.pipeline import GLOBAL_CATEGORY
+from shiftad.pipeline import GLOBAL_CATEGORY, model_categories
 from shiftad.split import domain_view
 
 log = logging.getLogger(__name__)
@@ -38,15 +39,22 @@ def validation_normals(params: Params, regime: str, domain: str, category: str) 
     return [r for c in names for r in view.get(c, "val") if not r.is_anomalous]
 
 
-def run_fit_stage(params: Params, detector: str, regime: str, domain: str, category: str, seed: int, progress: bool = True) -> Path:
-    """Fit one model with training seed `seed` (one of params `seeds`)."""
+def run_fit_stage(params: Params, detector: str, regime: str, domain: str, category: str | None, seed: int,
+                  progress: bool = True) -> list[Path]:
+    """Fit the regime's models (or the one of `category`) with training seed `seed` (one of params `seeds`)."""
+    return [fit_model(params, detector, regime, domain, name, seed, progress) for name in model_categories(params, regime, category)]
+
+
+def fit_model(params: Params, detector: str, regime: str, domain: str, category: str, seed: int, progress: bool = True) -> Path:
+    """Fit one model and save it under its model folder."""
     train = training_images(params, regime, domain, category)
     validation = validation_normals(params, regime, domain, category)
     model = build_detector(detector, params.for_training(seed))
     model.progress = progress
-    start = time.perf_counter()
-    model.fit(train, validation)
-    seconds = time.perf_counter() - start
+    with model.clock() as clock:
+        model.fit(train, validation)
+    seconds = clock.seconds
+    log_feature_use(model)
     target = model_dir(detector, regime, domain, category, seed)
     with atomic_dir(target) as folder:
         model.save(folder)

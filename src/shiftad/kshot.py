@@ -92,9 +92,9 @@ def kshot_category(params: Params, model: PatchBankDetector, detector: str, cate
                     [k for k in params.few_shot.kshot if k > len(train)])
     if not ks:
         raise ParamsError(f"few_shot.kshot: every K exceeds the {len(train)} train images of '{category}'")
-    start = time.perf_counter()
-    train_rows = model.patch_rows(train, "features (train)")
-    per_image_seconds = (time.perf_counter() - start) / len(train)
+    with model.clock() as clock:  # the network's time per image, whether it ran here or in the features stage
+        train_rows = model.patch_rows(train, "features (train)")
+    per_image_seconds = clock.seconds / len(train)
     val, test = view.get(category, "val"), view.get(category, "test")
     val_rows, test_rows = model.patch_rows(val, "features (val)"), model.patch_rows(test, "features (test)")
     val_labels, test_labels = np.array([r.label for r in val]), np.array([r.label for r in test])

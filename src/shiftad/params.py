@@ -482,6 +482,12 @@ class ReportParams(Section):
     pdf: bool = Field(True, description="save every figure as PDF beside the PNG")
 
 
+class FeaturesParams(Section):
+    """The features stage: each frozen network's outputs for every image, computed once."""
+
+    dtype: Literal["float32", "float16"] = Field("float32", description="stored precision: float32 = exactly what the network computed; float16 = half the disk, outputs rounded")
+
+
 class ExportParams(Section):
     """Model bundles (`shiftad export`): one per fitted model, for `shiftad predict` and `shiftad serve`."""
 
@@ -491,10 +497,10 @@ class ExportParams(Section):
     parity_images: int = Field(4, ge=1, description="validation images per bundle the ONNX parity check runs on")
 
 
-# The DAG's rules (one per stage; `score_global` is `score` for a global model), for per-rule resources.
-RULE_NAMES: tuple[str, ...] = ("data", "split", "shift", "distill_teacher", "fit", "score", "score_global", "fewshot",
+# The DAG's rules (one per stage), for per-rule resources.
+RULE_NAMES: tuple[str, ...] = ("data", "split", "shift", "features", "distill_teacher", "fit", "score", "fewshot",
                               "kshot", "evaluate", "robustness", "statistics", "notebooks", "report", "export")
-GPU_RULES: tuple[str, ...] = ("distill_teacher", "fit", "score", "score_global", "fewshot", "kshot", "robustness")  # train or extract features
+GPU_RULES: tuple[str, ...] = ("features", "distill_teacher", "fit", "score", "fewshot", "kshot", "robustness")  # train or extract features
 
 
 class RuleResources(Section):
@@ -559,7 +565,12 @@ class Params(Section):
     statistics: StatisticsParams = StatisticsParams()
     report: ReportParams = ReportParams()
     export: ExportParams = ExportParams()
+    features: FeaturesParams = FeaturesParams()
     threads: int = Field(2, ge=1, description="CPU threads per job (resources.rules.<rule>.threads overrides it per rule)")
+    # per_regime: one fit job per detector, regime, domain and seed fits every category's model in
+    # turn (each job pays its fixed cost, ~8 s of imports, once); per_model: one job per model, so
+    # a cluster fits the categories side by side. The models and their folders are the same.
+    fit_jobs: Literal["per_regime", "per_model"] = "per_regime"
     resources: ResourcesParams = ResourcesParams()
 
     @model_validator(mode="before")

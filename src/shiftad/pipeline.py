@@ -32,8 +32,50 @@ def model_category(regime: str, category: str) -> str:
     return GLOBAL_CATEGORY if regime == "global" else category
 
 
+def model_categories(params: Params, regime: str, category: str | None = None) -> list[str]:
+    """The model folders a fit or score job covers: `category` alone, or (None) every model of
+    the regime: each category (per_class), or the one global model (`all`)."""
+    if regime == "global":
+        if category not in (None, GLOBAL_CATEGORY):
+            raise ValueError(f"the global model is fitted once, as category '{GLOBAL_CATEGORY}', not '{category}'")
+        return [GLOBAL_CATEGORY]
+    if category is None:
+        return list(params.categories)
+    if category not in params.categories:
+        raise ValueError(f"category '{category}' is not in params categories {params.categories}")
+    return [category]
+
+
 def model_path(detector: str, regime: str, domain: str, category: str, seed: int | str) -> str:
     return model_dir(detector, regime, domain, model_category(regime, category), int(seed)).as_posix()
+
+
+MODELS_PATTERN = "results/models/{detector}/{regime}/{domain}/seed{seed}"  # the models of one fit job with fit_jobs: per_regime
+
+
+def fit_output(params: Params) -> str:
+    """What one fit job writes: every model of a (detector, regime, domain, seed) — their common
+    folder — or, with fit_jobs: per_model, one model's folder."""
+    return MODELS_PATTERN if params.fit_jobs == "per_regime" else MODELS_PATTERN + "/{category}"
+
+
+def fit_job_name(params: Params) -> str:
+    """A fit job's log and benchmark file name (the wildcards of its output)."""
+    return "{detector}_{regime}_{domain}_seed{seed}" + ("" if params.fit_jobs == "per_regime" else "_{category}")
+
+
+def category_flag(wildcards) -> str:
+    """`--category C` for a job of one model (a `category` wildcard), nothing for a job of every model."""
+    category = getattr(wildcards, "category", None)
+    return f"--category {category}" if category else ""
+
+
+def model_inputs(params: Params, detector: str, regime: str, domain: str, seed: int | str, categories: list[str] | None = None) -> list[str]:
+    """The fit outputs that hold the models scoring `categories` (default: every category)."""
+    names = sorted({model_category(regime, c) for c in (params.categories if categories is None else categories)})
+    if params.fit_jobs == "per_regime":
+        return [MODELS_PATTERN.format(detector=detector, regime=regime, domain=domain, seed=int(seed))]
+    return [model_path(detector, regime, domain, name, seed) for name in names]
 
 
 def splits_input(domain: str) -> list[str]:
@@ -77,7 +119,7 @@ def bundle_dirs(params: Params) -> list[str]:
 def export_inputs(params: Params, detector: str, regime: str, domain: str) -> list[str]:
     """What a bundle is made of: the reference seed's model folder(s) and the validation scores behind its thresholds."""
     seed = params.reference_seed
-    models = sorted({model_path(detector, regime, domain, c, seed) for c in params.categories})
+    models = model_inputs(params, detector, regime, domain, seed)
     val = [scores_file(detector, regime, domain, domain, "val", c, seed).as_posix() for c in params.categories]
     return models + val
 
@@ -165,3 +207,44 @@ def untracked(value: str):
         return value
 
     return param
+
+
+FEATURES_DIR = "results/features"
+FEATURE_NETWORKS = {"patchcore": "timm_layers", "routed_ae": "timm_layers", "padim": "anomalib_padim", "knn": "timm_layers"}
+
+
+def feature_spec(params: Params, detector: str) -> dict | None:
+    """The frozen network a detector built from `params` runs (its `feature_spec()`, said from
+    params without building it), or None for a detector with trained networks only."""
+    from shiftad.backbone_names import is_vision_transformer
+
+    if detector not in FEATURE_NETWORKS:
+        return None
+    backbone, weights, layers = params.backbone.name, params.backbone.weights, list(getattr(params, detector).layers)
+    if detector == "knn" and params.knn.backbone != "default":
+        backbone, weights = params.knn.backbone, params.knn.weights
+    if detector == "knn" and is_vision_transformer(backbone):
+        return {"network": "vit_patch_tokens", "backbone": backbone, "weights": weights, "layers": [], "image_size": params.image_size}
+    return {"network": FEATURE_NETWORKS[detector], "backbone": backbone, "weights": weights, "layers": layers,
+            "image_size": params.image_size}
+
+
+def spec_id(spec: dict) -> str:
+    """A short stable name for a network spec (its features folder)."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def feature_specs(params: Params) -> dict[str, dict]:
+    """The distinct frozen networks of the study's detectors, by spec id (the features folders)."""
+    specs = (feature_spec(params, d) for d in params.detectors)
+    return {spec_id(s): s for s in specs if s is not None}
+
+
+def feature_inputs(params: Params, detector: str, feature_set: str = "study") -> list[str]:
+    """The features a detector's jobs read (none for a detector without a frozen network):
+    `study` for fit, score, K-shot and few-shot; `robustness` for the severity sweep."""
+    spec = feature_spec(params, detector)
+    return [] if spec is None else [f"{FEATURES_DIR}/{feature_set}/{spec_id(spec)}"]

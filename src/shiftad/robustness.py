@@ -23,6 +23,7 @@ import logging
 import tempfile
 import zlib
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image
@@ -30,7 +31,7 @@ from tqdm.auto import tqdm
 
 from shiftad.data.images import read_image, read_mask
 from shiftad.data.records import ImageRecord
-from shiftad.detectors import load_detector
+from shiftad.detectors import load_detector, log_feature_use
 from shiftad.evaluate.metrics import pixel_metrics
 from shiftad.io import save_npz
 from shiftad.params import Params
@@ -74,6 +75,19 @@ def _masks_at(masks: list[np.ndarray | None], records: list[ImageRecord], size: 
     return out
 
 
+def sweep_images(params: Params, category: str, records: list[ImageRecord], folder: Path
+                 ) -> Iterator[tuple[str, int, list[ImageRecord], list[np.ndarray | None]]]:
+    """Every condition of the sweep: (family, severity, the shifted copies of `records` written
+    under `folder`, their masks). The features stage runs the frozen networks on the same images."""
+    for family, severity in sweep_conditions(params):
+        settings = ShiftSettings(severity=severity, families=(family,), illumination_probability=1.0,
+                                 illumination_sigma_px=params.shift.illumination_sigma_px)
+        condition = folder / f"{family}_{severity}"
+        condition.mkdir(parents=True)
+        shifted, masks = shift_test_images(records, settings, params.seed, category, condition)
+        yield family, severity, shifted, masks
+
+
 def run_robustness_stage(params: Params, detector: str, category: str, progress: bool = True) -> Path:
     records = domain_view("clean").get(category, "test")
     model = load_detector(detector, model_path(detector, "per_class", "clean", category, params.reference_seed), params)
@@ -83,17 +97,15 @@ def run_robustness_stage(params: Params, detector: str, category: str, progress:
     pixel_auroc = np.full(len(conditions), np.nan)
     aupro = np.full(len(conditions), np.nan)
     with tempfile.TemporaryDirectory(prefix="shiftad-robustness-") as tmp:
-        for c, (family, severity) in enumerate(tqdm(conditions, desc=f"robustness {detector}/{category}", disable=not progress)):
-            settings = ShiftSettings(severity=severity, families=(family,), illumination_probability=1.0,
-                                     illumination_sigma_px=params.shift.illumination_sigma_px)
-            folder = Path(tmp) / f"{family}_{severity}"
-            folder.mkdir()
-            shifted, masks = shift_test_images(records, settings, params.seed, category, folder)
+        sweep = sweep_images(params, category, records, Path(tmp))
+        for c, (family, severity, shifted, masks) in enumerate(tqdm(sweep, total=len(conditions), desc=f"robustness {detector}/{category}",
+                                                                    disable=not progress)):
             result = model.score(shifted)
             scores[c] = result.image_scores
             pixel = pixel_metrics(result.maps, _masks_at(masks, records, result.maps.shape[1:]), params.evaluation.aupro_fpr_limit)
             pixel_auroc[c], aupro[c] = pixel["pixel_auroc"], pixel["aupro"]
             log.info("%s/%s %s severity %d: scored %d images", detector, category, family, severity, len(records))
+    log_feature_use(model)
     out = robustness_file(detector, category)
     save_npz(
         out,

@@ -418,13 +418,6 @@ def shift_dataset(records_by_split: dict[str, dict[str, list[ImageRecord]]], set
     }
 
 
-def shifted_records(shifted_splits: dict[str, Any], category: str, split: str) -> list[ImageRecord]:
-    """The ImageRecords of one category and split of a `shifted_splits.json` content."""
-    fields = ImageRecord.__dataclass_fields__
-    entries = shifted_splits["categories"][category][split]
-    return [ImageRecord(**{k: v for k, v in e.items() if k in fields}) for e in entries]
-
-
 def run_shift_stage(params: Params, progress: bool = True) -> dict[str, Any]:
     """The shift stage: shifted copies of every split under data/shifted/, listed in shifted_splits.json."""
     from shiftad.io import write_json

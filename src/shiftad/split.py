@@ -15,7 +15,7 @@ from __future__ import annotations
 import zlib
 from collections import defaultdict
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -109,8 +109,6 @@ class SplitView:
 
     @classmethod
     def shifted(cls, shifted_splits: Path = SHIFTED_SPLITS) -> "SplitView":
-        from shiftad.shift import shifted_records  # torchvision is only needed for the shift domain
-
         content = read_json(shifted_splits)
         return cls({c: {s: shifted_records(content, c, s) for s in parts} for c, parts in content["categories"].items()})
 
@@ -120,6 +118,13 @@ class SplitView:
 
     def get(self, category: str, split: str) -> list[ImageRecord]:
         return list(self.splits[category][split])
+
+
+def shifted_records(shifted_splits: dict[str, Any], category: str, split: str) -> list[ImageRecord]:
+    """The ImageRecords of one category and split of a `shifted_splits.json` content."""
+    fields = ImageRecord.__dataclass_fields__
+    entries = shifted_splits["categories"][category][split]
+    return [ImageRecord(**{k: v for k, v in e.items() if k in fields}) for e in entries]
 
 
 def domain_view(domain: str) -> SplitView:

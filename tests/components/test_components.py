@@ -4,9 +4,9 @@ import torch
 from sklearn.neighbors import NearestNeighbors as SkNN
 
 from shiftad.components.aggregation import aggregate_patches, to_patch_rows
-from shiftad.components.coreset import greedy_coreset_indices
+from shiftad.components.coreset import greedy_coreset_indices, greedy_coreset_reference
 from shiftad.components.knn import NearestNeighbours
-from shiftad.components.maps import gaussian_kernel_size, upsample_and_smooth
+from shiftad.components.maps import gaussian_blur, gaussian_kernel_size, upsample_and_smooth
 
 
 def test_knn_matches_brute_force():
@@ -47,6 +47,18 @@ def test_coreset_covers_the_data_better_than_random():
     assert coverage_radius(selected.numpy()) < coverage_radius(random)
 
 
+@pytest.mark.parametrize("n, dim, ratio, offset", [(4000, 32, 0.1, 0.0), (3000, 160, 0.05, 5.0), (2000, 8, 0.3, 0.0)])
+def test_pruned_coreset_picks_exactly_what_the_plain_loop_picks(n, dim, ratio, offset):
+    """The triangle-inequality pruning skips only points whose distance cannot drop: the same
+    indices in the same order as the plain greedy loop (clustered data, where it prunes most;
+    an offset makes norms large next to distances, which the rounding margin must cover)."""
+    rng = np.random.default_rng(n)
+    centres = rng.normal(size=(25, dim)) * 4
+    points = torch.from_numpy((centres[rng.integers(0, 25, n)] + rng.normal(size=(n, dim)) + offset).astype(np.float32))
+    ours = greedy_coreset_indices(points, ratio, projection_dim=16, seed=7, progress=False)
+    assert torch.equal(ours, greedy_coreset_reference(points, ratio, projection_dim=16, seed=7))
+
+
 def test_coreset_is_seeded():
     x = torch.randn(1000, 64)
     a = greedy_coreset_indices(x, 0.1, 16, seed=5, progress=False)
@@ -82,6 +94,15 @@ def test_maps_upsample_and_smooth():
     assert gaussian_kernel_size(4) == 33
     raw = upsample_and_smooth(patch, 64, sigma=0)
     assert raw.max() > m.max()  # smoothing spreads the peak
+
+
+@pytest.mark.parametrize("sigma", [0.5, 2.0, 4.0])
+def test_gaussian_blur_is_torchvisions_to_the_bit(sigma):
+    from torchvision.transforms.v2 import functional as TF
+
+    maps = torch.from_numpy(np.random.default_rng(3).gamma(2.0, size=(3, 1, 40, 56)).astype(np.float32))
+    size = gaussian_kernel_size(sigma)
+    assert torch.equal(gaussian_blur(maps, size, sigma), TF.gaussian_blur(maps, kernel_size=[size, size], sigma=[sigma, sigma]))
 
 
 def test_merged_neighbour_lists_equal_a_search_of_the_union():

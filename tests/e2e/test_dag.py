@@ -301,6 +301,21 @@ def test_snakemake_runs_the_whole_study_and_one_seed_gives_identical_data(tmp_pa
     run([str(BIN / "snakemake"), "--cores", "2", "--configfile", "tiny.yaml", "--forcerun", "data", "--until", "shift"], project)
     assert {name: (project / name).read_bytes() for name in DATA_FILES} == before
     assert shifted_image.read_bytes() == image_bytes
+    check_result_stages_import_no_deep_learning_stack(project)
+
+
+# Runs a stage as its job does, then prints the deep-learning modules the process had loaded.
+STAGE_PROBE = ("import json, sys\nfrom shiftad.cli import main\nstatus = main(sys.argv[1:])\n"
+               "print('loaded:', json.dumps(sorted(m for m in ('torch', 'timm', 'torchvision', 'faiss') if m in sys.modules)))\nsys.exit(status)")
+
+
+def check_result_stages_import_no_deep_learning_stack(project: Path) -> None:
+    """A job pays only for what it uses: the stages that read results run for real (on this
+    run's outputs, rewriting them) without loading torch, timm, torchvision or faiss."""
+    for stage in ("evaluate", "statistics", "report"):
+        out = run([sys.executable, "-c", STAGE_PROBE, stage, "--params", "params.yaml", "--params", "tiny.yaml", "--quiet"], project)
+        loaded = json.loads(re.search(r"^loaded: (.*)$", out, re.M).group(1))
+        assert loaded == [], f"shiftad {stage} loaded {loaded}"
 
 
 def check_two_seeds(project: Path) -> None:
@@ -367,17 +382,15 @@ def test_dvc_repro_two_seeds_remote_round_trip_and_reruns_only_what_a_patchcore_
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     status = run([str(BIN / "dvc"), "status", "--json"], project)
     changed = set(json.loads(status[status.index("{"):]))
-    fits = ({f"fit@patchcore-{d}-widget-{seed}" for d in ("clean", "shift") for seed in (0, 1)}
-            | {f"fit_global@patchcore-{d}-{seed}" for d in ("clean", "shift") for seed in (0, 1)})
+    fits = {f"fit@patchcore-{r}-{d}-{seed}" for r in ("per_class", "global") for d in ("clean", "shift") for seed in (0, 1)}
     assert changed == fits | {"kshot@patchcore"}, changed  # later stages follow once fit's outputs change
     manifest_mtime = (project / "data/processed/manifest.json").stat().st_mtime_ns
     log = run([str(BIN / "dvc"), "repro"], project)
     for stage in ("data", "split", "shift"):
         assert f"Stage '{stage}' didn't change, skipping" in log, stage
-    scores = ({f"score@patchcore-{m}-widget-{seed}" for m in ("clean", "shift") for seed in (0, 1)}
-              | {f"score_global@patchcore-{m}-{seed}" for m in ("clean", "shift") for seed in (0, 1)})
+    scores = {f"score@patchcore-{r}-{m}-{seed}" for r in ("per_class", "global") for m in ("clean", "shift") for seed in (0, 1)}
     fewshot = {f"fewshot@patchcore-{r}-{seed}" for r in ("per_class", "global") for seed in (0, 1)}
-    for stage in sorted(fits | scores | fewshot) + ["kshot@patchcore", "evaluate", "robustness@patchcore-widget", "statistics", "notebooks", "report"]:
+    for stage in sorted(fits | scores | fewshot) + ["kshot@patchcore", "evaluate", "robustness@patchcore", "statistics", "notebooks", "report"]:
         assert f"Running stage '{stage}'" in log, stage
     assert (project / "data/processed/manifest.json").stat().st_mtime_ns == manifest_mtime
 

@@ -18,5 +18,7 @@ rule data:
         "../../environment.yml"
     log:
         "logs/data.log",
+    benchmark:
+        "logs/benchmarks/data.tsv",
     shell:
         "shiftad data {params.cli} --root {params.root} --threads {threads} 2> {log}"

@@ -28,6 +28,8 @@ rule distill_teacher:
     conda:
         "../../environment.yml"
     log:
-        "logs/distill_teacher_{detector}.log",
+        "logs/distill_teacher/{detector}.log",
+    benchmark:
+        "logs/benchmarks/distill_teacher/{detector}.tsv",
     shell:
         "shiftad distill-teacher {params.cli} --root {params.root} --threads {threads} --detector {wildcards.detector} 2> {log}"

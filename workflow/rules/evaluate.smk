@@ -31,5 +31,7 @@ rule evaluate:
         "../../environment.yml"
     log:
         "logs/evaluate.log",
+    benchmark:
+        "logs/benchmarks/evaluate.tsv",
     shell:
         "shiftad evaluate {params.cli} --root {params.root} --threads {threads} 2> {log}"

@@ -1,17 +1,18 @@
 from shiftad.pipeline import bundle_dirs, export_inputs
 
 
-# One bundle per fitted model (`shiftad predict` / `shiftad serve` load it): the model
-# folder(s), the thresholds validation chose, the ONNX feature network checked against torch.
+# The bundles of one detector, one per fitted model of the reference seed (`shiftad predict` /
+# `shiftad serve` load them): the model folder(s), the thresholds validation chose, the ONNX
+# feature network checked against torch. One job per detector: a bundle is mostly copying.
 rule export:
     input:
-        images=lambda w: image_inputs(P, [w.domain]),
-        model=lambda w: export_inputs(P, w.detector, w.regime, w.domain),
+        images=image_inputs(P, ["clean", "shift"]),
+        models=lambda w: [m for r in REGIMES for d in DOMAINS for m in export_inputs(P, w.detector, r, d)],
         table="results/metrics/scenarios.csv",
-        splits=lambda w: splits_input(w.domain),
+        splits=[splits_input(d) for d in DOMAINS],
         code=local(source_files("src/shiftad/export.py", "src/shiftad/bundle.py")),
     output:
-        directory("results/bundles/{detector}/{regime}/{domain}"),
+        [directory(f"results/bundles/{{detector}}/{r}/{d}") for r in REGIMES for d in DOMAINS],
     params:
         cli=untracked(PARAMS),
         root=untracked(ROOT),
@@ -22,6 +23,8 @@ rule export:
     conda:
         "../../environment.yml"
     log:
-        "logs/export/{detector}_{regime}_{domain}.log",
+        "logs/export/{detector}.log",
+    benchmark:
+        "logs/benchmarks/export/{detector}.tsv",
     shell:
-        "shiftad export {params.cli} --root {params.root} --threads {threads} --detector {wildcards.detector} --regime {wildcards.regime} --domain {wildcards.domain} --out results/bundles/{wildcards.detector}/{wildcards.regime}/{wildcards.domain} 2> {log}"
+        "shiftad export {params.cli} --root {params.root} --threads {threads} --detector {wildcards.detector} 2> {log}"

@@ -6,7 +6,8 @@ from shiftad.pipeline import SCORED_SPLITS
 rule fewshot:
     input:
         images=image_inputs(P, ["clean", "shift"]),
-        models=lambda w: [model_path(w.detector, w.regime, "clean", c, w.seed) for c in P.categories],
+        models=lambda w: model_inputs(P, w.detector, w.regime, "clean", w.seed),
+        features=lambda w: feature_inputs(P, w.detector),
         splits=[splits_input(d) for d in DOMAINS],
         code=local(source_files("src/shiftad/fewshot.py", "src/shiftad/detectors/memory_bank.py")),
     output:
@@ -24,5 +25,7 @@ rule fewshot:
         "../../environment.yml"
     log:
         "logs/fewshot/{detector}_{regime}_seed{seed}.log",
+    benchmark:
+        "logs/benchmarks/fewshot/{detector}_{regime}_seed{seed}.tsv",
     shell:
         "shiftad fewshot {params.cli} --root {params.root} --threads {threads} --detector {wildcards.detector} --regime {wildcards.regime} --seed {wildcards.seed} 2> {log}"

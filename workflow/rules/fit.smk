@@ -1,4 +1,5 @@
-from shiftad.pipeline import DOMAINS, GLOBAL_CATEGORY, REGIMES, model_path, splits_input, teacher_inputs
+from shiftad.pipeline import (DOMAINS, GLOBAL_CATEGORY, REGIMES, category_flag, fit_job_name, fit_output, model_inputs, model_path,
+                              splits_input, teacher_inputs)
 
 
 wildcard_constraints:
@@ -8,26 +9,33 @@ wildcard_constraints:
     seed=r"\d+",
 
 
+# One job fits every model of a detector, regime, training domain and seed (fit_jobs: per_regime),
+# or one model (fit_jobs: per_model, a `category` wildcard).
 rule fit:
     input:
         images=lambda w: image_inputs(P, [w.domain]),
         splits=lambda w: splits_input(w.domain),
         teacher=lambda w: teacher_inputs(w.detector),
+        features=lambda w: feature_inputs(P, w.detector),
         code=local(source_files("src/shiftad/fit.py", "src/shiftad/detectors", "src/shiftad/components", "src/shiftad/backbones.py")),
     output:
-        directory("results/models/{detector}/{regime}/{domain}/seed{seed}/{category}"),
+        directory(fit_output(P)),
     params:
         cli=untracked(PARAMS),
         root=untracked(ROOT),
+        category=category_flag,
         detector=lambda w: P.model_dump()[w.detector],
         backbone=P.backbone.model_dump(),
         image_size=P.image_size,
+        categories=P.categories,
     threads: P.rule_threads("fit")
     resources:
         **P.rule_resources("fit"),
     conda:
         "../../environment.yml"
     log:
-        "logs/fit/{detector}_{regime}_{domain}_seed{seed}_{category}.log",
+        f"logs/fit/{fit_job_name(P)}.log",
+    benchmark:
+        f"logs/benchmarks/fit/{fit_job_name(P)}.tsv",
     shell:
-        "shiftad fit {params.cli} --root {params.root} --threads {threads} --detector {wildcards.detector} --regime {wildcards.regime} --domain {wildcards.domain} --category {wildcards.category} --seed {wildcards.seed} 2> {log}"
+        "shiftad fit {params.cli} --root {params.root} --threads {threads} --detector {wildcards.detector} --regime {wildcards.regime} --domain {wildcards.domain} --seed {wildcards.seed} {params.category} 2> {log}"

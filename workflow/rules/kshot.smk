@@ -3,6 +3,7 @@ rule kshot:
     input:
         images=image_inputs(P, ["clean"]),
         splits=splits_input("clean"),
+        features=lambda w: feature_inputs(P, w.detector),
         code=local(source_files("src/shiftad/kshot.py", "src/shiftad/detectors", "src/shiftad/components", "src/shiftad/backbones.py")),
     output:
         [f"results/kshot/{{detector}}/{c}.csv" for c in P.categories],
@@ -21,5 +22,7 @@ rule kshot:
         "../../environment.yml"
     log:
         "logs/kshot/{detector}.log",
+    benchmark:
+        "logs/benchmarks/kshot/{detector}.tsv",
     shell:
         "shiftad kshot {params.cli} --root {params.root} --threads {threads} --detector {wildcards.detector} 2> {log}"

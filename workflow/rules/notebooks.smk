@@ -24,5 +24,7 @@ rule notebooks:
         "../../environment.yml"
     log:
         "logs/notebooks.log",
+    benchmark:
+        "logs/benchmarks/notebooks.tsv",
     shell:
         "shiftad notebooks {params.cli} --root {params.root} --threads {threads} --quiet 2> {log}"

@@ -31,5 +31,7 @@ rule report:
         "../../environment.yml"
     log:
         "logs/report.log",
+    benchmark:
+        "logs/benchmarks/report.tsv",
     shell:
         "shiftad report {params.cli} --root {params.root} --threads {threads} --quiet 2> {log}"

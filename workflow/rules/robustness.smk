@@ -1,12 +1,13 @@
-# Severity sweep: one job per detector and category, clean per-class model, test images only.
+# Severity sweep: one job per detector (every category), clean per-class models, test images only.
 rule robustness:
     input:
         images=image_inputs(P, ["clean"]),
-        model=lambda w: model_path(w.detector, "per_class", "clean", w.category, P.reference_seed),  # the reference run's model
+        models=lambda w: model_inputs(P, w.detector, "per_class", "clean", P.reference_seed),  # the reference run's models
+        features=lambda w: feature_inputs(P, w.detector, "robustness"),
         splits=splits_input("clean"),
         code=local(source_files("src/shiftad/robustness.py", "src/shiftad/shift.py")),
     output:
-        "results/robustness/{detector}/{category}.npz",
+        [f"results/robustness/{{detector}}/{c}.npz" for c in P.categories],
     params:
         cli=untracked(PARAMS),
         root=untracked(ROOT),
@@ -19,6 +20,8 @@ rule robustness:
     conda:
         "../../environment.yml"
     log:
-        "logs/robustness/{detector}_{category}.log",
+        "logs/robustness/{detector}.log",
+    benchmark:
+        "logs/benchmarks/robustness/{detector}.tsv",
     shell:
-        "shiftad robustness {params.cli} --root {params.root} --threads {threads} --detector {wildcards.detector} --category {wildcards.category} 2> {log}"
+        "shiftad robustness {params.cli} --root {params.root} --threads {threads} --detector {wildcards.detector} 2> {log}"

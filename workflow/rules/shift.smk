@@ -19,5 +19,7 @@ rule shift:
         "../../environment.yml"
     log:
         "logs/shift.log",
+    benchmark:
+        "logs/benchmarks/shift.tsv",
     shell:
         "shiftad shift {params.cli} --root {params.root} --threads {threads} 2> {log}"

@@ -16,5 +16,7 @@ rule split:
         "../../environment.yml"
     log:
         "logs/split.log",
+    benchmark:
+        "logs/benchmarks/split.tsv",
     shell:
         "shiftad split {params.cli} --root {params.root} --threads {threads} 2> {log}"

@@ -28,5 +28,7 @@ rule statistics:
         "../../environment.yml"
     log:
         "logs/statistics.log",
+    benchmark:
+        "logs/benchmarks/statistics.tsv",
     shell:
         "shiftad statistics {params.cli} --root {params.root} --threads {threads} 2> {log}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from shiftad.detectors.base import Detector, Scores
@@ -13,6 +14,8 @@ from shiftad.detectors.routed_ae import RoutedAutoencoder
 from shiftad.detectors.uninformed_students import UninformedStudents
 from shiftad.params import Params
 
+log = logging.getLogger(__name__)
+
 DETECTORS: dict[str, type[Detector]] = {cls.name: cls for cls in (PatchCore, PaDiM, FewShotKNN, RoutedAutoencoder, EfficientAD, UninformedStudents)}
 
 
@@ -23,14 +26,39 @@ def detector_class(name: str) -> type[Detector]:
         raise KeyError(f"unknown detector '{name}'; known: {sorted(DETECTORS)}") from None
 
 
-def build_detector(name: str, params: Params) -> Detector:
-    """An unfitted detector, its frozen backbone set to run on params' backbone.device."""
-    return detector_class(name).from_params(params).use_device(params.backbone.device, params.backbone.mixed_precision)
+def build_detector(name: str, params: Params, stored_features: bool = True) -> Detector:
+    """An unfitted detector, its frozen backbone set to run on params' backbone.device (and its
+    outputs taken from the features stage's store where it holds them, unless `stored_features` is False)."""
+    model = detector_class(name).from_params(params).use_device(params.backbone.device, params.backbone.mixed_precision)
+    return with_stored_features(model) if stored_features else model
 
 
 def load_detector(name: str, folder: str | Path, params: Params) -> Detector:
-    """A fitted detector from `folder`, its frozen backbone set to run on params' backbone.device."""
-    return detector_class(name).load(folder).use_device(params.backbone.device, params.backbone.mixed_precision)
+    """A fitted detector from `folder`, its frozen backbone set to run on params' backbone.device
+    (and its outputs taken from the features stage's store where it holds them)."""
+    return with_stored_features(detector_class(name).load(folder).use_device(params.backbone.device, params.backbone.mixed_precision))
 
 
-__all__ = ["DETECTORS", "Detector", "Scores", "build_detector", "detector_class", "load_detector"]
+def with_stored_features(model: Detector) -> Detector:
+    """Attach the features stage's store of the model's own frozen network, when there is one
+    (results/features/<set>/<spec id>/, the spec computed from the model's hyperparameters)."""
+    from shiftad.components.feature_store import SPEC_FILE, FeatureStore
+    from shiftad.pipeline import FEATURES_DIR, spec_id
+
+    spec = model.feature_spec()
+    if spec is not None:
+        folders = sorted(f.parent for f in Path(FEATURES_DIR).glob(f"*/{spec_id(spec)}/{SPEC_FILE}"))
+        if folders:
+            model.use_feature_store(FeatureStore(folders))
+            log.info("%s: frozen-network outputs from %s where they hold the images", model.name, ", ".join(map(str, folders)))
+    return model
+
+
+def log_feature_use(model: Detector) -> None:
+    """How many images the store served and how many ran the network (a job's log says it)."""
+    store = getattr(model, "_feature_store", None)
+    if store is not None:
+        log.info("%s: %d images' features from the store, %d through the network", model.name, store.hits, store.misses)
+
+
+__all__ = ["DETECTORS", "Detector", "Scores", "build_detector", "detector_class", "load_detector", "log_feature_use", "with_stored_features"]

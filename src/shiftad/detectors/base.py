@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from shiftad import __version__
 from shiftad.backbones import resolve_device
+from shiftad.components.feature_store import FeatureStore, NetworkClock
 from shiftad.data.images import read_image
 from shiftad.data.records import ImageRecord
 from shiftad.io import read_json, write_json
@@ -102,6 +103,7 @@ class Detector(ABC):
     feature_device: str = "cpu"
     feature_mixed_precision: bool = False
     _network_device: torch.device | None = None
+    _feature_store: "FeatureStore | None" = None
 
     @classmethod
     @abstractmethod
@@ -151,6 +153,24 @@ class Detector(ABC):
             raise ValueError(f"{self.name} has no feature network to replace")
         self._feature_runner = runner
 
+    def feature_spec(self) -> dict[str, Any] | None:
+        """What the frozen network is (implementation, backbone, weights, layers, input size) as
+        JSON, for the features stage's store; None when the detector has no frozen network.
+        `shiftad.pipeline.feature_spec` says the same from params (a test holds them equal)."""
+        return None
+
+    def use_feature_store(self, store: "FeatureStore | None") -> None:
+        """Take the frozen network's outputs from `store` where it holds the batch's exact
+        inputs (the features stage ran the network once for every stage); None = always run it."""
+        if store is not None and store.spec != self.feature_spec():
+            raise ValueError(f"{store.folder}: features of {store.spec}, but this {self.name} model runs {self.feature_spec()}")
+        self._feature_store = store
+
+    def clock(self) -> NetworkClock:
+        """A stopwatch (`with model.clock() as c: ...; c.seconds`) that counts the frozen network's
+        time even where the store served its outputs (see NetworkClock)."""
+        return NetworkClock(self._feature_store)
+
     def use_device(self, device: str, mixed_precision: bool = False) -> "Detector":
         """Run the frozen feature network on `device` (auto | cpu | cuda; checked when it first
         runs), under float16 autocast on CUDA when `mixed_precision`. Features come back as
@@ -162,6 +182,10 @@ class Detector(ABC):
         """Feature maps of a prepared batch, through the runner in use (float32, on the CPU)."""
         if self._feature_runner is not None:
             return list(self._feature_runner(batch))
+        if self._feature_store is not None:
+            stored = self._feature_store.lookup(batch)
+            if stored is not None:
+                return stored
         network = self.feature_network()
         if network is None:
             raise ValueError(f"{self.name} has no feature network")

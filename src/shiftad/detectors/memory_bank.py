@@ -93,8 +93,15 @@ class PatchBankDetector(Detector):
         size = extractor.input_size(self.image_size) if isinstance(extractor, PatchTokenExtractor) else self.image_size
         return FeatureNetwork(extractor, size)
 
+    def feature_spec(self) -> dict[str, Any]:
+        vit = is_vision_transformer(self.backbone)
+        return {"network": "vit_patch_tokens" if vit else "timm_layers", "backbone": self.backbone, "weights": self.weights,
+                "layers": [] if vit else list(self.layers), "image_size": self.image_size}
+
     def prepare_batch(self, images: Sequence[np.ndarray]) -> torch.Tensor:
-        return to_tensor_batch(images, self.feature_network().input_size)
+        # a CNN takes image_size itself (no need to build the network for it); a ViT a multiple of its patch
+        size = self.feature_network().input_size if is_vision_transformer(self.backbone) else self.image_size
+        return to_tensor_batch(images, size)
 
     def embed(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """Patch features (B, C, h, w) of RGB uint8 images: ViT patch tokens, or locally aware

@@ -236,6 +236,10 @@ class PaDiM(Detector):
     def feature_network(self) -> FeatureNetwork:
         return FeatureNetwork(_LayerTuple(self.model.feature_extractor), self.image_size)
 
+    def feature_spec(self) -> dict[str, Any]:
+        return {"network": "anomalib_padim", "backbone": self.backbone, "weights": self.weights, "layers": list(self.layers),
+                "image_size": self.image_size}
+
     @torch.no_grad()
     def embed(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """PaDiM embeddings (B, n_features, h, w) for a batch of RGB uint8 images."""

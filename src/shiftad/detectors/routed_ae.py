@@ -179,6 +179,10 @@ class RoutedAutoencoder(Detector):
     def feature_network(self) -> FeatureNetwork:
         return FeatureNetwork(self.extractor, self.image_size)
 
+    def feature_spec(self) -> dict[str, Any]:
+        return {"network": "timm_layers", "backbone": self.backbone, "weights": self.weights, "layers": list(self.layers),
+                "image_size": self.image_size}
+
     def prepare_batch(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         return to_tensor_batch(images, self.image_size)
 

@@ -1,0 +1,106 @@
+"""The features stage: each frozen network of the study runs once over every image it will see.
+
+PatchCore, PaDiM, the few-shot kNN and the routed autoencoders run a frozen pretrained network,
+and so do the stages around them (fit, score, K-shot, few-shot, robustness): the same network
+over the same images, job after job. This stage runs each distinct network (its spec:
+implementation, backbone, weights, layers, image size; PatchCore, the kNN and the routed
+autoencoders share one by default, PaDiM's anomalib extractor is another) once over the clean
+and shifted train / val / test images of every category and the images of the robustness
+sweep, and stores the outputs (`results/features/<spec id>/`, see
+`shiftad.components.feature_store`). Every later job's detector looks its batches up there by
+their exact input pixels; bundles, `shiftad predict` and `shiftad serve` always run the network.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from tqdm.auto import tqdm
+
+from shiftad.components.feature_store import SPEC_FILE, input_key, write_shard
+from shiftad.data.records import ImageRecord
+from shiftad.detectors import build_detector
+from shiftad.detectors.base import iter_image_batches
+from shiftad.errors import ShiftadError
+from shiftad.io import atomic_dir, write_json
+from shiftad.params import Params
+from shiftad.pipeline import DOMAINS, FEATURES_DIR, feature_spec, feature_specs
+from shiftad.split import SPLIT_NAMES, domain_view
+
+log = logging.getLogger(__name__)
+
+
+FEATURE_SETS = ("study", "robustness")  # separate jobs: a robustness param reruns the sweep's features, not every fit
+
+
+def image_sets(params: Params, feature_set: str, folder: Path) -> Iterator[tuple[str, list[ImageRecord]]]:
+    """(shard name, images). study: every split of every category in both domains; robustness:
+    every condition of the severity sweep (its shifted test images written under `folder`)."""
+    from shiftad.robustness import sweep_images
+
+    if feature_set == "study":
+        for domain in DOMAINS:
+            view = domain_view(domain)
+            for category in params.categories:
+                for split in SPLIT_NAMES:
+                    yield f"{domain}_{category}_{split}", view.get(category, split)
+        return
+    clean = domain_view("clean")
+    for category in params.categories:
+        for family, severity, shifted, _ in sweep_images(params, category, clean.get(category, "test"), folder / category):
+            yield f"{category}_{family}_{severity}", shifted
+
+
+def run_features_stage(params: Params, feature_set: str, spec: str | None = None, progress: bool = True) -> list[Path]:
+    """Run every frozen network of the study (or the one of spec id `spec`) over the images of `feature_set`."""
+    if feature_set not in FEATURE_SETS:
+        raise ShiftadError(f"--set {feature_set}: one of {', '.join(FEATURE_SETS)}")
+    specs = feature_specs(params)
+    if spec is not None and spec not in specs:
+        raise ShiftadError(f"--spec {spec}: not a frozen network of this study's detectors; its networks are {sorted(specs) or 'none'}")
+    with tempfile.TemporaryDirectory(prefix="shiftad-features-") as tmp:
+        image_lists = list(image_sets(params, feature_set, Path(tmp)))  # the sweep's images exist while the folder does
+        return [store_network(params, name, specs[name], feature_set, image_lists, progress) for name in ([spec] if spec else specs)]
+
+
+def store_network(params: Params, name: str, spec: dict, feature_set: str, image_lists: list[tuple[str, list[ImageRecord]]],
+                  progress: bool) -> Path:
+    """One network's outputs for every image list, written to results/features/<set>/<spec id>/."""
+    detector = next(d for d in params.detectors if feature_spec(params, d) == spec)
+    model = build_detector(detector, params, stored_features=False)  # unfitted: only its frozen network runs
+    if model.feature_spec() != spec:
+        raise RuntimeError(f"{detector}: its feature_spec() {model.feature_spec()} differs from the params' {spec}")
+    model.feature_network()  # built before the clock starts: its per-image time is what later jobs charge
+    dtype = getattr(torch, params.features.dtype)
+    target = Path(FEATURES_DIR) / feature_set / name
+    shards: dict[str, int] = {}
+    total_bytes = n_outputs = 0
+    network_seconds = 0.0
+    with atomic_dir(target) as folder:
+        for shard, records in tqdm(image_lists, desc=f"features {feature_set}/{name}", disable=not progress):
+            if not records:
+                continue
+            keys, parts = [], []
+            for images in iter_image_batches(records, params.backbone.batch_size):
+                batch = model.prepare_batch(images)
+                keys += [input_key(row) for row in batch]
+                start = time.perf_counter()
+                parts.append(model.features(batch))
+                network_seconds += time.perf_counter() - start
+            outputs = [torch.cat(layer) for layer in zip(*parts)]
+            n_outputs = len(outputs)
+            total_bytes += write_shard(folder / f"{shard}.safetensors", keys, outputs, dtype)
+            shards[shard] = len(records)
+        n_images = sum(shards.values())
+        # what a later job's timings charge per served image (shiftad.components.feature_store.NetworkClock)
+        write_json(folder / SPEC_FILE, {"spec": spec, "detector": detector, "dtype": params.features.dtype, "n_outputs": n_outputs,
+                                        "shards": shards, "images": n_images, "bytes": total_bytes,
+                                        "network_seconds_per_image": network_seconds / max(n_images, 1)})
+    log.info("features %s/%s (%s): %d images in %d lists, %.1f MB (%s)", feature_set, name, spec["network"], n_images, len(shards),
+             total_bytes / 1e6, params.features.dtype)
+    return target
