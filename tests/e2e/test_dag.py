@@ -285,23 +285,56 @@ def check_page_renders(page: Path, png: Path) -> None:
 DATA_FILES = ["data/processed/manifest.json", "data/processed/splits.json", "data/processed/shifted_splits.json"]
 
 
-def test_snakemake_runs_the_whole_study_and_one_seed_gives_identical_data(tmp_path):
-    project = copy_project(tmp_path)
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory) -> Path:
+    """The whole tiny study, run once by Snakemake; the checks below share it (in file order:
+    the later ones rerun stages in place)."""
+    project = copy_project(tmp_path_factory.mktemp("study"))
     run([str(BIN / "snakemake"), "--cores", "2", "--configfile", "tiny.yaml"], project)
-    check_outputs(project)
-    (project / "cluster.yaml").write_text(yaml.safe_dump({"resources": {"mem_mb": 2000, "rules": {"fit": {"runtime": 90}}}}))
-    dry = run([str(BIN / "snakemake"), "-n", "--configfile", "tiny.yaml", "cluster.yaml"], project)
-    assert "Nothing to be done" in dry, dry[-2000:]  # a resources-only override reruns nothing
-    run([str(BIN / "snakemake"), "--configfile", "tiny.yaml", "--report", "report/snakemake.html"], project)
-    assert "curves_patchcore_per_class" in (project / "report/snakemake.html").read_text(errors="replace")
-    check_page_renders(project / "report/index.html", tmp_path / "page.png")
-    before = {name: (project / name).read_bytes() for name in DATA_FILES}
-    shifted_image = next((project / "data/shifted").rglob("*.png"))
+    return project
+
+
+def test_snakemake_runs_the_whole_study(tiny_study):
+    check_outputs(tiny_study)
+    features = sorted((tiny_study / "results/features").glob("*/*/spec.json"))
+    assert [f.parent.parent.name for f in features] == ["robustness", "robustness", "study", "study"]  # two networks: timm layers, PaDiM's
+    logs = [*(tiny_study / "logs/score").glob("patchcore_*.log"), tiny_study / "logs/robustness/patchcore.log"]
+    assert len(logs) == 5
+    for log in logs:  # every frozen-network batch came from the store, the sweep's images too
+        assert re.search(r"patchcore: \d+ images' features from the store, 0 through the network", log.read_text()), log
+
+
+def test_every_job_leaves_a_benchmark_file_that_the_profile_reads(tiny_study):
+    out = run([sys.executable, str(REPO / "benchmarks/profile_dag.py"), "--configfile", "tiny.yaml"], tiny_study)
+    jobs = int(re.search(r"^(\d+) jobs; wall", out, re.M).group(1))
+    dry = run([str(BIN / "snakemake"), "-n", "--forceall", "--configfile", "tiny.yaml"], tiny_study)
+    assert jobs == int(re.search(r"^total\s+(\d+)$", dry, re.M).group(1)) - 1  # every job but `all`
+    assert re.search(r"^critical path: \d+ s over \d+ jobs", out, re.M) and "have no benchmark file" not in out
+
+
+def test_a_resources_only_override_reruns_nothing(tiny_study):
+    (tiny_study / "cluster.yaml").write_text(yaml.safe_dump({"resources": {"mem_mb": 2000, "rules": {"fit": {"runtime": 90}}}}))
+    dry = run([str(BIN / "snakemake"), "-n", "--configfile", "tiny.yaml", "cluster.yaml"], tiny_study)
+    assert "Nothing to be done" in dry, dry[-2000:]
+
+
+def test_snakemakes_report_and_the_page(tiny_study, tmp_path):
+    run([str(BIN / "snakemake"), "--configfile", "tiny.yaml", "--report", "report/snakemake.html"], tiny_study)
+    assert "curves_patchcore_per_class" in (tiny_study / "report/snakemake.html").read_text(errors="replace")
+    check_page_renders(tiny_study / "report/index.html", tmp_path / "page.png")
+
+
+def test_one_seed_gives_identical_data(tiny_study):
+    before = {name: (tiny_study / name).read_bytes() for name in DATA_FILES}
+    shifted_image = next((tiny_study / "data/shifted").rglob("*.png"))
     image_bytes = shifted_image.read_bytes()
-    run([str(BIN / "snakemake"), "--cores", "2", "--configfile", "tiny.yaml", "--forcerun", "data", "--until", "shift"], project)
-    assert {name: (project / name).read_bytes() for name in DATA_FILES} == before
+    run([str(BIN / "snakemake"), "--cores", "2", "--configfile", "tiny.yaml", "--forcerun", "data", "--until", "shift"], tiny_study)
+    assert {name: (tiny_study / name).read_bytes() for name in DATA_FILES} == before
     assert shifted_image.read_bytes() == image_bytes
-    check_result_stages_import_no_deep_learning_stack(project)
+
+
+def test_the_stages_that_read_results_import_no_deep_learning_stack(tiny_study):
+    check_result_stages_import_no_deep_learning_stack(tiny_study)
 
 
 # Runs a stage as its job does, then prints the deep-learning modules the process had loaded.
