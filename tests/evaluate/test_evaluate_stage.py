@@ -166,3 +166,26 @@ def test_the_stage_records_final_extra_heatmap_paths_and_every_training_seeds_me
         heatmap, extra = Path(p["prediction"]["heatmap_path"]), Path(p["prediction"]["extra_heatmaps"]["uncertainty"])
         assert extra.parent == heatmap.parent == HEATMAPS_DIR / "patchcore" / "per_class" / "clean" / "c"  # not the temporary folder
         assert extra.is_file() and heatmap.is_file()
+
+
+def test_two_worker_processes_write_what_one_process_writes(records, tmp_path, monkeypatch):
+    """evaluate's `threads` workers share the (run, category) pairs: the same tables, predictions
+    and heatmaps, byte for byte, as one process."""
+    monkeypatch.setattr(evaluate_stage, "domain_view", lambda domain: SplitView({"c": {"test": records}, "d": {"test": records}}))
+    outputs = {}
+    for threads in (1, 2):
+        params = validate_params({"categories": ["c", "d"], "detectors": ["patchcore", "padim"], "threads": threads})
+        folder = tmp_path / f"threads{threads}"
+        folder.mkdir()
+        monkeypatch.chdir(folder)
+        for detector in params.detectors:
+            for regime in evaluate_stage.REGIMES:
+                for scenario in params.scenario_runs(detector).values():
+                    for category in params.categories:
+                        for split, domain in (("val", scenario.threshold), ("test", scenario.test)):
+                            save_npz(scores_file(detector, regime, scenario.model_key, domain, split, category, 0),
+                                     **score_file(records, [1, 2, 3, 10, 11, 12] if split == "val" else [2, 1, 9, 4, 12, 11]))
+        evaluate_stage.run_evaluate_stage(params, progress=False)
+        outputs[threads] = {p.relative_to(folder).as_posix(): p.read_bytes()
+                            for p in sorted(folder.rglob("*")) if p.is_file() and "scores" not in p.parts}
+    assert len(outputs[1]) > 20 and outputs[1] == outputs[2]

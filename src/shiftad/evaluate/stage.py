@@ -232,41 +232,94 @@ def seed_table(params: Params, seed: int, views: dict, progress: bool) -> pd.Dat
     return pd.DataFrame(rows).assign(seed=seed)
 
 
+def evaluate_run(params: Params, detector: str, regime: str, scenario: ScenarioRun, category: str, records: list[ImageRecord],
+                 heat_folder: Path | None) -> tuple[dict, list[dict], pd.DataFrame, pd.DataFrame, list[dict]]:
+    """One run on one category with the reference seed's scores: its scenarios.csv row, per-image
+    predictions (heatmaps drawn into `heat_folder`), ROC and PR curves, routing counts."""
+    context = f"{detector}/{regime}/{scenario.name}/{category}"
+    reference = params.reference_seed
+    val = load_npz(scores_file(detector, regime, scenario.model_key, scenario.threshold, "val", category, reference))
+    test = load_npz(scores_file(detector, regime, scenario.model_key, scenario.test, "test", category, reference))
+    row, predictions, roc, pr = evaluate_category(params, records, val, test, context, heat_folder, params.threshold_rule(detector))
+    routing = routing_counts(test, {"detector": detector, "regime": regime, "scenario": scenario.name, "model_domain": scenario.model,
+                                    "test_domain": scenario.test, "category": category})
+    log.info("%s: image AUROC %.3f, pixel AUROC %.3f, AU-PRO %.3f", context, row["image_auroc"], row["pixel_auroc"], row["aupro"])
+    return _row(params, detector, regime, scenario, category, row), predictions, roc, pr, routing
+
+
+def _evaluate_task(task: tuple) -> tuple:
+    return evaluate_run(*task)
+
+
+def _worker_logging(level: int) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def parallel_map(function, tasks: list, workers: int, desc: str, progress: bool) -> list:
+    """`function` over `tasks` in order, in `workers` processes (each with one BLAS/OpenMP thread);
+    in this process when workers is 1. The stage's `threads` says how many."""
+    bar = tqdm(total=len(tasks), desc=desc, disable=not progress)
+    if workers <= 1 or len(tasks) <= 1:
+        results = []
+        for task in tasks:
+            results.append(function(task))
+            bar.update()
+        bar.close()
+        return results
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    saved = {var: os.environ.get(var) for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    os.environ.update({var: "1" for var in saved})  # what the spawned workers start with
+    try:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_logging,
+                                 initargs=(logging.getLogger().getEffectiveLevel(),)) as pool:
+            results = []
+            for result in pool.map(function, tasks, chunksize=max(1, len(tasks) // (8 * workers))):
+                results.append(result)
+                bar.update()
+    finally:
+        for var, value in saved.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
+        bar.close()
+    return results
+
+
 def run_evaluate_stage(params: Params, progress: bool = True) -> pd.DataFrame:
     views = {domain: domain_view(domain) for domain in {s.test for s in params.scenarios.values()}}
-    rows, routing = [], []
     runs = [(d, r, s) for d in params.detectors for r in REGIMES for s in params.scenario_runs(d).values()]
     reference = params.reference_seed  # its scores give the predictions, heatmaps and curves; every seed gives seeds.csv
+    rows, routing = [], []
     with (atomic_dir(PREDICTIONS_DIR) as predictions_dir, atomic_dir(HEATMAPS_DIR) as heatmaps_dir,
           atomic_dir(ROC_DIR) as roc_dir, atomic_dir(PR_DIR) as pr_dir):
         def final(path: str) -> str:  # an overlay's path once the temporary heatmaps folder is renamed into place
             return (HEATMAPS_DIR / Path(path).relative_to(heatmaps_dir)).as_posix()
 
-        for detector, regime, scenario in tqdm(runs, desc="evaluate", disable=not progress):
-            scenario_name = scenario.name
+        tasks = []
+        for detector, regime, scenario in runs:
             for category in params.categories:
-                context = f"{detector}/{regime}/{scenario_name}/{category}"
-                val = load_npz(scores_file(detector, regime, scenario.model_key, scenario.threshold, "val", category, reference))
-                test = load_npz(scores_file(detector, regime, scenario.model_key, scenario.test, "test", category, reference))
-                run_path = Path(detector) / regime / scenario_name
                 # few-shot runs: metrics and curves only (their maps look like threshold-only's; the report draws recovery curves)
                 draw = params.evaluation.heatmaps and scenario.k is None
-                heat_folder = heatmaps_dir / run_path / category if draw else None
-                records = views[scenario.test].get(category, "test")
-                row, predictions, roc, pr = evaluate_category(params, records, val, test, context, heat_folder, params.threshold_rule(detector))
-                if heat_folder is not None:  # record the final location, not the temporary one
-                    for p in predictions:
-                        p["prediction"]["heatmap_path"] = final(p["prediction"]["heatmap_path"])
-                        if "extra_heatmaps" in p["prediction"]:
-                            p["prediction"]["extra_heatmaps"] = {n: final(x) for n, x in p["prediction"]["extra_heatmaps"].items()}
-                rows.append(_row(params, detector, regime, scenario, category, row))
-                routing += routing_counts(test, {"detector": detector, "regime": regime, "scenario": scenario_name, "model_domain": scenario.model,
-                                                 "test_domain": scenario.test, "category": category})
-                write_json(predictions_dir / run_path / f"{category}.json", predictions)
-                if not roc.empty:
-                    write_text(roc_dir / curve_file(detector, regime, scenario_name, category), roc.to_csv(index=False, float_format="%.6g"))
-                    write_text(pr_dir / curve_file(detector, regime, scenario_name, category), pr.to_csv(index=False, float_format="%.6g"))
-                log.info("%s: image AUROC %.3f, pixel AUROC %.3f, AU-PRO %.3f", context, row["image_auroc"], row["pixel_auroc"], row["aupro"])
+                heat_folder = heatmaps_dir / detector / regime / scenario.name / category if draw else None
+                tasks.append((params, detector, regime, scenario, category, views[scenario.test].get(category, "test"), heat_folder))
+        results = parallel_map(_evaluate_task, tasks, params.threads, "evaluate", progress)
+        for (_, detector, regime, scenario, category, _, heat_folder), (row, predictions, roc, pr, counts) in zip(tasks, results):
+            run_path = Path(detector) / regime / scenario.name
+            if heat_folder is not None:  # record the final location, not the temporary one
+                for p in predictions:
+                    p["prediction"]["heatmap_path"] = final(p["prediction"]["heatmap_path"])
+                    if "extra_heatmaps" in p["prediction"]:
+                        p["prediction"]["extra_heatmaps"] = {n: final(x) for n, x in p["prediction"]["extra_heatmaps"].items()}
+            rows.append(row)
+            routing += counts
+            write_json(predictions_dir / run_path / f"{category}.json", predictions)
+            if not roc.empty:
+                write_text(roc_dir / curve_file(detector, regime, scenario.name, category), roc.to_csv(index=False, float_format="%.6g"))
+                write_text(pr_dir / curve_file(detector, regime, scenario.name, category), pr.to_csv(index=False, float_format="%.6g"))
     table = pd.DataFrame(rows)
     replicates = [table.assign(seed=reference)] + [seed_table(params, seed, views, progress) for seed in params.seeds[1:]]
     METRICS_DIR.mkdir(parents=True, exist_ok=True)
