@@ -92,5 +92,5 @@ def test_one_fit_job_fits_every_model_of_its_regime(view, monkeypatch, tmp_path)
     assert fitted == [["a"], ["b"]] and all((t / "meta.json").is_file() for t in targets)
     assert fit_stage.run_fit_stage(params, "padim", "global", "clean", None, 0, progress=False) == [Path("results/models/padim/global/clean/seed0/all")]
     assert fitted[-1] == ["a", "b"]
-    with pytest.raises(ValueError, match="category 'c' is not in params categories"):
+    with pytest.raises(ParamsError, match="category 'c' is not in params categories"):
         fit_stage.run_fit_stage(params, "padim", "per_class", "clean", "c", 0, progress=False)

@@ -1,7 +1,8 @@
 """The export stage: a fitted model taken out of the pipeline as a self-contained bundle.
 
-`shiftad export --detector D --regime R --domain M --out DIR` (rule `export`, one job per
-fitted model → `results/bundles/<detector>/<regime>/<domain>/`) copies the model folder(s),
+`shiftad export --detector D` (rule `export`, one job per detector: a bundle per regime and
+domain → `results/bundles/<detector>/<regime>/<domain>/`; `--regime R --domain M --out DIR` writes
+one) copies the model folder(s),
 records the thresholds that validation chose per category, the preprocessing and backbone
 spec, the params subset that produced the model, package versions and a sha256 per file
 (`bundle.py` reads it back). With `export.onnx`, the detector's frozen feature network goes

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from itertools import product
 
+from shiftad.errors import ParamsError
 from shiftad.params import Params
 from shiftad.paths import MANIFEST, bundle_dir, domain_splits_file, model_dir, scores_file, teacher_dir
 
@@ -37,12 +38,12 @@ def model_categories(params: Params, regime: str, category: str | None = None) -
     the regime: each category (per_class), or the one global model (`all`)."""
     if regime == "global":
         if category not in (None, GLOBAL_CATEGORY):
-            raise ValueError(f"the global model is fitted once, as category '{GLOBAL_CATEGORY}', not '{category}'")
+            raise ParamsError(f"--category: the global model is fitted once, as category '{GLOBAL_CATEGORY}', not '{category}'")
         return [GLOBAL_CATEGORY]
     if category is None:
         return list(params.categories)
     if category not in params.categories:
-        raise ValueError(f"category '{category}' is not in params categories {params.categories}")
+        raise ParamsError(f"--category: category '{category}' is not in params categories {params.categories}")
     return [category]
 
 
