@@ -68,6 +68,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
+    import os
+
+    os.environ.setdefault("TQDM_DISABLE", "1")  # anomalib's per-pick bar
     import torch
 
     from shiftad.components.coreset import greedy_coreset_indices
