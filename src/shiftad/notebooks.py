@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from shiftad.io import atomic_dir, write_text
+from shiftad.parallel import parallel_map
 from shiftad.params import Params
 from shiftad.paths import REPORT_DIR
 from shiftad.results import Results, load_results  # noqa: F401  (the notebooks' entry point)
@@ -61,14 +62,25 @@ def examples_figure(category: str, n: int = 4, root: str | Path = "."):
     return fig
 
 
-def run_notebooks_stage(params: Params, progress: bool = True, sources: Path = NOTEBOOK_SOURCES, out: Path = NOTEBOOKS_OUT,
-                        params_files: list[str] | None = None) -> list[Path]:
-    """`params_files`: the files the stage was given (overrides included), passed on so every
-    notebook sees the same params."""
+def execute_notebook(task: tuple[str, str, dict, str]) -> str:
+    """Execute one notebook with papermill (into `executed`) and return it rendered as HTML."""
     import papermill
     from nbconvert import HTMLExporter
     import nbformat
 
+    source, executed, parameters, cwd = task
+    log.info("executing %s", source)
+    papermill.execute_notebook(source, executed, parameters=parameters, cwd=cwd, kernel_name="python3", progress_bar=False,
+                               log_output=False)
+    body, _ = HTMLExporter(embed_images=True).from_notebook_node(nbformat.read(executed, as_version=4))
+    return body
+
+
+def run_notebooks_stage(params: Params, progress: bool = True, sources: Path = NOTEBOOK_SOURCES, out: Path = NOTEBOOKS_OUT,
+                        params_files: list[str] | None = None) -> list[Path]:
+    """`params_files`: the files the stage was given (overrides included), passed on so every
+    notebook sees the same params. The notebooks run side by side in `params.threads` worker
+    processes (each starts its own kernel)."""
     notebooks = sorted(sources.glob("*.ipynb"))
     if not notebooks:
         raise FileNotFoundError(f"{sources}: no notebooks to execute")
@@ -76,12 +88,9 @@ def run_notebooks_stage(params: Params, progress: bool = True, sources: Path = N
                   "params_files": [str(Path(f).resolve()) for f in (params_files or ["params.yaml"])]}
     written = []
     with atomic_dir(out) as tmp:
-        for notebook in notebooks:
-            executed = tmp / notebook.name
-            log.info("executing %s", notebook)
-            papermill.execute_notebook(str(notebook), str(executed), parameters=parameters, cwd=str(Path.cwd()),
-                                       kernel_name="python3", progress_bar=progress, log_output=False)
-            body, _ = HTMLExporter(embed_images=True).from_notebook_node(nbformat.read(executed, as_version=4))
+        tasks = [(str(notebook), str(tmp / notebook.name), parameters, str(Path.cwd())) for notebook in notebooks]
+        bodies = parallel_map(execute_notebook, tasks, min(params.threads, len(tasks)), "notebooks", progress)
+        for notebook, body in zip(notebooks, bodies):
             write_text(tmp / f"{notebook.stem}.html", body)
             written.append(out / f"{notebook.stem}.html")
     return written

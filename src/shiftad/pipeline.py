@@ -211,7 +211,7 @@ def untracked(value: str):
 
 
 FEATURES_DIR = "results/features"
-FEATURE_NETWORKS = {"patchcore": "timm_layers", "routed_ae": "timm_layers", "padim": "anomalib_padim", "knn": "timm_layers"}
+FEATURE_NETWORKS = {"patchcore": "timm_layers", "routed_ae": "timm_layers", "padim": "timm_layers", "knn": "timm_layers"}
 
 
 def feature_spec(params: Params, detector: str) -> dict | None:

@@ -59,7 +59,7 @@ def shift_test_images(records: list[ImageRecord], settings: ShiftSettings, seed:
         drawn = draw_shift(rng, settings, size, mask if record.is_anomalous else None)
         image_out, mask_out = apply_shift(image, mask, drawn)
         path = folder / f"{i:05d}.png"
-        Image.fromarray(image_out).save(path)
+        Image.fromarray(image_out).save(path, compress_level=0)  # a temporary file: lossless, no time spent compressing
         shifted.append(ImageRecord(path.as_posix(), record.category, record.label, record.defect_type, None, record.source_split))
         masks.append(mask_out)
     return shifted, masks

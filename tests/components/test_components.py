@@ -47,6 +47,32 @@ def test_coreset_covers_the_data_better_than_random():
     assert coverage_radius(selected.numpy()) < coverage_radius(random)
 
 
+def plain_greedy_loop(x: torch.Tensor, k: int, first: int) -> list[int]:
+    """The coreset loop before blocking: every row meets every center, one pass per pick."""
+    sq_norms = (x * x).sum(dim=1)
+    min_dist = torch.full((len(x),), float("inf"))
+    chosen, current = [], first
+    for _ in range(k):
+        chosen.append(current)
+        torch.minimum(min_dist, sq_norms - 2.0 * (x @ x[current]) + sq_norms[current], out=min_dist)
+        current = int(torch.argmax(min_dist))
+    return chosen
+
+
+@pytest.mark.parametrize("block_rows", [37, 256, 4096])
+def test_blocked_lazy_coreset_picks_what_the_plain_loop_picks(monkeypatch, block_rows):
+    import shiftad.components.coreset as coreset
+
+    rng = np.random.default_rng(4)
+    clusters = rng.normal(size=(12, 24)) * 6
+    points = clusters[rng.integers(0, 12, 3000)] + rng.normal(size=(3000, 24))
+    points[2000:2100] = points[100:200]  # exact duplicates: ties must go to the first index, as argmax does
+    x = torch.from_numpy(points.astype(np.float32))
+    monkeypatch.setattr(coreset, "BLOCK_ROWS", block_rows)
+    selected = coreset.greedy_coreset_indices(x, ratio=0.05, projection_dim=24, seed=1, progress=False)
+    assert selected.tolist() == plain_greedy_loop(x.contiguous(), len(selected), int(selected[0]))
+
+
 def test_coreset_is_seeded():
     x = torch.randn(1000, 64)
     a = greedy_coreset_indices(x, 0.1, 16, seed=5, progress=False)

@@ -85,7 +85,9 @@ def test_the_stages_attach_the_store_of_the_models_own_network(tmp_path, monkeyp
     store_features(model, records, tmp_path / FEATURES_DIR / "study" / spec_id(model.feature_spec()))
     assert build_detector("patchcore", params)._feature_store is not None
     assert build_detector("patchcore", params, stored_features=False)._feature_store is None
-    assert with_stored_features(build_detector("padim", params))._feature_store is None  # PaDiM's network is another
+    assert with_stored_features(build_detector("padim", params))._feature_store is not None  # the same layers: shared
+    other = validate_params({"image_size": 64, "categories": ["c"], "padim": {"layers": ["blocks.1", "blocks.3"]}})
+    assert with_stored_features(build_detector("padim", other))._feature_store is None  # another network
 
 
 @pytest.mark.parametrize("override", [{}, {"knn": {"layers": ["blocks.3"]}}, {"knn": {"backbone": "vit_small_patch14_dinov2.lvd142m", "weights": "none"}},

@@ -51,16 +51,21 @@ def test_gaussian_shapes(fitted):
 
 
 def test_offline_weights_are_in_anomalibs_extractor(fitted):
+    """anomalib's own extractor holds the offline weights, and the shared extractor PaDiM's features
+    come from (the one the features stage runs for PatchCore too) computes the same layers."""
     model, *_ = fitted
     x = torch.rand(2, 3, 96, 96, generator=torch.Generator().manual_seed(0))
     reference = FeatureExtractor("tf_efficientnet_lite0", LAYERS, "auto")(x)  # normalises internally
+    _, mean, std = create_backbone("tf_efficientnet_lite0", "none")  # the backbone's own normalisation, not anomalib's ImageNet default
+    normalised = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
     with torch.no_grad():
-        ours = model.model.feature_extractor(model.normalise(x))
-    for layer, expected in zip(LAYERS, reference):
-        torch.testing.assert_close(ours[layer], expected, rtol=1e-4, atol=1e-4)  # layouts differ (channels-last ours): float rounding only
-    # and the normalisation is the backbone's own, not anomalib's ImageNet default
-    _, mean, std = create_backbone("tf_efficientnet_lite0", "none")
-    assert model._mean.flatten().tolist() == pytest.approx(mean) and model._std.flatten().tolist() == pytest.approx(std)
+        anomalibs = model.model.feature_extractor(normalised)
+    ours = model.features(x)
+    for layer, expected, used in zip(LAYERS, reference, ours):
+        torch.testing.assert_close(anomalibs[layer], expected, rtol=1e-4, atol=1e-4)  # layouts differ (channels-last ours): float rounding only
+        torch.testing.assert_close(used, expected, rtol=0, atol=0)
+    assert model.feature_spec() == {"network": "timm_layers", "backbone": "tf_efficientnet_lite0", "weights": "auto",
+                                    "layers": LAYERS, "image_size": model.image_size}
 
 
 @pytest.mark.parametrize(
@@ -142,7 +147,7 @@ def _mahalanobis_by_hand(model: PaDiM, train, test) -> np.ndarray:
 
 def test_scores_are_raw_mahalanobis_values(fitted):
     model, train, normal, defects = fitted
-    assert model.map_sigma == anomalib_map_sigma() == 4.0  # so anomalib's own map generator is used
+    assert model.map_sigma == anomalib_map_sigma() == 4.0  # anomalib's default blur
     scores = model.score(normal + defects)
     # no normalisation to [0, 1], no threshold: raw distances (sqrt of ~100-d Mahalanobis)
     assert scores.image_scores.min() > 1.0
@@ -150,6 +155,19 @@ def test_scores_are_raw_mahalanobis_values(fitted):
     by_hand = _mahalanobis_by_hand(model, train, normal + defects)
     expected = upsample_and_smooth(torch.from_numpy(by_hand), 128, 4.0)
     np.testing.assert_allclose(scores.maps, expected, rtol=2e-3)
+
+
+def test_maps_match_anomalibs_map_generator(fitted):
+    """Our separable blur reproduces anomalib's own eval forward (2-D kernel) from the embedding on."""
+    model, _, normal, defects = fitted
+    images = [read_image(r.path) for r in normal + defects]
+    scores = model.score(normal + defects)
+    torch_model = model.model.eval()
+    with torch.no_grad():
+        heat = torch_model.anomaly_map_generator(embedding=model.embed(images), mean=torch_model.gaussian.mean,
+                                                 inv_covariance=torch_model.gaussian.inv_covariance, image_size=(128, 128))
+    np.testing.assert_allclose(scores.maps, heat[:, 0].numpy(), rtol=1e-5, atol=1e-5 * float(heat.abs().max()))
+    np.testing.assert_allclose(scores.image_scores, torch.amax(heat, dim=(-2, -1)).reshape(-1).double().numpy(), rtol=1e-5)
 
 
 def test_other_map_sigma_smooths_the_raw_grid(fitted):

@@ -297,11 +297,12 @@ def tiny_study(tmp_path_factory) -> Path:
 def test_snakemake_runs_the_whole_study(tiny_study):
     check_outputs(tiny_study)
     features = sorted((tiny_study / "results/features").glob("*/*/spec.json"))
-    assert [f.parent.parent.name for f in features] == ["robustness", "robustness", "study", "study"]  # two networks: timm layers, PaDiM's
-    logs = [*(tiny_study / "logs/score").glob("patchcore_*.log"), tiny_study / "logs/robustness/patchcore.log"]
-    assert len(logs) == 5
-    for log in logs:  # every frozen-network batch came from the store, the sweep's images too
-        assert re.search(r"patchcore: \d+ images' features from the store, 0 through the network", log.read_text()), log
+    assert [f.parent.parent.name for f in features] == ["robustness", "study"]  # one network for PatchCore, PaDiM, kNN, routed AE
+    for detector in ("patchcore", "padim"):
+        logs = [*(tiny_study / "logs/score").glob(f"{detector}_*.log"), tiny_study / f"logs/robustness/{detector}.log"]
+        assert len(logs) == 5
+        for log in logs:  # every frozen-network batch came from the store, the sweep's images too
+            assert re.search(rf"{detector}: \d+ images' features from the store, 0 through the network", log.read_text()), log
 
 
 def test_every_job_leaves_a_benchmark_file_that_the_profile_reads(tiny_study):
@@ -331,6 +332,22 @@ def test_one_seed_gives_identical_data(tiny_study):
     run([str(BIN / "snakemake"), "--cores", "2", "--configfile", "tiny.yaml", "--forcerun", "data", "--until", "shift"], tiny_study)
     assert {name: (tiny_study / name).read_bytes() for name in DATA_FILES} == before
     assert shifted_image.read_bytes() == image_bytes
+
+
+def test_the_light_stages_write_the_same_files_with_one_process_as_with_workers(tiny_study):
+    """statistics, notebooks and report ran with two worker processes in the DAG (params'
+    resources.rules); one process gives byte-identical tables and figures."""
+    def snapshot() -> dict[str, bytes]:
+        files = [*(tiny_study / "results/statistics").glob("*"), *(tiny_study / "report/figures").glob("*")]
+        return {f.relative_to(tiny_study).as_posix(): f.read_bytes() for f in files}
+
+    before = snapshot()
+    assert len(before) > 20
+    for stage in ("statistics", "report"):
+        run([str(BIN / "shiftad"), stage, "--params", "params.yaml", "--params", "tiny.yaml", "--threads", "1", "--quiet"], tiny_study)
+    after = snapshot()
+    assert after.keys() == before.keys()
+    assert [name for name in before if after[name] != before[name]] == []
 
 
 def test_the_stages_that_read_results_import_no_deep_learning_stack(tiny_study):

@@ -227,6 +227,9 @@ def save_figure(fig: Figure, stem: str | Path, pdf: bool = True) -> list[Path]:
             with atomic_path(target) as tmp:
                 fig.savefig(tmp, format=fmt, dpi=130, bbox_inches="tight", metadata=metadata)
             written.append(target)
+            # The layout is solved (figure-relative, the same for every format): later formats
+            # keep it instead of solving it again, as much work as drawing the figure.
+            fig.set_layout_engine("none")
     finally:
         plt.close(fig)
     return written

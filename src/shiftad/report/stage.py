@@ -9,13 +9,16 @@ Writes `report/tables/` (CSV, Markdown, LaTeX), `report/figures/` (PNG and PDF),
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Executor
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 from tqdm.auto import tqdm
 
 from shiftad.io import atomic_dir, write_text
+from shiftad.parallel import process_pool
 from shiftad.params import Params
 from shiftad.paths import PREDICTIONS_DIR, REPORT_DIR
 from shiftad.results import load_results
@@ -31,13 +34,39 @@ NOTEBOOKS_DIR = REPORT_DIR / "notebooks"
 
 
 class FigureWriter:
+    """Collects the report's figures as (figure function, arguments); `start` draws and saves them
+    in worker processes (matplotlib's layout and PNG encoding are most of the stage) while this
+    process goes on with the gallery, `finish` waits for them."""
+
     def __init__(self, folder: Path, pdf: bool):
         self.folder, self.pdf, self.blocks = folder, pdf, {}
+        self.jobs: list[tuple] = []
+        self._pending: list = []
 
-    def add(self, section: str, name: str, figure, caption: str, pdf: bool = True) -> None:
+    def add(self, section: str, name: str, make: Callable, args: tuple, caption: str, pdf: bool = True, **kwargs) -> None:
         pdf = pdf and self.pdf
-        F.save_figure(figure, self.folder / name, pdf=pdf)
+        self.jobs.append((make.__name__, args, kwargs, str(self.folder / name), pdf))
         self.blocks.setdefault(section, []).append(Figure(f"figures/{name}.png", caption, pdf=f"figures/{name}.pdf" if pdf else None))
+
+    def start(self, pool: Executor | None) -> None:
+        if pool is None:  # one thread: draw here, in order
+            for job in tqdm(self.jobs, desc="report figures", disable=not self.progress):
+                draw_figure(job)
+        else:
+            self._pending = [pool.submit(draw_figure, job) for job in self.jobs]
+
+    def finish(self) -> None:
+        for future in tqdm(self._pending, desc="report figures", disable=not self.progress):
+            future.result()  # re-raises a worker's error here
+        self._pending = []
+
+    progress = True
+
+
+def draw_figure(job: tuple) -> None:
+    """Draw one figure (a function of `shiftad.report.figures` by name) and save it."""
+    name, args, kwargs, stem, pdf = job
+    F.save_figure(getattr(F, name)(*args, **kwargs), Path(stem), pdf=pdf)
 
 
 def _is_fewshot(run: str, runs: dict) -> bool:
@@ -76,7 +105,7 @@ def run_report_stage(params: Params, progress: bool = True) -> Path:
     tables: dict[str, list] = {}
 
     with (atomic_dir(REPORT_DIR / "tables") as tables_dir, atomic_dir(REPORT_DIR / "figures") as figures_dir,
-          atomic_dir(REPORT_DIR / "gallery") as gallery_dir):
+          atomic_dir(REPORT_DIR / "gallery") as gallery_dir, process_pool(params.threads) as pool):
 
         def table(section: str, name: str, display: pd.DataFrame, caption: str, tidy: pd.DataFrame | None = None) -> None:
             files = T.write_table(tables_dir, name, display, tidy, caption)
@@ -144,37 +173,38 @@ def run_report_stage(params: Params, progress: bool = True) -> Path:
               "(lowest-scored anomalous images) per run and category.")
 
         figures = FigureWriter(figures_dir, params.report.pdf)
-        for detector, regime in tqdm(runs, desc="report figures", disable=not progress):
+        figures.progress = progress
+        for detector, regime in runs:
             stem = f"{detector}_{regime}"
-            figures.add("Curves", f"curves_{stem}", F.curves_figure(roc, pr, intervals, detector, regime),
+            figures.add("Curves", f"curves_{stem}", F.curves_figure, (roc, pr, intervals, detector, regime),
                         f"{detector} ({regime}): {F.CAPTIONS['curves_figure']}")
-            figures.add("Score distributions", f"scores_{stem}", F.score_distributions_figure(predictions, detector, regime),
+            figures.add("Score distributions", f"scores_{stem}", F.score_distributions_figure, (predictions, detector, regime),
                         f"{detector} ({regime}): {F.CAPTIONS['score_distributions_figure']}")
-            figures.add("Breakdowns", f"defect_types_{stem}", F.defect_type_figure(breakdowns, detector, regime, scenario_order),
+            figures.add("Breakdowns", f"defect_types_{stem}", F.defect_type_figure, (breakdowns, detector, regime, scenario_order),
                         f"{detector} ({regime}): {F.CAPTIONS['defect_type_figure']}")
-            figures.add("Error analysis", f"confusion_{stem}", F.confusion_figure(scenarios, detector, regime),
+            figures.add("Error analysis", f"confusion_{stem}", F.confusion_figure, (scenarios, detector, regime),
                         f"{detector} ({regime}): {F.CAPTIONS['confusion_figure']}")
         for regime in REGIMES:
-            figures.add("Breakdowns", f"defect_sizes_{regime}", F.defect_size_figure(breakdowns, regime, scenario_order),
+            figures.add("Breakdowns", f"defect_sizes_{regime}", F.defect_size_figure, (breakdowns, regime, scenario_order),
                         f"{regime}: {F.CAPTIONS['defect_size_figure']}")
         for detector in sorted(set(results.routing["detector"])) if not results.routing.empty else []:
-            figures.add("Routing", f"routing_{detector}", F.routing_figure(results.routing, detector),
+            figures.add("Routing", f"routing_{detector}", F.routing_figure, (results.routing, detector),
                         f"{detector}: {F.CAPTIONS['routing_figure']}")
         if steps:
             for metric in ("image_auroc", "aupro"):
-                figures.add("Few-shot adaptation", f"fewshot_recovery_{metric}", F.recovery_figure(intervals, steps, reference, metric),
+                figures.add("Few-shot adaptation", f"fewshot_recovery_{metric}", F.recovery_figure, (intervals, steps, reference, metric),
                             f"{T.METRIC_NAMES[metric]}: {F.CAPTIONS['recovery_figure']}")
         if not kshot.empty:
-            figures.add("K-shot curves", "kshot_image_auroc", F.kshot_figure(kshot), F.CAPTIONS["kshot_figure"])
+            figures.add("K-shot curves", "kshot_image_auroc", F.kshot_figure, (kshot,), F.CAPTIONS["kshot_figure"])
         if shift_scenarios:
             main_comparisons = comparisons[[not _is_fewshot(a, all_runs) for a in comparisons["a"]]] if not comparisons.empty else comparisons
             for metric in HEADLINE_METRICS:
-                figures.add("Shift effects", f"shift_effects_{metric}", F.shift_effects_figure(main_comparisons, metric=metric),
-                            f"{T.METRIC_NAMES[metric]}: {F.CAPTIONS['shift_effects_figure']}")
+                figures.add("Shift effects", f"shift_effects_{metric}", F.shift_effects_figure, (main_comparisons,),
+                            f"{T.METRIC_NAMES[metric]}: {F.CAPTIONS['shift_effects_figure']}", metric=metric)
         if not robustness.empty:
             for metric in ("image_auroc", "pixel_auroc"):
-                figures.add("Robustness", f"robustness_{metric}", F.robustness_figure(robustness, metric=metric),
-                            f"{T.METRIC_NAMES[metric]}: {F.CAPTIONS['robustness_figure']}")
+                figures.add("Robustness", f"robustness_{metric}", F.robustness_figure, (robustness,),
+                            f"{T.METRIC_NAMES[metric]}: {F.CAPTIONS['robustness_figure']}", metric=metric)
         for (detector, regime, scenario), group in predictions.groupby(["detector", "regime", "scenario"], sort=False):
             if regime != REGIMES[0]:  # figure galleries of the per-class models; the page shows every run's images
                 continue
@@ -188,9 +218,10 @@ def run_report_stage(params: Params, progress: bool = True) -> Path:
                        for r in picked if isinstance(r["heatmap_path"], str)]
             if records:
                 figures.add("Heatmap galleries", f"gallery_{detector}_{regime}_{scenario}",
-                            F.gallery_figure(records, f"{detector}/{regime}/{scenario}: highest-scored images", per_row=params.report.gallery_images),
+                            F.gallery_figure, (records, f"{detector}/{regime}/{scenario}: highest-scored images", params.report.gallery_images),
                             f"{detector}/{regime}/{scenario}: {F.CAPTIONS['gallery_figure']}", pdf=False)  # photos: PNG only
 
+        figures.start(pool)  # drawn by the workers while this process builds the gallery tiles
         galleries, error_tiles, masks_done = [], [], set()
         tile_index: dict[tuple[str, str], Tile] = {}
         for (detector, regime, scenario, category), threshold in tqdm(list(thresholds.items()), desc="report gallery", disable=not progress):
@@ -216,6 +247,7 @@ def run_report_stage(params: Params, progress: bool = True) -> Path:
             tile = tile_index.get((f"{row.detector}/{row.regime}/{row.scenario}", row.filename))
             if tile is not None:
                 error_tiles.append(Tile(**{**tile.__dict__, "extra": list(tile.extra), "caption": f"{row.kind.replace('_', ' ')} #{row.rank} · {row.detector}/{row.regime}/{row.scenario} · {tile.caption}"}))
+        figures.finish()
 
     # the page
     counts = scenarios.groupby("category")[["n_test", "n_test_anomalous"]].first()

@@ -38,11 +38,11 @@ from itertools import combinations
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from shiftad.data.records import ImageRecord
 from shiftad.evaluate.stage import ground_truth_masks
 from shiftad.io import load_npz, read_json, write_json, write_text
+from shiftad.parallel import parallel_map
 from shiftad.params import Params
 from shiftad.paths import METRICS_DIR, PREDICTIONS_DIR, STATISTICS_DIR, robustness_file, scores_file
 from shiftad.pipeline import REGIMES
@@ -345,6 +345,19 @@ def _round(x: float) -> float | None:
     return None if x is None or np.isnan(x) else round(float(x), 4)
 
 
+def _run_category_task(task: tuple) -> tuple:
+    """One run on one category: its bootstrap (MetricIntervals), its test set without the maps
+    (scores and labels, for DeLong), its breakdown rows and replicates, its error rows."""
+    params, run, category, threshold, records, areas, seed = task
+    data = load_run(params, run, category, threshold, records, areas)
+    settings = params.statistics
+    result = bootstrap_metrics(data.test, settings.n_resamples, settings.confidence, seed=seed, fpr_limit=params.evaluation.aupro_fpr_limit)
+    rows, distributions = _breakdown_rows(run, category, data, params, seed)
+    errors = _error_rows(run, category, data, settings.top_errors)
+    test = TestSet(scores=data.test.scores, labels=data.test.labels, threshold=data.test.threshold)
+    return result, test, rows, distributions, errors
+
+
 def run_statistics_stage(params: Params, progress: bool = True) -> dict[str, pd.DataFrame]:
     settings = params.statistics
     thresholds = _thresholds(params)
@@ -359,40 +372,43 @@ def run_statistics_stage(params: Params, progress: bool = True) -> dict[str, pd.
     pair_replicates: dict[tuple, list[dict]] = defaultdict(list)
     breakdown_replicates: dict[tuple, list[np.ndarray]] = defaultdict(list)
     all_results: dict = {}  # (detector, regime, scenario, category) -> MetricIntervals
-    for category in tqdm(params.categories, desc="statistics", disable=not progress):
+    tasks, prepared = [], {}
+    for category in params.categories:
         records = {d: views[d].get(category, "test") for d in views}
         orders = {d: _source_order(records[d], d, category) for d in views}
         reference = next(iter(orders.values()))
         if any(order != reference for order in orders.values()):
             raise RuntimeError(f"{category}: the clean and shifted test lists are not in the same image order; rerun the shift stage")
         areas = defect_areas(records["clean"]) if "clean" in records else defect_areas(next(iter(records.values())))
-        data: dict[Run, RunData] = {}
-        results = {}
         for run in runs:
             domain = params.scenario_runs()[run[2]].test
-            data[run] = load_run(params, run, category, thresholds[(*run, category)], records[domain], areas)
-            result = bootstrap_metrics(data[run].test, settings.n_resamples, settings.confidence, seed=seeds[category],
-                                       fpr_limit=params.evaluation.aupro_fpr_limit)
-            results[run] = result
+            tasks.append((params, run, category, thresholds[(*run, category)], records[domain], areas, seeds[category]))
+    # Every (run, category) on its own (a worker process each, `threads` of them); the pairs below only combine their results.
+    for task, outcome in zip(tasks, parallel_map(_run_category_task, tasks, params.threads, "statistics", progress)):
+        prepared[(task[1], task[2])] = outcome
+
+    for category in params.categories:
+        results, tests = {}, {}
+        for run in runs:
+            result, test, rows, distributions, errors = prepared.pop((run, category))
+            results[run], tests[run] = result, test
             interval_rows += _interval_rows(run, category, result.estimate, result.low, result.high, params)
             run_replicates[run].append(result.distribution)
             run_estimates[run].append(result.estimate)
             all_results[(*run, category)] = result
-            rows, distributions = _breakdown_rows(run, category, data[run], params, seeds[category])
             breakdown_rows += rows
             for key, dist in distributions.items():
                 if key[0] == "defect_size":
                     breakdown_replicates[(*run, *key)].append(dist)
-            error_rows += _error_rows(run, category, data[run], settings.top_errors)
+            error_rows += errors
         for family, a, b in pairs:
             diffs = {m: results[a].distribution[m] - results[b].distribution[m] for m in METRICS}
             try:
-                delong = delong_test(data[a].test.scores, data[b].test.scores, data[a].test.labels).p_value
+                delong = delong_test(tests[a].scores, tests[b].scores, tests[a].labels).p_value
             except ValueError:  # fewer than two images in a class
                 delong = float("nan")
             comparison_rows += _comparison_rows(family, a, b, category, results[a].estimate, results[b].estimate, diffs, params, delong)
             pair_replicates[(family, a, b)].append(diffs)
-        del data
 
     # macro means over categories
     for run in runs:
