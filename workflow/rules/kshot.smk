@@ -15,6 +15,8 @@ rule kshot:
         threshold=P.evaluation.threshold.model_dump(),
         backbone=P.backbone.model_dump(),
         seed=P.seed,
+    # long jobs that only statistics and the report read (see robustness.smk)
+    priority: 10
     threads: P.rule_threads("kshot")
     resources:
         **P.rule_resources("kshot"),

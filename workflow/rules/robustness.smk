@@ -14,6 +14,9 @@ rule robustness:
         robustness=P.robustness.model_dump(),
         shift_sigma=P.shift.illumination_sigma_px,
         aupro_fpr_limit=P.evaluation.aupro_fpr_limit,
+    # long jobs that only statistics reads: started as soon as their models exist, they run beside
+    # fit/score instead of last, where one core would idle while evaluate (2 threads) waits for them
+    priority: 10
     threads: P.rule_threads("robustness")
     resources:
         **P.rule_resources("robustness"),

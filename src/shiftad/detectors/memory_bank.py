@@ -107,7 +107,7 @@ class PatchBankDetector(Detector):
         """Patch features (B, C, h, w) of RGB uint8 images: ViT patch tokens, or locally aware
         CNN features (neighbourhood-averaged mid-level layers at the finer layer's grid)."""
         batch = self.prepare_batch(images)
-        if isinstance(self.extractor, PatchTokenExtractor):
+        if is_vision_transformer(self.backbone):  # by name: the network is built only when the features stage has not run it
             return self.features(batch)[0]
         return aggregate_patches(self.features(batch), self.neighbourhood)
 
