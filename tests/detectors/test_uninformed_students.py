@@ -222,6 +222,24 @@ def test_one_seed_twice_gives_identical_weights_and_students_differ(images, teac
     assert fitted.standardisation_ == again.standardisation_
 
 
+def test_reusing_the_teachers_outputs_leaves_training_unchanged(images, teacher, monkeypatch):
+    """The later students reuse the frozen teacher's outputs (far fewer teacher runs); with no
+    room to keep any, every target is computed afresh and the students come out bit for bit the same."""
+    import shiftad.detectors.uninformed_students as module
+
+    calls = []
+    original = UninformedStudents._teacher_out
+    monkeypatch.setattr(UninformedStudents, "_teacher_out", lambda self, *a: calls.append(1) or original(self, *a))
+    kept = tiny_detector(teacher).fit(images["train"], images["val"])
+    with_cache, calls[:] = len(calls), []
+    monkeypatch.setattr(module, "TEACHER_CACHE_BYTES", 0)
+    fresh = tiny_detector(teacher).fit(images["train"], images["val"])
+    assert len(calls) >= 3 * 2 * len(images["train"]) > with_cache  # students x epochs x images (batch 1): every step ran it
+    for a, b in zip(kept.students_[17], fresh.students_[17]):
+        for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+            assert torch.equal(x, y), name
+
+
 def test_save_and_load_score_identically(images, fitted, tmp_path):
     fitted.save(tmp_path / "model")
     loaded = UninformedStudents.load(tmp_path / "model")

@@ -157,8 +157,9 @@ def test_unit_weights_give_the_exact_values_elsewhere() -> None:
 # --- bootstrap_metrics --------------------------------------------------------------------------
 
 
-def test_point_estimates_are_the_evaluate_stage_numbers() -> None:
-    test = realistic(seed=2)
+@pytest.mark.parametrize(("seed", "decimals"), [(2, None), (5, 2), (9, 1)])  # rounded maps: many tied pixels
+def test_point_estimates_are_the_evaluate_stage_numbers(seed: int, decimals: int | None) -> None:
+    test = realistic(seed=seed, decimals=decimals)
     result = bootstrap_metrics(test, n_resamples=20, fpr_limit=0.2)
     image = image_metrics(test.scores, test.labels, test.threshold)
     pixel = pixel_metrics(test.maps, test.masks, fpr_limit=0.2)

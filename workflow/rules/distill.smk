@@ -22,6 +22,8 @@ rule distill_teacher:
         backbone=P.backbone.model_dump(),
         categories=P.categories,
         seed=P.seed,
+    # the teachers head the trained detectors' longest chains (distill -> fit -> score): start them first
+    priority: 30
     threads: P.rule_threads("distill_teacher")
     resources:
         **P.rule_resources("distill_teacher"),

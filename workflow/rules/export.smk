@@ -17,6 +17,8 @@ rule export:
         cli=untracked(PARAMS),
         root=untracked(ROOT),
         export=P.export.model_dump(),
+    # bundles are read by no later stage: built while models are fitted, not beside the serial tail
+    priority: 10
     threads: P.rule_threads("export")
     resources:
         **P.rule_resources("export"),

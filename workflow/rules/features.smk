@@ -24,7 +24,7 @@ if feature_specs(P):  # none when every detector trains its own networks
             features=P.features.model_dump(),
             sweep=lambda w: {"robustness": P.robustness.model_dump(), "sigma": P.shift.illumination_sigma_px, "seed": P.seed} if w.set == "robustness" else {},
             batch_size=P.backbone.batch_size,
-        priority: 10  # every model job waits for it; the sweep set feeds robustness (priority 10 too)
+        priority: 20  # every model job waits for it; the sweep set feeds robustness
         threads: P.rule_threads("features")
         resources:
             **P.rule_resources("features"),

@@ -28,6 +28,8 @@ rule fit:
         backbone=P.backbone.model_dump(),
         image_size=P.image_size,
         categories=P.categories,
+    # fits gate every later job of their detector; scoring (priority 0) then fills the cores up to evaluate
+    priority: 10
     threads: P.rule_threads("fit")
     resources:
         **P.rule_resources("fit"),

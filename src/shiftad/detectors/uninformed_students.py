@@ -42,6 +42,28 @@ class TeacherError(ShiftadError):
     """The teacher folder is missing or made for other params."""
 
 
+TEACHER_CACHE_BYTES = 1 << 30  # the frozen teacher's outputs kept for the next students (1 GB at most)
+
+
+class _TeacherTargets:
+    """The frozen teacher's output per (training images, flips), kept while it fits in
+    `budget` bytes: the M students of a patch size train on the same images with the same four
+    flips, so from the second student on the teacher need not run again (the same input gives
+    the same output, so training is unchanged)."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget, self.used, self.kept = budget, 0, {}
+
+    def get(self, key: tuple, compute) -> torch.Tensor:
+        target = self.kept.get(key)
+        if target is None:
+            target = compute()
+            size = target.numel() * target.element_size()
+            if self.used + size <= self.budget:
+                self.kept[key], self.used = target, self.used + size
+        return target
+
+
 class UninformedStudents(Detector):
     name = DETECTOR
 
@@ -162,10 +184,10 @@ class UninformedStudents(Detector):
             torch.manual_seed(self.seed)  # the students' initial weights: independent draws, one after another
             generator = torch.Generator().manual_seed(self.seed)
             for patch in self.patch_sizes:
-                ensemble = []
+                ensemble, targets = [], _TeacherTargets(TEACHER_CACHE_BYTES)
                 for k in range(self.students):
                     student = self._network(patch).to(device).train()
-                    history[f"p{patch}_s{k}"] = self._train_student(patch, student, train, generator)
+                    history[f"p{patch}_s{k}"] = self._train_student(patch, student, train, generator, targets)
                     ensemble.append(student.eval().requires_grad_(False))
                 self.students_[patch] = ensemble
         self.standardisation_ = {}
@@ -180,19 +202,23 @@ class UninformedStudents(Detector):
         self._to(torch.device("cpu"))
         return self
 
-    def _train_student(self, patch: int, student: PatchNet, train: torch.Tensor, generator: torch.Generator) -> list[dict[str, float]]:
+    def _train_student(self, patch: int, student: PatchNet, train: torch.Tensor, generator: torch.Generator,
+                       targets: "_TeacherTargets | None" = None) -> list[dict[str, float]]:
         optimiser = torch.optim.Adam(student.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
         history = []
         for epoch in tqdm(range(1, self.epochs + 1), desc=f"student ({patch} px)", disable=not self.progress, leave=False):
             order, total, steps = torch.randperm(len(train), generator=generator), 0.0, 0
             for start in range(0, len(train), self.train_batch):
-                batch = train[order[start : start + self.train_batch].to(train.device)]
+                members = order[start : start + self.train_batch]
+                batch = train[members.to(train.device)]
                 flips = torch.rand(2, generator=generator)
                 if flips[0] < 0.5:
                     batch = batch.flip(3)
                 if flips[1] < 0.5:
                     batch = batch.flip(2)
-                loss = F.mse_loss(student.dense(batch), self._teacher_out(patch, batch))
+                key = (tuple(members.tolist()), bool(flips[0] < 0.5), bool(flips[1] < 0.5))
+                target = targets.get(key, lambda: self._teacher_out(patch, batch)) if targets is not None else self._teacher_out(patch, batch)
+                loss = F.mse_loss(student.dense(batch), target)
                 optimiser.zero_grad()
                 loss.backward()
                 optimiser.step()

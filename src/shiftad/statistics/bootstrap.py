@@ -61,6 +61,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage, stats
 
+from shiftad.evaluate.aupro import au_pro
 from shiftad.evaluate.metrics import image_metrics, pixel_metrics
 from shiftad.evaluate.thresholds import as_scores_labels
 
@@ -310,6 +311,15 @@ class ResampleMetrics:
         tp, fp, fn = w @ self._tp_vec, w @ self._fp_vec, w @ self._fn_vec
         return np.divide(2 * tp, 2 * tp + fp + fn, out=np.zeros_like(tp), where=tp > 0)
 
+    @property
+    def counts_pixel_wins(self) -> bool:
+        return self._pixel_ok and hasattr(self, "_twice_wins")
+
+    def pixel_auroc_of_the_data(self) -> float:
+        """Pixel AUROC of the test set itself (every image once): twice the win count, summed
+        exactly in float64, over 2 · defect · normal pixels: `exact_auroc`'s value bit for bit."""
+        return float(self._pixel_auroc(np.ones((1, self.n)))[0])
+
     def _pixel_auroc(self, w: np.ndarray) -> np.ndarray:
         twice = np.einsum("bi,bi->b", w[:, self._defect_rows] @ self._twice_wins, w)
         return _ratio(twice, 2 * (w @ self._n_defect) * (w @ self._n_normal))
@@ -456,10 +466,16 @@ def stratified_weights(labels: np.ndarray, n_resamples: int = 1000, seed: int = 
     return dist.T.copy()
 
 
-def _point_estimates(test: TestSet, fpr_limit: float) -> dict[str, float]:
-    """Exact metrics on the original data, the same functions as the evaluate stage."""
+def _point_estimates(test: TestSet, fpr_limit: float, engine: "ResampleMetrics | None" = None) -> dict[str, float]:
+    """Exact metrics on the original data, the same functions as the evaluate stage. With an
+    `engine` that has counted the pixel wins, pixel AUROC comes from those counts: the same
+    integers `exact_auroc` counts and one division, so the same float without sorting every
+    pixel again."""
     image = image_metrics(test.scores, test.labels, test.threshold)
-    pixel = pixel_metrics(test.maps, test.masks, fpr_limit=fpr_limit)
+    if engine is not None and engine.counts_pixel_wins:
+        pixel = {"pixel_auroc": engine.pixel_auroc_of_the_data(), "aupro": au_pro(test.maps, test.masks, fpr_limit=fpr_limit)}
+    else:
+        pixel = pixel_metrics(test.maps, test.masks, fpr_limit=fpr_limit)
     return {
         "image_auroc": float(image["image_auroc"]),
         "image_auprc": float(image["image_auprc"]),
@@ -495,10 +511,15 @@ def bootstrap_metrics(
     Metrics undefined on the data (see module docstring) are NaN throughout.
     """
     method = _check_options(n_resamples, confidence, method)
-    estimate = _point_estimates(test, fpr_limit)
+    engine = ResampleMetrics(test, fpr_limit=fpr_limit)  # computes what the data defines; the rest is NaN
+    estimate = _point_estimates(test, fpr_limit, engine)
     available = [m for m in METRICS if math.isfinite(estimate[m])]
-    engine = ResampleMetrics(test, fpr_limit=fpr_limit, metrics=available)
-    dist, low, high = _run_bootstrap(test.labels, engine.stack, n_resamples, confidence, seed, method)
+
+    def statistic(weights: np.ndarray) -> np.ndarray:
+        values = engine(weights)
+        return np.stack([values[m] for m in available])
+
+    dist, low, high = _run_bootstrap(test.labels, statistic, n_resamples, confidence, seed, method)
     return MetricIntervals(
         estimate=estimate,
         low=_fill_scalar(available, low),
