@@ -3,8 +3,8 @@
 PatchCore, PaDiM, the few-shot kNN and the routed autoencoders run a frozen pretrained network,
 and so do the stages around them (fit, score, K-shot, few-shot, robustness): the same network
 over the same images, job after job. This stage runs each distinct network (its spec:
-implementation, backbone, weights, layers, image size; PatchCore, the kNN and the routed
-autoencoders share one by default, PaDiM's anomalib extractor is another) once over the clean
+implementation, backbone, weights, layers, image size; by default all four share one: the
+same layers of the same backbone) once over the clean
 and shifted train / val / test images of every category and the images of the robustness
 sweep, and stores the outputs (`results/features/<spec id>/`, see
 `shiftad.components.feature_store`). Every later job's detector looks its batches up there by

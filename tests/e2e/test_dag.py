@@ -334,24 +334,20 @@ def test_one_seed_gives_identical_data(tiny_study):
     assert shifted_image.read_bytes() == image_bytes
 
 
-def test_the_light_stages_write_the_same_files_with_one_process_as_with_workers(tiny_study):
-    """statistics, notebooks and report ran with two worker processes in the DAG (params'
-    resources.rules); one process gives byte-identical tables and figures."""
+def test_the_result_stages_import_no_deep_learning_stack_and_one_process_writes_what_workers_wrote(tiny_study):
+    """The DAG ran evaluate, statistics, notebooks and report with two worker processes (params'
+    resources.rules); rerun here in one process each, they write byte-identical tables and figures."""
     def snapshot() -> dict[str, bytes]:
-        files = [*(tiny_study / "results/statistics").glob("*"), *(tiny_study / "report/figures").glob("*")]
-        return {f.relative_to(tiny_study).as_posix(): f.read_bytes() for f in files}
+        files = [*(tiny_study / "results/statistics").glob("*.*"), *(tiny_study / "report/figures").glob("*.*"),
+                 *(tiny_study / "results/metrics").glob("*.*")]
+        return {f.relative_to(tiny_study).as_posix(): f.read_bytes() for f in files if not f.name.startswith(".")}
 
     before = snapshot()
     assert len(before) > 20
-    for stage in ("statistics", "report"):
-        run([str(BIN / "shiftad"), stage, "--params", "params.yaml", "--params", "tiny.yaml", "--threads", "1", "--quiet"], tiny_study)
+    check_result_stages_import_no_deep_learning_stack(tiny_study, threads=1)
     after = snapshot()
     assert after.keys() == before.keys()
     assert [name for name in before if after[name] != before[name]] == []
-
-
-def test_the_stages_that_read_results_import_no_deep_learning_stack(tiny_study):
-    check_result_stages_import_no_deep_learning_stack(tiny_study)
 
 
 # Runs a stage as its job does, then prints the deep-learning modules the process had loaded.
@@ -359,11 +355,12 @@ STAGE_PROBE = ("import json, sys\nfrom shiftad.cli import main\nstatus = main(sy
                "print('loaded:', json.dumps(sorted(m for m in ('torch', 'timm', 'torchvision', 'faiss') if m in sys.modules)))\nsys.exit(status)")
 
 
-def check_result_stages_import_no_deep_learning_stack(project: Path) -> None:
+def check_result_stages_import_no_deep_learning_stack(project: Path, threads: int | None = None) -> None:
     """A job pays only for what it uses: the stages that read results run for real (on this
     run's outputs, rewriting them) without loading torch, timm, torchvision or faiss."""
     for stage in ("evaluate", "statistics", "report"):
-        out = run([sys.executable, "-c", STAGE_PROBE, stage, "--params", "params.yaml", "--params", "tiny.yaml", "--quiet"], project)
+        extra = ["--threads", str(threads)] if threads else []
+        out = run([sys.executable, "-c", STAGE_PROBE, stage, "--params", "params.yaml", "--params", "tiny.yaml", "--quiet", *extra], project)
         loaded = json.loads(re.search(r"^loaded: (.*)$", out, re.M).group(1))
         assert loaded == [], f"shiftad {stage} loaded {loaded}"
 

@@ -46,6 +46,14 @@ def _check_inputs(maps: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.n
     return maps, masks
 
 
+def sorted_negated(maps: np.ndarray) -> np.ndarray:
+    """Every pixel's score negated, sorted ascending (= the scores in descending order, negated):
+    the one full sort AU-PRO needs, which pixel AUROC can share (`shiftad.evaluate.metrics`)."""
+    neg_sorted = np.negative(maps, order="C").ravel()  # a fresh array (ravel is a view of it)
+    neg_sorted.sort()
+    return neg_sorted
+
+
 def _region_weights(masks: np.ndarray) -> tuple[np.ndarray, int]:
     """Per defect pixel (in ``masks`` boolean-index order): 1 / size of its region; and the region count."""
     labels, n_regions = ndimage.label(masks, structure=_STRUCTURE_8_IN_PLANE)
@@ -54,8 +62,10 @@ def _region_weights(masks: np.ndarray) -> tuple[np.ndarray, int]:
     return 1.0 / sizes[defect_labels], int(n_regions)
 
 
-def _curve(maps: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """The PRO curve, or None when it is undefined (no defect region, or no normal pixel)."""
+def _curve(maps: np.ndarray, masks: np.ndarray, neg_sorted: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    """The PRO curve, or None when it is undefined (no defect region, or no normal pixel).
+    `neg_sorted`: the negated scores of every pixel, sorted ascending, when the caller has them
+    (read only)."""
     n_pixels = maps.size
     n_defect = int(np.count_nonzero(masks))
     n_normal = n_pixels - n_defect
@@ -75,8 +85,8 @@ def _curve(maps: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
     # All pixels: one global sort; a distinct threshold's group ends where the next value starts,
     # so `n_ge[i]` = number of pixels scoring >= threshold i (the reference's cumsum position).
-    neg_sorted = np.negative(maps, order="C").ravel()  # a fresh array (ravel is a view of it)
-    neg_sorted.sort()
+    if neg_sorted is None:
+        neg_sorted = sorted_negated(maps)
     last_of_value = np.empty(n_pixels, dtype=bool)
     last_of_value[-1] = True
     np.not_equal(neg_sorted[:-1], neg_sorted[1:], out=last_of_value[:-1])
@@ -152,15 +162,16 @@ def trapezoid(x: np.ndarray, y: np.ndarray, x_max: float | None = None) -> float
     return float(np.sum(0.5 * (y[1:] + y[:-1]) * (x[1:] - x[:-1])) + correction)
 
 
-def au_pro(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = 0.3) -> float:
+def au_pro(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = 0.3, neg_sorted: np.ndarray | None = None) -> float:
     """Normalised area under the PRO curve up to ``fpr_limit`` (1.0 is perfect).
 
     NaN when there is no defect region (or no normal pixel), where AU-PRO is undefined.
+    ``neg_sorted``: `sorted_negated(maps)` when the caller already has it.
     """
     if not 0 < fpr_limit <= 1:
         raise ValueError(f"fpr_limit must be in (0, 1], got {fpr_limit}")
     maps, masks = _check_inputs(maps, masks)
-    curve = _curve(maps, masks)
+    curve = _curve(maps, masks, neg_sorted)
     if curve is None:
         return float("nan")
     fprs, pros = curve

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from shiftad.evaluate.aupro import au_pro
+from shiftad.evaluate.aupro import au_pro, sorted_negated
 from shiftad.evaluate.thresholds import as_scores_labels
 
 NAN = float("nan")
@@ -43,12 +43,13 @@ def image_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float) -> d
     }
 
 
-def exact_auroc(scores: np.ndarray, positives: np.ndarray) -> float:
+def exact_auroc(scores: np.ndarray, positives: np.ndarray, all_sorted: np.ndarray | None = None) -> float:
     """ROC AUC = P(score_pos > score_neg) + 0.5 · P(tie), computed exactly by counting.
 
     Equals sklearn's ``roc_auc_score`` but needs only plain sorts (no argsort, no ROC curve),
     so it stays fast and lean on tens of millions of pixels.
-    NaN when only one class is present.
+    NaN when only one class is present. ``all_sorted``: every score sorted ascending, when the
+    caller already has them.
     """
     scores = np.asarray(scores).ravel()
     positives = np.asarray(positives, dtype=bool).ravel()
@@ -56,7 +57,8 @@ def exact_auroc(scores: np.ndarray, positives: np.ndarray) -> float:
     n_neg = scores.size - n_pos
     if n_pos == 0 or n_neg == 0:
         return NAN
-    all_sorted = np.sort(scores)
+    if all_sorted is None:
+        all_sorted = np.sort(scores)
     pos_sorted = np.sort(scores[positives])
     # Per positive: negatives strictly below and negatives tied with it.
     below_all = np.searchsorted(all_sorted, pos_sorted, side="left")
@@ -86,7 +88,9 @@ def pixel_metrics(maps: np.ndarray, masks: np.ndarray | None, fpr_limit: float =
         raise ValueError("anomaly maps contain NaN or infinite values")
     if not masks.any():
         return {"pixel_auroc": NAN, "aupro": NAN}
+    # One full sort for both: AU-PRO's descending order, negated, is pixel AUROC's ascending one.
+    neg_sorted = sorted_negated(maps)
     return {
-        "pixel_auroc": exact_auroc(maps, masks),
-        "aupro": au_pro(maps, masks, fpr_limit=fpr_limit),
+        "pixel_auroc": exact_auroc(maps, masks, all_sorted=np.negative(neg_sorted[::-1])),
+        "aupro": au_pro(maps, masks, fpr_limit=fpr_limit, neg_sorted=neg_sorted),
     }
