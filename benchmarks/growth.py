@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -57,8 +58,9 @@ def run_setting(name: str, override: dict, keep: bool) -> dict:
     (work / "growth.yaml").write_text(yaml.safe_dump(override or {"seed": 0}))
     snakemake = Path(sys.executable).parent / "snakemake"
     start = time.perf_counter()
+    env = {**os.environ, "PATH": f"{snakemake.parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # the jobs call `shiftad`
     subprocess.run([str(snakemake), "--cores", "2", "--configfile", "growth.yaml", "--quiet"], cwd=work, check=True,
-                   stdout=subprocess.DEVNULL)
+                   stdout=subprocess.DEVNULL, env=env)
     wall = time.perf_counter() - start
     from shiftad.params import deep_merge
 
