@@ -38,7 +38,7 @@ def greedy_coreset_indices(
         selected[i] = current
         centers.append((x[current], sq_norms[current]))
         while True:
-            block = max(blocks, key=_Block.bound)  # the first block among equal bounds: argmax's tie rule
+            block = max(blocks, key=lambda b: b.max)  # the first block among equal bounds: argmax's tie rule
             if block.seen == len(centers):
                 break
             block.catch_up(centers)
@@ -66,9 +66,6 @@ class _Block:
     def __init__(self, x: torch.Tensor, sq_norms: torch.Tensor, min_dist: torch.Tensor, start: int) -> None:
         self.x, self.sq_norms, self.min_dist, self.start = x, sq_norms, min_dist, start
         self.seen, self.max, self.arg = 0, math.inf, 0
-
-    def bound(self) -> float:
-        return self.max
 
     def catch_up(self, centers: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         for center, sq_norm in centers[self.seen :]:

@@ -38,8 +38,8 @@ class FigureWriter:
     in worker processes (matplotlib's layout and PNG encoding are most of the stage) while this
     process goes on with the gallery, `finish` waits for them."""
 
-    def __init__(self, folder: Path, pdf: bool):
-        self.folder, self.pdf, self.blocks = folder, pdf, {}
+    def __init__(self, folder: Path, pdf: bool, progress: bool = True):
+        self.folder, self.pdf, self.progress, self.blocks = folder, pdf, progress, {}
         self.jobs: list[tuple] = []
         self._pending: list = []
 
@@ -59,8 +59,6 @@ class FigureWriter:
         for future in tqdm(self._pending, desc="report figures", disable=not self.progress):
             future.result()  # re-raises a worker's error here
         self._pending = []
-
-    progress = True
 
 
 def draw_figure(job: tuple) -> None:
@@ -172,8 +170,7 @@ def run_report_stage(params: Params, progress: bool = True) -> Path:
               f"Top {params.statistics.top_errors} false positives (highest-scored normal images) and false negatives "
               "(lowest-scored anomalous images) per run and category.")
 
-        figures = FigureWriter(figures_dir, params.report.pdf)
-        figures.progress = progress
+        figures = FigureWriter(figures_dir, params.report.pdf, progress)
         for detector, regime in runs:
             stem = f"{detector}_{regime}"
             figures.add("Curves", f"curves_{stem}", F.curves_figure, (roc, pr, intervals, detector, regime),
