@@ -14,22 +14,25 @@ their exact input pixels; bundles, `shiftad predict` and `shiftad serve` always 
 from __future__ import annotations
 
 import logging
-import tempfile
 import time
+from functools import partial
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from shiftad.components.feature_store import SPEC_FILE, input_key, write_shard
 from shiftad.data.records import ImageRecord
 from shiftad.detectors import build_detector
-from shiftad.detectors.base import iter_image_batches
+from shiftad.detectors.base import batched, iter_image_batches
 from shiftad.errors import ShiftadError
 from shiftad.io import atomic_dir, write_json
 from shiftad.params import Params
 from shiftad.pipeline import DOMAINS, FEATURES_DIR, feature_spec, feature_specs
+from shiftad.robustness import condition_settings, shifted_test_images, sweep_conditions
+from shiftad.shift import ShiftSettings
 from shiftad.split import SPLIT_NAMES, domain_view
 
 log = logging.getLogger(__name__)
@@ -38,22 +41,32 @@ log = logging.getLogger(__name__)
 FEATURE_SETS = ("study", "robustness")  # separate jobs: a robustness param reruns the sweep's features, not every fit
 
 
-def image_sets(params: Params, feature_set: str, folder: Path) -> Iterator[tuple[str, list[ImageRecord]]]:
-    """(shard name, images). study: every split of every category in both domains; robustness:
-    every condition of the severity sweep (its shifted test images written under `folder`)."""
-    from shiftad.robustness import sweep_images
+ImageBatches = Callable[[int], Iterator[list[np.ndarray]]]  # batch size -> the images, that many at a time
 
+
+def image_sets(params: Params, feature_set: str) -> Iterator[tuple[str, int, ImageBatches]]:
+    """(shard name, number of images, its images in batches). study: every split of every
+    category in both domains, read from disk; robustness: every condition of the severity sweep,
+    its shifted test images made in memory (again for each network: a sweep may not fit in memory)."""
     if feature_set == "study":
         for domain in DOMAINS:
             view = domain_view(domain)
             for category in params.categories:
                 for split in SPLIT_NAMES:
-                    yield f"{domain}_{category}_{split}", view.get(category, split)
+                    records = view.get(category, split)
+                    yield f"{domain}_{category}_{split}", len(records), partial(iter_image_batches, records)
         return
     clean = domain_view("clean")
     for category in params.categories:
-        for family, severity, shifted, _ in sweep_images(params, category, clean.get(category, "test"), folder / category):
-            yield f"{category}_{family}_{severity}", shifted
+        records = clean.get(category, "test")
+        for family, severity in sweep_conditions(params):
+            settings = condition_settings(params, family, severity)
+            yield f"{category}_{family}_{severity}", len(records), partial(_shifted_batches, records, settings, params.seed, category)
+
+
+def _shifted_batches(records: list[ImageRecord], settings: ShiftSettings, seed: int, category: str, batch_size: int
+                     ) -> Iterator[list[np.ndarray]]:
+    return batched((image for image, _ in shifted_test_images(records, settings, seed, category)), batch_size)
 
 
 def run_features_stage(params: Params, feature_set: str, spec: str | None = None, progress: bool = True) -> list[Path]:
@@ -63,12 +76,11 @@ def run_features_stage(params: Params, feature_set: str, spec: str | None = None
     specs = feature_specs(params)
     if spec is not None and spec not in specs:
         raise ShiftadError(f"--spec {spec}: not a frozen network of this study's detectors; its networks are {sorted(specs) or 'none'}")
-    with tempfile.TemporaryDirectory(prefix="shiftad-features-") as tmp:
-        image_lists = list(image_sets(params, feature_set, Path(tmp)))  # the sweep's images exist while the folder does
-        return [store_network(params, name, specs[name], feature_set, image_lists, progress) for name in ([spec] if spec else specs)]
+    image_lists = list(image_sets(params, feature_set))
+    return [store_network(params, name, specs[name], feature_set, image_lists, progress) for name in ([spec] if spec else specs)]
 
 
-def store_network(params: Params, name: str, spec: dict, feature_set: str, image_lists: list[tuple[str, list[ImageRecord]]],
+def store_network(params: Params, name: str, spec: dict, feature_set: str, image_lists: list[tuple[str, int, ImageBatches]],
                   progress: bool) -> Path:
     """One network's outputs for every image list, written to results/features/<set>/<spec id>/."""
     detector = next(d for d in params.detectors if feature_spec(params, d) == spec)
@@ -82,11 +94,11 @@ def store_network(params: Params, name: str, spec: dict, feature_set: str, image
     total_bytes = n_outputs = 0
     network_seconds = 0.0
     with atomic_dir(target) as folder:
-        for shard, records in tqdm(image_lists, desc=f"features {feature_set}/{name}", disable=not progress):
-            if not records:
+        for shard, n_images, batches in tqdm(image_lists, desc=f"features {feature_set}/{name}", disable=not progress):
+            if not n_images:
                 continue
             keys, parts = [], []
-            for images in iter_image_batches(records, params.backbone.batch_size):
+            for images in batches(params.backbone.batch_size):
                 batch = model.prepare_batch(images)
                 keys += [input_key(row) for row in batch]
                 start = time.perf_counter()
@@ -95,7 +107,7 @@ def store_network(params: Params, name: str, spec: dict, feature_set: str, image
             outputs = [torch.cat(layer) for layer in zip(*parts)]
             n_outputs = len(outputs)
             total_bytes += write_shard(folder / f"{shard}.safetensors", keys, outputs, dtype)
-            shards[shard] = len(records)
+            shards[shard] = n_images
         n_images = sum(shards.values())
         # what a later job's timings charge per served image (shiftad.components.feature_store.NetworkClock)
         write_json(folder / SPEC_FILE, {"spec": spec, "detector": detector, "dtype": params.features.dtype, "n_outputs": n_outputs,

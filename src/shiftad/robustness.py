@@ -11,7 +11,8 @@ Draws: image ``i`` of the category's test list draws from
 Illumination is applied to every image here (probability 1): a sweep of that family would
 otherwise leave half the images untouched and flatten its curve.
 
-Shifted images live in a temporary folder only as long as the model needs their files.
+The shifted images are made in memory, a batch at a time, here and in the features stage
+(which runs the frozen networks on the same pixels): nothing is written or read back.
 Output: ``results/robustness/<detector>/<category>.npz`` with ``families``, ``severities``
 (one entry per condition), ``labels``, ``defect_types``, ``image_scores`` (conditions × images),
 ``pixel_auroc`` and ``aupro`` (per condition; NaN without masks).
@@ -20,10 +21,9 @@ Output: ``results/robustness/<detector>/<category>.npz`` with ``families``, ``se
 from __future__ import annotations
 
 import logging
-import tempfile
 import zlib
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 from PIL import Image
@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from shiftad.data.images import read_image, read_mask
 from shiftad.data.records import ImageRecord
 from shiftad.detectors import load_detector, log_feature_use
+from shiftad.detectors.base import batched
 from shiftad.evaluate.metrics import pixel_metrics
 from shiftad.io import save_npz
 from shiftad.params import Params
@@ -47,22 +48,16 @@ def sweep_conditions(params: Params) -> list[tuple[str, int]]:
     return [(family, severity) for family in params.robustness.families for severity in sorted(params.robustness.severities)]
 
 
-def shift_test_images(records: list[ImageRecord], settings: ShiftSettings, seed: int, category: str,
-                      folder: Path) -> tuple[list[ImageRecord], list[np.ndarray | None]]:
-    """Shifted copies of `records` written under `folder`; returns their records and masks."""
-    shifted, masks = [], []
+def shifted_test_images(records: list[ImageRecord], settings: ShiftSettings, seed: int, category: str
+                        ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    """(shifted RGB uint8 image, its shifted mask or None) of each record, in order, made one at a time."""
     for i, record in enumerate(records):
         image = read_image(record.path)
         size = image.shape[:2]
         mask = read_mask(record.mask_path, expected_size=(size[1], size[0]), image_path=record.path) if record.mask_path else None
         rng = np.random.default_rng([seed, zlib.crc32(category.encode("utf-8")), i])
         drawn = draw_shift(rng, settings, size, mask if record.is_anomalous else None)
-        image_out, mask_out = apply_shift(image, mask, drawn)
-        path = folder / f"{i:05d}.png"
-        Image.fromarray(image_out).save(path, compress_level=0)  # a temporary file: lossless, no time spent compressing
-        shifted.append(ImageRecord(path.as_posix(), record.category, record.label, record.defect_type, None, record.source_split))
-        masks.append(mask_out)
-    return shifted, masks
+        yield apply_shift(image, mask, drawn)
 
 
 def _masks_at(masks: list[np.ndarray | None], records: list[ImageRecord], size: tuple[int, int]) -> np.ndarray | None:
@@ -75,17 +70,25 @@ def _masks_at(masks: list[np.ndarray | None], records: list[ImageRecord], size: 
     return out
 
 
-def sweep_images(params: Params, category: str, records: list[ImageRecord], folder: Path
-                 ) -> Iterator[tuple[str, int, list[ImageRecord], list[np.ndarray | None]]]:
-    """Every condition of the sweep: (family, severity, the shifted copies of `records` written
-    under `folder`, their masks). The features stage runs the frozen networks on the same images."""
+def _noting_masks(pairs: Iterable[tuple[np.ndarray, np.ndarray | None]], masks: list[np.ndarray | None]) -> Iterator[np.ndarray]:
+    """The images of (image, mask) pairs; each mask is appended to `masks` as its image passes."""
+    for image, mask in pairs:
+        masks.append(mask)
+        yield image
+
+
+def condition_settings(params: Params, family: str, severity: int) -> ShiftSettings:
+    """One condition of the sweep: one family at one severity, illumination on every image."""
+    return ShiftSettings(severity=severity, families=(family,), illumination_probability=1.0,
+                         illumination_sigma_px=params.shift.illumination_sigma_px)
+
+
+def sweep_images(params: Params, category: str, records: list[ImageRecord]
+                 ) -> Iterator[tuple[str, int, Iterator[tuple[np.ndarray, np.ndarray | None]]]]:
+    """Every condition of the sweep: (family, severity, its shifted copies of `records` with
+    their masks, made as they are read). The features stage runs the frozen networks on the same images."""
     for family, severity in sweep_conditions(params):
-        settings = ShiftSettings(severity=severity, families=(family,), illumination_probability=1.0,
-                                 illumination_sigma_px=params.shift.illumination_sigma_px)
-        condition = folder / f"{family}_{severity}"
-        condition.mkdir(parents=True)
-        shifted, masks = shift_test_images(records, settings, params.seed, category, condition)
-        yield family, severity, shifted, masks
+        yield family, severity, shifted_test_images(records, condition_settings(params, family, severity), params.seed, category)
 
 
 def run_robustness_stage(params: Params, detector: str, category: str, progress: bool = True) -> Path:
@@ -96,15 +99,15 @@ def run_robustness_stage(params: Params, detector: str, category: str, progress:
     scores = np.zeros((len(conditions), len(records)), dtype=np.float64)
     pixel_auroc = np.full(len(conditions), np.nan)
     aupro = np.full(len(conditions), np.nan)
-    with tempfile.TemporaryDirectory(prefix="shiftad-robustness-") as tmp:
-        sweep = sweep_images(params, category, records, Path(tmp))
-        for c, (family, severity, shifted, masks) in enumerate(tqdm(sweep, total=len(conditions), desc=f"robustness {detector}/{category}",
-                                                                    disable=not progress)):
-            result = model.score(shifted)
-            scores[c] = result.image_scores
-            pixel = pixel_metrics(result.maps, _masks_at(masks, records, result.maps.shape[1:]), params.evaluation.aupro_fpr_limit)
-            pixel_auroc[c], aupro[c] = pixel["pixel_auroc"], pixel["aupro"]
-            log.info("%s/%s %s severity %d: scored %d images", detector, category, family, severity, len(records))
+    sweep = sweep_images(params, category, records)
+    for c, (family, severity, shifted) in enumerate(tqdm(sweep, total=len(conditions), desc=f"robustness {detector}/{category}",
+                                                        disable=not progress)):
+        masks: list[np.ndarray | None] = []
+        result = model.score_batches(batched(_noting_masks(shifted, masks), model.batch_size))
+        scores[c] = result.image_scores
+        pixel = pixel_metrics(result.maps, _masks_at(masks, records, result.maps.shape[1:]), params.evaluation.aupro_fpr_limit)
+        pixel_auroc[c], aupro[c] = pixel["pixel_auroc"], pixel["aupro"]
+        log.info("%s/%s %s severity %d: scored %d images", detector, category, family, severity, len(records))
     log_feature_use(model)
     out = robustness_file(detector, category)
     save_npz(

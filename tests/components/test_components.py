@@ -122,6 +122,31 @@ def test_gaussian_blur_is_torchvisions_up_to_rounding(sigma):
     assert not torch.allclose(ours, maps, rtol=1e-2)  # it did blur
 
 
+@pytest.mark.parametrize("shape, size, sigma", [((32, 32), 256, 4.0), ((17, 23), (50, 70), 2.0), ((8, 8), 64, 0.0), ((4, 4), 9, 4.0)])
+def test_upsample_and_smooth_is_interpolate_then_torchvision_blur(shape, size, sigma):
+    """The one-matrix-per-axis maps equal PyTorch's bilinear upsampling followed by torchvision's
+    blur (reflect padding, also where the kernel is wider than the map) up to float rounding."""
+    import torch.nn.functional as F
+    from torchvision.transforms.v2 import functional as TF
+
+    patch = torch.from_numpy(np.random.default_rng(5).gamma(2.0, size=(3, *shape)).astype(np.float32))
+    out_size = (size, size) if isinstance(size, int) else size
+    expected = F.interpolate(patch[:, None], size=out_size, mode="bilinear", align_corners=False)
+    if sigma > 0:
+        k = gaussian_kernel_size(sigma)
+        padded = expected
+        if k // 2 >= min(out_size):  # torchvision's reflect pad needs pad < size: reflect twice by hand
+            padded = torch.cat([expected.flip(-2)[..., :-1, :], expected, expected.flip(-2)[..., 1:, :]], dim=-2)
+            padded = torch.cat([padded.flip(-1)[..., :-1], padded, padded.flip(-1)[..., 1:]], dim=-1)
+            blurred = TF.gaussian_blur(padded, kernel_size=[k, k], sigma=[sigma, sigma])
+            expected = blurred[..., out_size[0] - 1: 2 * out_size[0] - 1, out_size[1] - 1: 2 * out_size[1] - 1]
+        else:
+            expected = TF.gaussian_blur(expected, kernel_size=[k, k], sigma=[sigma, sigma])
+    ours = upsample_and_smooth(patch, size, sigma)
+    assert ours.shape == (3, *out_size) and ours.dtype == np.float32
+    np.testing.assert_allclose(ours, expected[:, 0].numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_merged_neighbour_lists_equal_a_search_of_the_union():
     from shiftad.components.knn import merge_neighbours
 

@@ -170,6 +170,28 @@ def test_maps_match_anomalibs_map_generator(fitted):
     np.testing.assert_allclose(scores.image_scores, torch.amax(heat, dim=(-2, -1)).reshape(-1).double().numpy(), rtol=1e-5)
 
 
+def test_embedding_and_distances_are_anomalibs_bit_for_bit(fitted, tmp_path):
+    """The scoring path (no anomalib) computes what anomalib's generate_embedding and
+    compute_distance do, bit for bit; a loaded model builds no anomalib model to score."""
+    from shiftad.detectors.padim import mahalanobis_grid, padim_embedding
+
+    model, _, normal, defects = fitted
+    images = [read_image(r.path) for r in normal + defects]
+    features = model.features(model.prepare_batch(images))
+    torch_model = model.model
+    expected = torch_model.generate_embedding(dict(zip(LAYERS, features)))
+    embedding = padim_embedding(features, model.channel_idx_)
+    assert torch.equal(embedding, expected)
+    mean, inv_covariance = torch_model.gaussian.mean, torch_model.gaussian.inv_covariance
+    assert torch.equal(mahalanobis_grid(embedding, mean, inv_covariance),
+                       torch_model.anomaly_map_generator.compute_distance(embedding, [mean, inv_covariance]))
+    model.save(tmp_path / "m")
+    loaded = PaDiM.load(tmp_path / "m")
+    np.testing.assert_array_equal(loaded.score(defects).maps, model.score(defects).maps)
+    assert loaded._model is None  # scored without building anomalib's model
+    assert torch.equal(loaded.model.gaussian.inv_covariance, inv_covariance)  # built on request, with the loaded state
+
+
 def test_other_map_sigma_smooths_the_raw_grid(fitted):
     model, train, normal, defects = fitted
     by_hand = torch.from_numpy(_mahalanobis_by_hand(model, train, defects))

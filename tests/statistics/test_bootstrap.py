@@ -12,7 +12,7 @@ from scipy.ndimage import gaussian_filter
 from scipy.special import ndtr
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
-from shiftad.evaluate.aupro import au_pro
+from shiftad.evaluate.aupro import au_pro, sorted_negated
 from shiftad.evaluate.metrics import exact_auroc, image_metrics, pixel_metrics
 from shiftad.statistics.bootstrap import (
     METRICS,
@@ -167,6 +167,15 @@ def test_point_estimates_are_the_evaluate_stage_numbers(seed: int, decimals: int
         assert result.estimate[metric] == image[metric]
     assert result.estimate["pixel_auroc"] == pixel["pixel_auroc"] == exact_auroc(test.maps, test.masks)
     assert result.estimate["aupro"] == pixel["aupro"] == au_pro(test.maps, test.masks, fpr_limit=0.2)
+
+
+@pytest.mark.parametrize("decimals", [None, 1])
+def test_sorted_pixels_from_the_engine_are_a_full_sort_of_the_maps(decimals: int | None) -> None:
+    """The engine's merge of its sorted normal and defect pixels is what AU-PRO's one full sort gives."""
+    test = realistic(seed=6, decimals=decimals)
+    engine = ResampleMetrics(test)
+    np.testing.assert_array_equal(engine.sorted_negated_pixels(), sorted_negated(test.maps))
+    assert ResampleMetrics(test, metrics=("image_auroc", "pixel_auroc")).sorted_negated_pixels() is None  # no AU-PRO: nothing held
 
 
 def test_percentile_bounds_are_the_distribution_quantiles() -> None:

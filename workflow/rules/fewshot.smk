@@ -18,6 +18,9 @@ rule fewshot:
         root=untracked(ROOT),
         few_shot=P.few_shot.model_dump(),
         seed=P.seed,
+    # long jobs (up to a minute) that evaluate waits for: started before the shorter score jobs,
+    # which then fill both cores up to evaluate instead of one long job running alone at the end
+    priority: 5
     threads: P.rule_threads("fewshot")
     resources:
         **P.rule_resources("fewshot"),

@@ -12,6 +12,8 @@ rule shift:
         root=untracked(ROOT),
         shift=P.shift.model_dump(),
         seed=P.seed,
+    # every job but the trained detectors' clean chains waits for the shifted images: made first
+    priority: 40
     threads: P.rule_threads("shift")
     resources:
         **P.rule_resources("shift"),

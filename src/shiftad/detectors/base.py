@@ -19,7 +19,7 @@ import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -87,9 +87,23 @@ class FeatureNetwork:
 FeatureRunner = Callable[[torch.Tensor], Sequence[torch.Tensor]]
 
 
+T = TypeVar("T")
+
+
+def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Consecutive lists of `size` items (the last may be shorter); Python 3.11 has no itertools.batched."""
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 def iter_image_batches(records: Sequence[ImageRecord], batch_size: int) -> Iterator[list[np.ndarray]]:
-    for start in range(0, len(records), batch_size):
-        yield [read_image(r.path) for r in records[start : start + batch_size]]
+    return batched((read_image(r.path) for r in records), batch_size)
 
 
 class Detector(ABC):
@@ -131,9 +145,12 @@ class Detector(ABC):
 
     def score(self, records: Sequence[ImageRecord]) -> Scores:
         """Scores and maps of images on disk, read and scored `batch_size` at a time."""
-        total = -(-len(records) // self.batch_size)
+        return self.score_batches(iter_image_batches(records, self.batch_size), total=-(-len(records) // self.batch_size))
+
+    def score_batches(self, batches: Iterable[Sequence[np.ndarray]], total: int | None = None) -> Scores:
+        """Scores and maps of RGB uint8 images that arrive in batches (e.g. made in memory), in order."""
         parts = [self.score_images(images) for images in
-                 tqdm(iter_image_batches(records, self.batch_size), total=total, desc="scoring", disable=not self.progress, leave=False)]
+                 tqdm(batches, total=total, desc="scoring", disable=not self.progress, leave=False)]
         if not parts:
             return self.score_images([])
         return Scores.concat(parts)

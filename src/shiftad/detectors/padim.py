@@ -8,9 +8,12 @@ map = distances upsampled bilinearly to the input size and Gaussian-smoothed (σ
 image score = max of the map.
 
 What is anomalib's and what is ours:
-- anomalib's torch model does the feature concatenation, channel subsampling (its `idx`),
-  the Gaussian fit (`PadimModel.fit()`, which is all `Padim.fit()` calls after the training
-  epoch) and the Mahalanobis distance. Its timm extractor is built with `pre_trained=False`
+- anomalib's torch model draws the channel subset (its `idx`) and does the Gaussian fit
+  (`PadimModel.fit()`, which is all `Padim.fit()` calls after the training epoch). Scoring
+  runs its `generate_embedding` and `compute_distance` as `padim_embedding` and
+  `mahalanobis_grid` (the same expressions, bit-identical, tested) on the learned tensors, so a
+  loaded model scores without importing anomalib (~4 s) or building its model (~1 s each):
+  half of every PaDiM scoring and export job. Its timm extractor is built with `pre_trained=False`
   and filled with shiftad's offline ImageNet weights (`create_backbone`), every tensor checked,
   so the anomalib model is whole; the features themselves come from shiftad's
   `FeatureExtractor` (the same layers of the same network to ~1e-6, channels-last: half the
@@ -36,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
@@ -126,6 +130,27 @@ def load_backbone_weights(extractor: nn.Module, classifier: nn.Module, source: s
     return len(target_state)
 
 
+def padim_embedding(features: Sequence[torch.Tensor], idx: torch.Tensor) -> torch.Tensor:
+    """anomalib's `PadimModel.generate_embedding`, expression for expression (a test holds them
+    bit-identical): the layers' features (shallow to deep), each deeper one upsampled (nearest) to
+    the first one's grid, concatenated, then the channels `idx` kept -> (B, n_features, h, w)."""
+    embeddings = features[0]
+    for layer_embedding in features[1:]:
+        layer_embedding = F.interpolate(layer_embedding, size=embeddings.shape[-2:], mode="nearest")
+        embeddings = torch.cat((embeddings, layer_embedding), 1)
+    return torch.index_select(embeddings, 1, idx.to(embeddings.device))
+
+
+def mahalanobis_grid(embedding: torch.Tensor, mean: torch.Tensor, inv_covariance: torch.Tensor) -> torch.Tensor:
+    """anomalib's `AnomalyMapGenerator.compute_distance`, expression for expression (bit-identical,
+    tested): each position's Mahalanobis distance to its Gaussian, (B, C, h, w) -> (B, 1, h, w)."""
+    batch, channel, height, width = embedding.shape
+    embedding = embedding.reshape(batch, channel, height * width)
+    delta = (embedding - mean).permute(2, 0, 1)
+    distances = (torch.matmul(delta, inv_covariance) * delta).sum(2).permute(1, 0)
+    return distances.reshape(batch, 1, height, width).clamp(0).sqrt()
+
+
 class PaDiM(Detector):
     name = "padim"
 
@@ -154,6 +179,12 @@ class PaDiM(Detector):
         self.seed = seed
         self._model: PadimModel | None = None
         self._extractor: FeatureExtractor | None = None
+        # the learned state, held as plain tensors: a loaded model scores without anomalib (whose
+        # import, ~4 s, and model build, ~1 s each, were most of a PaDiM scoring or export job)
+        self._idx: torch.Tensor | None = None
+        self._mean: torch.Tensor | None = None
+        self._inv_covariance: torch.Tensor | None = None
+        self._n_features_original: int | None = None
 
     @classmethod
     def from_params(cls, params: Params) -> "PaDiM":
@@ -209,9 +240,14 @@ class PaDiM(Detector):
 
     @property
     def model(self) -> "PadimModel":
-        """The anomalib torch model (built on first use; fitted after `fit` or `load`)."""
+        """The anomalib torch model (built on first use; after `fit` the fitted one, after `load`
+        one holding the loaded state). Fitting needs it; scoring does not (see `score_images`)."""
         if self._model is None:
             self._model = self._build_model()
+            if self._mean is not None:  # loaded: the file's channel subset and Gaussians
+                self._model.idx = self._idx
+                self._model.gaussian.mean = self._mean
+                self._model.gaussian.inv_covariance = self._inv_covariance
         return self._model
 
     @property
@@ -241,29 +277,29 @@ class PaDiM(Detector):
     @torch.no_grad()
     def embed(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """PaDiM embeddings (B, n_features, h, w) for a batch of RGB uint8 images."""
-        features = self.features(self.prepare_batch(images))
-        return self.model.generate_embedding(dict(zip(self.layers, features)))
+        return padim_embedding(self.features(self.prepare_batch(images)), self.channel_idx_)
 
     # ------------------------------------------------------------------ learned state
 
     @property
     def is_fitted(self) -> bool:
-        return self._model is not None and self._model.gaussian.mean.numel() > 0
+        return self._mean is not None
 
     @property
     def channel_idx_(self) -> torch.Tensor:
-        """Indices of the kept channels among the concatenated layer features."""
-        return self.model.idx
+        """Indices of the kept channels among the concatenated layer features (before fitting:
+        the seeded draw of a freshly built anomalib model)."""
+        return self._idx if self._idx is not None else self.model.idx
 
     @property
     def gaussian_mean_(self) -> torch.Tensor:
         """(n_features, h·w) mean embedding per patch position."""
-        return self.model.gaussian.mean
+        return self._mean
 
     @property
     def inv_covariance_(self) -> torch.Tensor:
         """(h·w, n_features, n_features) inverse covariance per patch position."""
-        return self.model.gaussian.inv_covariance
+        return self._inv_covariance
 
     # ------------------------------------------------------------------ fit / score
 
@@ -277,6 +313,7 @@ class PaDiM(Detector):
         if len(records) < 2:
             raise ValueError(f"PaDiM.fit needs at least 2 training images (a covariance per patch position), got {len(records)}")
         # A fresh model per fit: the seeded channel subset and an empty embedding memory bank.
+        self._idx = self._mean = self._inv_covariance = None
         model = self._model = self._build_model()
         model.train()  # anomalib's training mode, whose memory_bank the loop below fills (through our feature path)
         with torch.no_grad():
@@ -291,6 +328,8 @@ class PaDiM(Detector):
         model.gaussian.inv_covariance = model.gaussian.inv_covariance.contiguous()
         model.gaussian.mean = model.gaussian.mean.contiguous()
         model.eval()
+        self._idx, self._mean, self._inv_covariance = model.idx, model.gaussian.mean, model.gaussian.inv_covariance
+        self._n_features_original = int(model.n_features_original)
         self.n_train_images_ = len(records)
         return self
 
@@ -298,16 +337,13 @@ class PaDiM(Detector):
     def score_images(self, images: Sequence[np.ndarray], category: str | None = None) -> Scores:
         if not self.is_fitted:
             raise RuntimeError("PaDiM.score called before fit/load")
-        model = self.model.eval()
         if not len(images):
             return Scores(np.zeros(0), np.zeros((0, self.image_size, self.image_size), dtype=np.float32))
         embedding = self.embed(images)
         # anomalib's eval forward from the embedding on (Mahalanobis grid -> bilinear upsampling ->
-        # Gaussian blur, σ = map_sigma; anomalib's own is 4), with the blur as two 1-D passes of
-        # the same kernel: anomalib's 33x33 2-D convolution was a third of a scoring job.
-        distances = model.anomaly_map_generator.compute_distance(
-            embedding, [model.gaussian.mean, model.gaussian.inv_covariance]
-        )  # (B, 1, h, w) raw Mahalanobis distances
+        # Gaussian blur, σ = map_sigma; anomalib's own is 4), the blur as `upsample_and_smooth`:
+        # anomalib's 33x33 2-D convolution was a third of a scoring job.
+        distances = mahalanobis_grid(embedding, self._mean, self._inv_covariance)  # (B, 1, h, w)
         maps = upsample_and_smooth(distances[:, 0], self.image_size, self.map_sigma)
         image_scores = maps.reshape(len(maps), -1).max(axis=1).astype(np.float64)  # anomalib's pred_score: the map's max
         return Scores(np.asarray(image_scores, dtype=np.float64), maps.astype(np.float32, copy=False))
@@ -326,7 +362,7 @@ class PaDiM(Detector):
         return {
             "feature_grid": list(self.feature_grid_),
             "n_train_images": self.n_train_images_,
-            "n_features_original": int(self.model.n_features_original),
+            "n_features_original": self._n_features_original,
         }
 
     def _load_state(self, folder: Path) -> None:
@@ -343,8 +379,7 @@ class PaDiM(Detector):
         for key, shape in expected.items():
             if tuple(state[key].shape) != shape:
                 raise ValueError(f"{folder / STATE_FILE}: '{key}' has shape {tuple(state[key].shape)}, expected {shape}")
-        model = self._model = self._build_model()
-        # The saved channel subset wins over the re-seeded one (torch's RNG stream may change between versions).
-        model.idx = state["channel_idx"]
-        model.gaussian.mean = state["gaussian_mean"]
-        model.gaussian.inv_covariance = state["inv_covariance"]
+        # The saved channel subset wins over a re-seeded one (torch's RNG stream may change between versions).
+        self._idx, self._mean, self._inv_covariance = state["channel_idx"], state["gaussian_mean"], state["inv_covariance"]
+        self._n_features_original = int(meta["n_features_original"])
+        self._model = None  # anomalib's model is built only if asked for (`model`): scoring needs none

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import json
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -63,8 +64,7 @@ def overlay(image: np.ndarray, heat: np.ndarray, vmin: float, vmax: float) -> np
     layers it on top, so the heat stays visible under it."""
     from matplotlib import colormaps
 
-    size = heat.shape
-    base = np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.BILINEAR), dtype=np.float32) / 255.0
+    base = _resized(image, heat.shape).astype(np.float32) / 255.0
     level = np.clip((heat - vmin) / max(vmax - vmin, 1e-12), 0.0, 1.0)
     colour = colormaps["jet"](level)[..., :3]
     blended = (1.0 - HEATMAP_ALPHA) * base + HEATMAP_ALPHA * colour
@@ -84,6 +84,20 @@ def extra_map_range(val_maps: np.ndarray, val_labels: np.ndarray, test_maps: np.
     return vmin, max(vmax, vmin + 1e-6)
 
 
+def _resized(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """`image` at (height, width) `size`, bilinear (a copy when it already is that size)."""
+    return np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.BILINEAR))
+
+
+@lru_cache(maxsize=512)
+def _overlay_base(path: str, size: tuple[int, int]) -> np.ndarray:
+    """A test image resized to the map size as `overlay` does it: every run of a category draws
+    over the same images (~50 runs each), read and resized once per worker process."""
+    base = _resized(read_image(path), size)
+    base.setflags(write=False)  # shared between runs
+    return base
+
+
 OVERLAY_QUALITY = 90  # with full-resolution colour (no 4:2:0 subsampling): a heatmap is colour
 
 
@@ -96,7 +110,7 @@ def _write_heatmaps(folder: Path, records: list[ImageRecord], maps: np.ndarray, 
     paths, extra_paths = [], []
     for i, record in enumerate(records):
         path = folder / f"{i:04d}_{record.defect_type}_{Path(record.path).stem}.jpg"  # index: stems may repeat
-        image = read_image(record.path)
+        image = _overlay_base(record.path, maps.shape[1:])  # at the map size already: overlay's resize is a copy
         with atomic_path(path) as tmp:
             Image.fromarray(overlay(image, maps[i], vmin, vmax)).save(tmp, format="JPEG", quality=OVERLAY_QUALITY, subsampling=0)
         paths.append(path.as_posix())

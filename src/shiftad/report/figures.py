@@ -212,24 +212,37 @@ def _metric_label(metric: str) -> str:
 
 # --------------------------------------------------------------------------------------------- saving
 
+PNG_COMPRESS_LEVEL = 1
+SAVE_DPI = 130
+
+
 def save_figure(fig: Figure, stem: str | Path, pdf: bool = True) -> list[Path]:
     """Save `fig` as `stem.png` (dpi 130) and, if `pdf`, `stem.pdf`, each atomically; close the figure.
 
+    The layout is solved once and the tight bounding box (`bbox_inches="tight"`'s, with its
+    padding) measured once without rasterising; each format then draws the figure once. (savefig
+    with "tight" draws twice per format and solves the layout in each draw: 4 draws where 2 do.)
     Returns the written paths. The PDF carries no creation date, so reruns give identical bytes.
     """
     stem = Path(stem)
-    targets = [(stem.with_name(stem.name + ".png"), "png", {"Software": None})]
+    # PNG at zlib level 1: 3-5x faster to write than the default 6 (a heatmap gallery: 0.95 -> 0.18 s)
+    # for ~18 % more bytes; the report's PNG encoding was a quarter of its time
+    targets = [(stem.with_name(stem.name + ".png"), "png", {"Software": None}, {"pil_kwargs": {"compress_level": PNG_COMPRESS_LEVEL}})]
     if pdf:
-        targets.append((stem.with_name(stem.name + ".pdf"), "pdf", {"CreationDate": None, "ModDate": None}))
+        targets.append((stem.with_name(stem.name + ".pdf"), "pdf", {"CreationDate": None, "ModDate": None}, {}))
     written: list[Path] = []
     try:
-        for target, fmt, metadata in targets:
+        fig.set_dpi(SAVE_DPI)
+        renderer = fig.canvas.get_renderer()
+        engine = fig.get_layout_engine()
+        if engine is not None:
+            engine.execute(fig)
+        fig.set_layout_engine("none")  # solved (figure-relative, the same for every format): kept as is
+        bbox = fig.get_tightbbox(renderer).padded(matplotlib.rcParams["savefig.pad_inches"])
+        for target, fmt, metadata, options in targets:
             with atomic_path(target) as tmp:
-                fig.savefig(tmp, format=fmt, dpi=130, bbox_inches="tight", metadata=metadata)
+                fig.savefig(tmp, format=fmt, dpi=SAVE_DPI, bbox_inches=bbox, metadata=metadata, **options)
             written.append(target)
-            # The layout is solved (figure-relative, the same for every format): later formats
-            # keep it instead of solving it again, as much work as drawing the figure.
-            fig.set_layout_engine("none")
     finally:
         plt.close(fig)
     return written
