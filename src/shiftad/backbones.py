@@ -15,6 +15,7 @@ Names: any timm model name (``tf_efficientnet_lite0``, ``resnet18``, ``wide_resn
 
 from __future__ import annotations
 
+import functools
 import importlib
 from pathlib import Path
 from typing import Sequence
@@ -195,6 +196,17 @@ class FeatureExtractor(nn.Module):
         """`images`: float tensor (B, 3, H, W) in [0, 1]; returns one feature map per layer."""
         outputs = self.body(((images - self.mean) / self.std).contiguous(memory_format=torch.channels_last))
         return [outputs[layer].contiguous() for layer in self.layers]
+
+
+@functools.lru_cache(maxsize=8)
+def shared_feature_extractor(name: str, layers: tuple[str, ...], weights: str = "auto", param_key: str = "backbone") -> FeatureExtractor:
+    """One frozen FeatureExtractor per (backbone, layers, weights) in this process: the models a
+    stage loads (every category's, several regimes' in export) share it instead of each
+    building and loading the backbone again (~0.6 s each). Frozen and never trained, so sharing
+    is safe; built outside the caller's RNG stream (timm's random inits), so a cache hit and a
+    miss leave the same stream behind."""
+    with torch.random.fork_rng(devices=[]):
+        return FeatureExtractor(name, layers, weights, param_key)
 
 
 class PatchTokenExtractor(nn.Module):

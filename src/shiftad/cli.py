@@ -167,9 +167,11 @@ def cmd_export(params: Params, args: argparse.Namespace) -> None:
 
     if args.out is not None and (args.regime is None or args.domain is None):
         raise ShiftadError("export --out: names one bundle; give --regime and --domain with it")
+    onnx_files: dict = {}  # one ONNX export per feature network, copied into every bundle that runs it
     for regime in [args.regime] if args.regime else REGIMES:
         for domain in [args.domain] if args.domain else DOMAINS:
-            path = export_bundle(params, args.detector, regime, domain, args.out or bundle_dir(args.detector, regime, domain))
+            path = export_bundle(params, args.detector, regime, domain, args.out or bundle_dir(args.detector, regime, domain),
+                                 onnx_files=onnx_files)
             log.info("%s: bundle of %s/%s/%s", path, args.detector, regime, domain)
 
 

@@ -25,7 +25,6 @@ import pandas as pd
 import torch
 
 from shiftad import __version__
-from shiftad.backbones import to_tensor_batch
 from shiftad.bundle import (BUNDLE_FILE, BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, ONNX_FILE, BundleError, OnnxFeatureRunner,
                             file_hashes)
 from shiftad.data.images import read_image
@@ -116,10 +115,12 @@ def onnx_parity(model: Detector, onnx_path: Path, images: list[np.ndarray]) -> d
 
 
 def export_bundle(params: Params, detector: str, regime: str, domain: str, target: str | Path,
-                  parity_records: Sequence[ImageRecord] | None = None) -> Path:
+                  parity_records: Sequence[ImageRecord] | None = None, onnx_files: dict[str, tuple[dict, bytes]] | None = None) -> Path:
     """Write the bundle of one fitted model (all its categories) to `target`, atomically.
     The ONNX parity check runs on `parity_records` (default: the first `export.parity_images`
-    validation images of each category in the model's domain)."""
+    validation images of each category in the model's domain). `onnx_files`: ONNX exports by
+    feature-network digest, shared by the bundles of one call (a detector's regimes and domains
+    run the same frozen network: exported once, checked in every bundle)."""
     table = pd.read_csv(METRICS_DIR / "scenarios.csv")
     seed = params.reference_seed  # scenarios.csv holds the reference run's thresholds
     thresholds = validation_thresholds(detector, regime, domain, table, seed)
@@ -142,7 +143,15 @@ def export_bundle(params: Params, detector: str, regime: str, domain: str, targe
             if len(set(digests.values())) != 1:
                 raise BundleError(f"{detector}/{regime}/{domain}: the categories' feature networks differ; one ONNX file "
                                   "cannot serve them (set export.onnx: false)")
-            onnx = export_onnx(first, folder / ONNX_FILE, params.export.onnx_opset)
+            digest = next(iter(digests.values()))
+            if onnx_files is not None and digest in onnx_files:
+                meta, content = onnx_files[digest]
+                (folder / ONNX_FILE).write_bytes(content)
+                onnx = dict(meta)
+            else:
+                onnx = export_onnx(first, folder / ONNX_FILE, params.export.onnx_opset)
+                if onnx_files is not None:
+                    onnx_files[digest] = (dict(onnx), (folder / ONNX_FILE).read_bytes())
             val = list(parity_records) if parity_records is not None else [
                 r for c in params.categories for r in domain_view(domain).get(c, "val")[: params.export.parity_images]]
             parity = onnx_parity(first, folder / ONNX_FILE, [read_image(r.path) for r in val])

@@ -256,8 +256,8 @@ def check_report(project: Path, detectors) -> None:
                  "figures/shift_effects_image_auroc.pdf", f"figures/scores_{detectors[-1]}_global.png",
                  "tables/kshot.md", "tables/kshot_categories.csv", "tables/fewshot_recovery.tex", "figures/kshot_image_auroc.png",
                  "figures/fewshot_recovery_image_auroc.png", "figures/fewshot_recovery_aupro.pdf",
-                 f"figures/gallery_{detectors[-1]}_per_class_clean.png", "notebooks/03_shift_analysis.html",
-                 "notebooks/04_statistics.ipynb"):
+                 f"figures/gallery_{detectors[-1]}_per_class_clean.png", "notebooks/04_shift_analysis.html",
+                 "notebooks/05_statistics.ipynb"):
         assert (report / name).is_file(), name
     assert "\\toprule" in (report / "tables/headline.tex").read_text()
     page = (report / "index.html").read_text()

@@ -15,6 +15,7 @@ prepared input batch to feature maps): the bundle exports it to ONNX, and
 from __future__ import annotations
 
 import inspect
+import itertools
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -116,7 +117,6 @@ class Detector(ABC):
     # model fitted on a GPU scores on a CPU); the stages set it from backbone.device.
     feature_device: str = "cpu"
     feature_mixed_precision: bool = False
-    _network_device: torch.device | None = None
     _feature_store: "FeatureStore | None" = None
 
     @classmethod
@@ -207,9 +207,10 @@ class Detector(ABC):
         if network is None:
             raise ValueError(f"{self.name} has no feature network")
         device = resolve_device(self.feature_device, "backbone.device")
-        if self._network_device != device:
+        # the module's own device, not a flag of this model's: stages share one frozen network between models
+        current = next(itertools.chain(network.module.buffers(), network.module.parameters()), None)
+        if current is None or current.device.type != device.type or (device.index is not None and current.device.index != device.index):
             network.module.to(device)
-            self._network_device = device
         autocast = self.feature_mixed_precision and device.type == "cuda"
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.float16, enabled=autocast):
             outputs = network.module(batch.to(device))

@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from shiftad.backbones import FeatureExtractor, PatchTokenExtractor, is_vision_transformer, to_tensor_batch
+from shiftad.backbones import FeatureExtractor, PatchTokenExtractor, is_vision_transformer, shared_feature_extractor, to_tensor_batch
 from shiftad.components.aggregation import aggregate_patches, to_patch_rows
 from shiftad.components.knn import NearestNeighbours
 from shiftad.components.maps import upsample_and_smooth
@@ -82,7 +82,7 @@ class PatchBankDetector(Detector):
             if is_vision_transformer(self.backbone):
                 self._extractor = PatchTokenExtractor(self.backbone, self.weights, self.name)
             else:
-                self._extractor = FeatureExtractor(self.backbone, self.layers, self.weights, self._backbone_param_key())
+                self._extractor = shared_feature_extractor(self.backbone, tuple(self.layers), self.weights, self._backbone_param_key())
         return self._extractor
 
     def _backbone_param_key(self) -> str:

@@ -44,7 +44,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from shiftad.backbones import BackboneWeightsError, FeatureExtractor, create_backbone, to_tensor_batch
+from shiftad.backbones import BackboneWeightsError, FeatureExtractor, create_backbone, shared_feature_extractor, to_tensor_batch
 from shiftad.components.maps import upsample_and_smooth
 from shiftad.data.records import ImageRecord
 from shiftad.detectors.base import META_FILE, Detector, FeatureNetwork, Scores, iter_image_batches
@@ -259,7 +259,7 @@ class PaDiM(Detector):
         if self._extractor is None:
             with torch.random.fork_rng(devices=[]):  # timm's random inits: not the caller's RNG stream
                 check_layers(self.backbone, self.layers)
-                self._extractor = FeatureExtractor(self.backbone, self.layers, self.weights)
+            self._extractor = shared_feature_extractor(self.backbone, tuple(self.layers), self.weights)
         return self._extractor
 
     def prepare_batch(self, images: Sequence[np.ndarray]) -> torch.Tensor:

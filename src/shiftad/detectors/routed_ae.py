@@ -35,7 +35,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from shiftad.backbones import FeatureExtractor, to_tensor_batch
+from shiftad.backbones import FeatureExtractor, shared_feature_extractor, to_tensor_batch
 from shiftad.components.aggregation import aggregate_patches
 from shiftad.components.maps import upsample_and_smooth
 from shiftad.data.records import ImageRecord
@@ -173,7 +173,7 @@ class RoutedAutoencoder(Detector):
     @property
     def extractor(self) -> FeatureExtractor:
         if self._extractor is None:
-            self._extractor = FeatureExtractor(self.backbone, self.layers, self.weights)
+            self._extractor = shared_feature_extractor(self.backbone, tuple(self.layers), self.weights)
         return self._extractor
 
     def feature_network(self) -> FeatureNetwork:
