@@ -5,15 +5,17 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from PIL import Image
 
 from shiftad import bundle as B
 from shiftad.data.records import ImageRecord
 from shiftad.detectors.knn import FewShotKNN
+from shiftad.evaluate.thresholds import compute_thresholds
 from shiftad.export import export_bundle, export_onnx, onnx_parity
+from shiftad.io import save_npz
 from shiftad.params import validate_params
+from shiftad.paths import scores_file
 
 from conftest import texture_records, with_defect
 
@@ -32,21 +34,28 @@ def photo_records(folder: Path, size: int = 96) -> list[ImageRecord]:
     return records
 
 
+def write_val_scores(detector: str, regime: str, model_domain: str, data_domain: str, category: str, image_scores, maps=None) -> None:
+    """A score stage's validation file (normal images only): what export chooses thresholds from."""
+    image_scores = np.asarray(image_scores, dtype=np.float64)
+    maps = np.zeros((len(image_scores), 8, 8), np.float32) if maps is None else maps
+    save_npz(scores_file(detector, regime, model_domain, data_domain, "val", category, 0), paths=np.array([f"v{i}.png" for i in range(len(image_scores))]),
+             labels=np.zeros(len(image_scores), np.int64), image_scores=image_scores, maps=maps, seconds_per_image=np.array(0.0))
+
+
 @pytest.fixture()
 def project(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     train = texture_records(tmp_path / "train", 3, size=64)
     model = FewShotKNN(image_size=64).fit(train)
     model.save(tmp_path / "results/models/knn/per_class/clean/seed0/tex")
-    # a validation-like threshold: just above the scores of other normal images
-    threshold = float(np.round(1.1 * model.score(texture_records(tmp_path / "val", 4, size=64, seed=21)).image_scores.max(), 3))
-    rows = [{"detector": "knn", "regime": "per_class", "scenario": s, "category": "tex", "model_domain": "clean",
-             "threshold_domain": t, "test_domain": x, "threshold": v, "threshold_rule": "percentile",
-             "threshold_f1_max": 1.0, "threshold_percentile": v, "threshold_mean_std": 2.0}
-            for s, t, x, v in (("clean", "clean", "clean", threshold), ("shift_threshold_only", "shift", "shift", 9.0))]
-    (tmp_path / "results/metrics").mkdir(parents=True)
-    pd.DataFrame(rows).to_csv(tmp_path / "results/metrics/scenarios.csv", index=False)
     params = validate_params({"detectors": ["knn"], "categories": ["tex"], "image_size": 64})
+    # validation scores of other normal images in the clean model's own domain; the shifted
+    # domain's (far higher) must not be the bundle's threshold
+    val = model.score(texture_records(tmp_path / "val", 4, size=64, seed=21))
+    write_val_scores("knn", "per_class", "clean", "clean", "tex", val.image_scores, val.maps)
+    write_val_scores("knn", "per_class", "clean", "shift", "tex", 10 * val.image_scores, val.maps)
+    settings = params.evaluation.threshold
+    threshold = compute_thresholds(val.image_scores, np.zeros(4), params.threshold_rule("knn"), settings.percentile, settings.std_multiplier).value
     return tmp_path, params, train, threshold
 
 
@@ -106,6 +115,14 @@ def test_a_bundle_without_onnx_refuses_the_onnx_runtime(project):
     assert not (path / B.ONNX_FILE).exists() and B.load_bundle(path).meta["onnx"] is None
     with pytest.raises(B.BundleError, match="--runtime torch"):
         B.load_bundle(path, runtime="onnx")
+
+
+def test_export_needs_the_validation_scores_of_the_models_own_domain(project):
+    root, params, _, _ = project
+    (root / scores_file("knn", "per_class", "clean", "clean", "val", "tex", 0)).unlink()
+    with pytest.raises(B.BundleError, match="clean_on_clean/val/tex.npz: validation scores not found"):
+        export_bundle(params, "knn", "per_class", "clean", root / "b")
+    assert not (root / "b").exists()
 
 
 def test_an_altered_or_foreign_bundle_is_refused(project, bundle_dir):
@@ -177,11 +194,8 @@ def routed_project(tmp_path, monkeypatch):
     model = RoutedAutoencoder(image_size=64, hidden=16, latent=8, epochs=4, patience=2).fit(train, val)
     model.save(tmp_path / "results/models/routed_ae/global/clean/seed0/all")
     thresholds = {"tex": 10.0, "stripes": 20.0}
-    rows = [{"detector": "routed_ae", "regime": "global", "scenario": "clean", "category": c, "model_domain": "clean",
-             "threshold_domain": "clean", "test_domain": "clean", "threshold": v, "threshold_rule": "mean_std",
-             "threshold_f1_max": v, "threshold_percentile": v, "threshold_mean_std": v} for c, v in thresholds.items()]
-    (tmp_path / "results/metrics").mkdir(parents=True)
-    pd.DataFrame(rows).to_csv(tmp_path / "results/metrics/scenarios.csv", index=False)
+    for category, value in thresholds.items():  # constant normal scores: mean + 3 std (routed_ae's rule) is the value itself
+        write_val_scores("routed_ae", "global", "clean", "clean", category, [value] * 3)
     params = validate_params({"detectors": ["routed_ae"], "categories": ["tex", "stripes"], "image_size": 64, "export": {"onnx": False}})
     bundle = export_bundle(params, "routed_ae", "global", "clean", tmp_path / "bundle")
     tests = texture_records(tmp_path / "tex_test", 2, size=64, seed=2) + stripe_records(tmp_path / "str_test", 2, size=64, seed=2)

@@ -237,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     score = add("score", cmd_score, "score the val and test images of every domain with a regime's fitted models (per class: each its own category; global: every category)")
     score.add_argument("--detector", required=True)
     score.add_argument("--regime", required=True, choices=REGIMES)
-    score.add_argument("--model", required=True, choices=DOMAINS, help="domain the model was fitted on")
+    score.add_argument("--model", choices=DOMAINS, help="only the models fitted on this domain (default: both domains' models)")
     score.add_argument("--category", help=f"only this category's model (or '{GLOBAL_CATEGORY}', the global model); default: every model of the regime")
     score.add_argument("--seed", type=int, help="the model's training seed, one of params' seeds (default: the first)")
     add("evaluate", cmd_evaluate, "thresholds from val, metrics on test, per-image records and heatmaps")

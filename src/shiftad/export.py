@@ -3,7 +3,8 @@
 `shiftad export --detector D` (rule `export`, one job per detector: a bundle per regime and
 domain → `results/bundles/<detector>/<regime>/<domain>/`; `--regime R --domain M --out DIR` writes
 one) copies the model folder(s),
-records the thresholds that validation chose per category, the preprocessing and backbone
+records the thresholds that validation chooses per category (the evaluate stage's rule on the
+same validation scores), the preprocessing and backbone
 spec, the params subset that produced the model, package versions and a sha256 per file
 (`bundle.py` reads it back). With `export.onnx`, the detector's frozen feature network goes
 out as ONNX too (dynamic batch) and is checked against torch on validation images before the
@@ -21,7 +22,6 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 
 from shiftad import __version__
@@ -30,9 +30,10 @@ from shiftad.bundle import (BUNDLE_FILE, BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, O
 from shiftad.data.images import read_image
 from shiftad.data.records import ImageRecord
 from shiftad.detectors import Detector, detector_class
+from shiftad.evaluate.thresholds import compute_thresholds
 from shiftad.io import atomic_dir, load_npz, write_json
 from shiftad.params import Params
-from shiftad.paths import METRICS_DIR, model_dir, scores_file
+from shiftad.paths import model_dir, scores_file
 from shiftad.pipeline import GLOBAL_CATEGORY
 from shiftad.split import domain_view
 
@@ -51,26 +52,26 @@ def _versions() -> dict[str, str]:
     return versions
 
 
-def validation_thresholds(detector: str, regime: str, domain: str, table: pd.DataFrame, seed: int) -> dict[str, dict]:
-    """Per category, the thresholds the evaluate stage chose on validation images for this
-    model in its own domain (clean model: clean threshold; shift model: shifted threshold),
-    and the heatmap's floor: the median of the normal validation maps (training seed `seed`), as the report draws it."""
-    rows = table[(table["detector"] == detector) & (table["regime"] == regime) & (table["model_domain"] == domain)
-                 & (table["threshold_domain"] == domain) & (table["test_domain"] == domain)]
-    if rows.empty:
-        raise BundleError(f"{METRICS_DIR / 'scenarios.csv'}: no scenario evaluates the {detector}/{regime}/{domain} model with a "
-                          f"{domain} threshold; run the evaluate stage (snakemake) before exporting")
+def validation_thresholds(params: Params, detector: str, regime: str, domain: str, seed: int) -> dict[str, dict]:
+    """Per category, the threshold validation chooses for this model in its own domain (clean
+    model: clean validation images; shift model: shifted ones), by the evaluate stage's rule and
+    function on the same validation scores (so bundle and scenarios.csv agree, and a bundle
+    needs no evaluation run), and the heatmap's floor: the median of the normal validation maps
+    (training seed `seed`), as the report draws it."""
+    settings = params.evaluation.threshold
     thresholds = {}
-    for r in rows.drop_duplicates("category").itertuples():
-        floor = float("nan")
-        val_file = scores_file(detector, regime, domain, domain, "val", r.category, seed)
-        if val_file.is_file():
-            val = load_npz(val_file)
-            normal = val["maps"][val["labels"] == 0]
-            floor = float(np.median(normal)) if len(normal) else float("nan")
-        thresholds[r.category] = {"value": float(r.threshold), "rule": r.threshold_rule, "f1_max": float(r.threshold_f1_max),
-                                  "percentile": float(r.threshold_percentile), "mean_std": float(r.threshold_mean_std),
-                                  "map_floor": floor}
+    for category in params.categories:
+        val_file = scores_file(detector, regime, domain, domain, "val", category, seed)
+        if not val_file.is_file():
+            raise BundleError(f"{val_file}: validation scores not found; run the score stage (snakemake) before exporting")
+        val = load_npz(val_file)
+        chosen = compute_thresholds(val["image_scores"], val["labels"], params.threshold_rule(detector), settings.percentile,
+                                    settings.std_multiplier, context=f"{detector}/{regime}/{domain}/{category}")
+        normal = val["maps"][val["labels"] == 0]
+        thresholds[category] = {"value": float(chosen.value), "rule": chosen.used_rule,
+                                "f1_max": float("nan") if chosen.f1_max is None else float(chosen.f1_max),
+                                "percentile": float(chosen.percentile), "mean_std": float(chosen.mean_std),
+                                "map_floor": float(np.median(normal)) if len(normal) else float("nan")}
     return thresholds
 
 
@@ -121,9 +122,8 @@ def export_bundle(params: Params, detector: str, regime: str, domain: str, targe
     validation images of each category in the model's domain). `onnx_files`: ONNX exports by
     feature-network digest, shared by the bundles of one call (a detector's regimes and domains
     run the same frozen network: exported once, checked in every bundle)."""
-    table = pd.read_csv(METRICS_DIR / "scenarios.csv")
-    seed = params.reference_seed  # scenarios.csv holds the reference run's thresholds
-    thresholds = validation_thresholds(detector, regime, domain, table, seed)
+    seed = params.reference_seed  # the reference run's models and thresholds (those scenarios.csv reports)
+    thresholds = validation_thresholds(params, detector, regime, domain, seed)
     sources = [GLOBAL_CATEGORY] if regime == "global" else list(params.categories)
     for name in sources:
         if not model_dir(detector, regime, domain, name, seed).is_dir():

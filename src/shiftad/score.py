@@ -24,13 +24,14 @@ from shiftad.split import domain_view
 log = logging.getLogger(__name__)
 
 
-def run_score_stage(params: Params, detector: str, regime: str, model_domain: str, category: str | None, seed: int,
+def run_score_stage(params: Params, detector: str, regime: str, model_domain: str | None, category: str | None, seed: int,
                     progress: bool = True) -> None:
-    """Score with every model of the regime (or the one of `category`): a per-class model its own
-    category, the global model (loaded once) every category."""
+    """Score with every model of the regime fitted on `model_domain` (None: both domains), or the
+    one of `category`: a per-class model its own category, the global model (loaded once) every category."""
     seed = params.check_training_seed(seed)
     views = {data_domain: domain_view(data_domain) for data_domain in DOMAINS}
-    for model_name in model_categories(params, regime, category):
+    for model_domain, model_name in [(d, m) for d in ([model_domain] if model_domain else DOMAINS)
+                                     for m in model_categories(params, regime, category)]:
         model = load_detector(detector, model_dir(detector, regime, model_domain, model_name, seed), params)
         model.progress = progress
         scored = list(params.categories) if model_name == GLOBAL_CATEGORY else [model_name]

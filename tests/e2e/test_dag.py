@@ -181,6 +181,13 @@ def check_bundles(project: Path, table: pd.DataFrame, categories, detectors) -> 
             for domain in ("clean", "shift"):
                 meta = json.loads((project / f"results/bundles/{detector}/{regime}/{domain}/bundle.json").read_text())
                 assert meta["categories"] == list(categories)
+                # export chooses thresholds from the validation scores itself: the same as the evaluate stage's
+                own = table[(table["detector"] == detector) & (table["regime"] == regime) & (table["model_domain"] == domain)
+                            & (table["threshold_domain"] == domain) & (table["test_domain"] == domain)].drop_duplicates("category")
+                assert sorted(own["category"]) == sorted(categories)
+                for row in own.itertuples():
+                    chosen = meta["thresholds"][row.category]
+                    assert chosen["value"] == pytest.approx(row.threshold, rel=1e-9) and chosen["rule"] == row.threshold_rule
                 if detector in ("efficientad", "uninformed_students"):  # no frozen feature network: torch only
                     assert meta["onnx"] is None
                 else:

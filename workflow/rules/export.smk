@@ -2,22 +2,23 @@ from shiftad.pipeline import bundle_dirs, export_inputs
 
 
 # The bundles of one detector, one per fitted model of the reference seed (`shiftad predict` /
-# `shiftad serve` load them): the model folder(s), the thresholds validation chose, the ONNX
-# feature network checked against torch. One job per detector: a bundle is mostly copying.
+# `shiftad serve` load them): the model folder(s), the thresholds validation chooses (from the
+# validation scores, as evaluate does: no wait for evaluation), the ONNX feature network checked
+# against torch. One job per detector: a bundle is mostly copying.
 rule export:
     input:
         images=image_inputs(P, ["clean", "shift"]),
         models=lambda w: [m for r in REGIMES for d in DOMAINS for m in export_inputs(P, w.detector, r, d)],
-        table="results/metrics/scenarios.csv",
         splits=[splits_input(d) for d in DOMAINS],
-        code=local(source_files("src/shiftad/export.py", "src/shiftad/bundle.py")),
+        code=local(source_files("src/shiftad/export.py", "src/shiftad/bundle.py", "src/shiftad/evaluate/thresholds.py")),
     output:
         [directory(f"results/bundles/{{detector}}/{r}/{d}") for r in REGIMES for d in DOMAINS],
     params:
         cli=untracked(PARAMS),
         root=untracked(ROOT),
         export=P.export.model_dump(),
-    # bundles are read by no later stage: built while models are fitted, not beside the serial tail
+        threshold=P.evaluation.threshold.model_dump(),
+    # bundles are read by no later stage: built while models are scored, never in the serial tail
     priority: 10
     threads: P.rule_threads("export")
     resources:

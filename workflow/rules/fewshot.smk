@@ -20,7 +20,7 @@ rule fewshot:
         seed=P.seed,
     # long jobs (up to a minute) that evaluate waits for: started before the shorter score jobs,
     # which then fill both cores up to evaluate instead of one long job running alone at the end
-    priority: 5
+    priority: lambda w: 6 if w.regime == "global" else 5  # the global bank's job is the longest: first
     threads: P.rule_threads("fewshot")
     resources:
         **P.rule_resources("fewshot"),

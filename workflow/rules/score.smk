@@ -1,25 +1,30 @@
-# One job per detector, regime, model domain and seed scores the val and test images of both
-# domains: each per-class model its own category, the global model (loaded once) every category.
+# One job per detector, regime and seed: the regime's clean and shifted models score the val
+# and test images of both domains (each per-class model its own category, the global model,
+# loaded once, every category). Both domains' models in one job: one process start, not two.
 rule score:
     input:
         images=image_inputs(P, ["clean", "shift"]),
-        models=lambda w: model_inputs(P, w.detector, w.regime, w.model, w.seed),
+        models=lambda w: [m for d in DOMAINS for m in model_inputs(P, w.detector, w.regime, d, w.seed)],
         features=lambda w: feature_inputs(P, w.detector),
         splits=[splits_input(d) for d in DOMAINS],
         code=local(source_files("src/shiftad/score.py")),
     output:
-        [f"results/scores/{{detector}}/{{regime}}/seed{{seed}}/{{model}}_on_{data}/{split}/{c}.npz" for data in DOMAINS for split in ("val", "test") for c in P.categories],
+        [f"results/scores/{{detector}}/{{regime}}/seed{{seed}}/{model}_on_{data}/{split}/{c}.npz"
+         for model in DOMAINS for data in DOMAINS for split in ("val", "test") for c in P.categories],
     params:
         cli=untracked(PARAMS),
         root=untracked(ROOT),
+    # a global model searches every category's bank for every category's images: the longest
+    # scoring jobs go first, so short per-class ones fill the cores up to evaluate
+    priority: lambda w: 1 if w.regime == "global" else 0
     threads: P.rule_threads("score")
     resources:
         **P.rule_resources("score"),
     conda:
         "../../environment.yml"
     log:
-        "logs/score/{detector}_{regime}_{model}_seed{seed}.log",
+        "logs/score/{detector}_{regime}_seed{seed}.log",
     benchmark:
-        "logs/benchmarks/score/{detector}_{regime}_{model}_seed{seed}.tsv",
+        "logs/benchmarks/score/{detector}_{regime}_seed{seed}.tsv",
     shell:
-        "shiftad score {params.cli} --root {params.root} --threads {threads} --detector {wildcards.detector} --regime {wildcards.regime} --model {wildcards.model} --seed {wildcards.seed} 2> {log}"
+        "shiftad score {params.cli} --root {params.root} --threads {threads} --detector {wildcards.detector} --regime {wildcards.regime} --seed {wildcards.seed} 2> {log}"
