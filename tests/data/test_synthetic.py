@@ -148,6 +148,11 @@ def test_same_seed_gives_identical_files(dataset: Path, tmp_path: Path) -> None:
     assert _hashes(again) == _hashes(dataset)
 
 
+def test_worker_processes_write_the_same_files(dataset: Path, tmp_path: Path) -> None:
+    generate_synthetic(tmp_path / "two", SMALL, seed=SEED, categories=ALL, progress=False, workers=2)
+    assert _hashes(tmp_path / "two") == _hashes(dataset)
+
+
 def test_different_seed_gives_different_files(dataset: Path, tmp_path: Path) -> None:
     other = _hashes(_generate(tmp_path / "other", seed=SEED + 1))
     reference = _hashes(dataset)

@@ -1,3 +1,5 @@
+from shiftad.pipeline import TEACHER_DETECTORS
+
 # One job per detector, regime and seed: the regime's clean and shifted models score the val
 # and test images of both domains (each per-class model its own category, the global model,
 # loaded once, every category). Both domains' models in one job: one process start, not two.
@@ -14,9 +16,10 @@ rule score:
     params:
         cli=untracked(PARAMS),
         root=untracked(ROOT),
-    # a global model searches every category's bank for every category's images: the longest
-    # scoring jobs go first, so short per-class ones fill the cores up to evaluate
-    priority: lambda w: 1 if w.regime == "global" else 0
+    # the longest scoring jobs first, so short ones fill the cores up to evaluate: a global model
+    # searches every category's bank for every category's images; EfficientAD and Uninformed
+    # Students run trained networks on every image
+    priority: lambda w: int(w.regime == "global") + int(w.detector in TEACHER_DETECTORS)
     threads: P.rule_threads("score")
     resources:
         **P.rule_resources("score"),

@@ -43,7 +43,7 @@ def collect_records(params: Params, progress: bool = True) -> list[ImageRecord]:
     if dataset.source == "synthetic":
         from shiftad.data.synthetic import generate_synthetic  # imported here: the generator is optional for other sources
 
-        generate_synthetic(root, dataset.synthetic, params.seed, params.categories, progress=progress)
+        generate_synthetic(root, dataset.synthetic, params.seed, params.categories, progress=progress, workers=params.threads)
         return scan_mvtec_layout(root, params.categories)
     if dataset.source == "mvtec":
         download_mvtec(dataset, params.categories, progress=progress)

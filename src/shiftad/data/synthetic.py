@@ -32,10 +32,10 @@ from PIL import Image
 from scipy import ndimage
 from skimage import data as skdata
 from skimage import draw, measure, transform
-from tqdm import tqdm
 
 from shiftad.errors import DataError
 from shiftad.io import atomic_dir
+from shiftad.parallel import parallel_map
 from shiftad.params import SyntheticParams
 
 MIN_DEFECT_PIXELS = 20  # lowered to 0.5% of the image for tiny images (see `min_defect_pixels`)
@@ -532,21 +532,29 @@ def _save_png(path: Path, array: np.ndarray) -> None:
     Image.fromarray(array).save(path)
 
 
-def generate_synthetic(root: Path, params: SyntheticParams, seed: int, categories: list[str], progress: bool = True) -> None:
+def generate_synthetic(root: Path, params: SyntheticParams, seed: int, categories: list[str], progress: bool = True,
+                       workers: int = 1) -> None:
     """Generate the synthetic set under `root` (replacing it) in MVTec AD layout.
 
     Files are written into a temporary folder beside `root` and renamed into place at the
-    end, so an interrupted run never leaves a half-written set that looks complete.
+    end, so an interrupted run never leaves a half-written set that looks complete. `workers`
+    processes render the images side by side (byte-identical files for any count).
     """
     categories = list(dict.fromkeys(categories))
     for category in categories:
         _category(category)  # fail on an unknown name before writing anything
     jobs = _jobs(categories, params)
     with atomic_dir(root) as tmp:
-        for category, folder, index in tqdm(jobs, desc="synthetic data", unit="img", disable=not progress):
-            sample = render_sample(category, params.image_size, seed, folder, index)
-            _save_png(tmp / category / folder / f"{index:03d}.png", sample.image)
-            if sample.mask is not None:
-                defect = folder.split("/")[1]
-                mask = sample.mask.astype(np.uint8) * 255
-                _save_png(tmp / category / "ground_truth" / defect / f"{index:03d}_mask.png", mask)
+        # every image draws from its own seed sequence: the same files whatever the worker count
+        tasks = [(category, params.image_size, seed, folder, index, str(tmp)) for category, folder, index in jobs]
+        parallel_map(_write_sample, tasks, workers, "synthetic data", progress)
+
+
+def _write_sample(task: tuple[str, int, int, str, int, str]) -> None:
+    """Render one image (and its mask) into the set's folder `tmp`."""
+    category, size, seed, folder, index, tmp = task
+    sample = render_sample(category, size, seed, folder, index)
+    _save_png(Path(tmp) / category / folder / f"{index:03d}.png", sample.image)
+    if sample.mask is not None:
+        defect = folder.split("/")[1]
+        _save_png(Path(tmp) / category / "ground_truth" / defect / f"{index:03d}_mask.png", sample.mask.astype(np.uint8) * 255)
