@@ -187,7 +187,8 @@ def check_bundles(project: Path, table: pd.DataFrame, categories, detectors) -> 
                 assert sorted(own["category"]) == sorted(categories)
                 for row in own.itertuples():
                     chosen = meta["thresholds"][row.category]
-                    assert chosen["value"] == pytest.approx(row.threshold, rel=1e-9) and chosen["rule"] == row.threshold_rule
+                    # scenarios.csv writes 6 significant digits; the bundle keeps the float itself
+                    assert chosen["value"] == pytest.approx(row.threshold, rel=1e-5, abs=1e-9) and chosen["rule"] == row.threshold_rule
                 if detector in ("efficientad", "uninformed_students"):  # no frozen feature network: torch only
                     assert meta["onnx"] is None
                 else:
@@ -204,7 +205,7 @@ def check_bundles(project: Path, table: pd.DataFrame, categories, detectors) -> 
         assert [r["filename"] for r in records] == list(scores["paths"])
         np.testing.assert_allclose([r["prediction"]["anomaly_score"] for r in records], scores["image_scores"], rtol=rtol, atol=rtol)
         thresholds = {r["prediction"]["threshold"] for r in records}
-        assert len(thresholds) == 1 and thresholds.pop() == pytest.approx(float(clean["threshold"].iloc[0]), rel=1e-6)
+        assert len(thresholds) == 1 and thresholds.pop() == pytest.approx(float(clean["threshold"].iloc[0]), rel=1e-5)  # the CSV's 6 digits
 
 
 def check_few_shot(project: Path, table: pd.DataFrame, categories, detectors) -> None:
