@@ -89,3 +89,23 @@ def test_features_match_a_full_forward_and_stop_early():
     # ours runs channels-last: other kernels, the same numbers up to float rounding
     torch.testing.assert_close(f2, outputs[2], rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(f4, outputs[4], rtol=1e-4, atol=1e-4)
+
+
+def test_models_in_one_process_share_one_frozen_extractor_without_touching_the_rng():
+    """Every model a stage loads (each category's, each regime's in export) runs the same frozen
+    network: built once per process, outside the caller's RNG stream, and moved to a device by
+    whichever model runs it (the device follows the module, not a per-model flag)."""
+    from shiftad.detectors.knn import FewShotKNN
+    from shiftad.detectors.padim import PaDiM
+
+    first, second, padim = FewShotKNN(image_size=64), FewShotKNN(image_size=64), PaDiM(image_size=64, n_features=20)
+    torch.manual_seed(11)
+    state = torch.random.get_rng_state()
+    assert first.extractor is second.extractor is padim.extractor
+    assert torch.equal(torch.random.get_rng_state(), state)
+    other_layers = FewShotKNN(image_size=64, layers=["blocks.1", "blocks.2"])
+    assert other_layers.extractor is not first.extractor
+    batch = torch.rand(1, 3, 64, 64)
+    assert all(torch.equal(a, b) for a, b in zip(first.features(batch), second.features(batch)))
+    random = [FewShotKNN(image_size=64, weights="none").extractor for _ in range(2)]
+    assert random[0] is not random[1]  # random weights are asked for per model, never shared

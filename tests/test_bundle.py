@@ -117,6 +117,21 @@ def test_a_bundle_without_onnx_refuses_the_onnx_runtime(project):
         B.load_bundle(path, runtime="onnx")
 
 
+def test_bundles_of_one_export_call_share_one_onnx_export(project, monkeypatch):
+    import shiftad.export as E
+
+    root, params, _, _ = project
+    calls = []
+    real = E.export_onnx
+    monkeypatch.setattr(E, "export_onnx", lambda *a, **k: calls.append(1) or real(*a, **k))
+    shared: dict = {}
+    first = export_bundle(params, "knn", "per_class", "clean", root / "b1", parity_records=photo_records(root / "p"), onnx_files=shared)
+    second = export_bundle(params, "knn", "per_class", "clean", root / "b2", parity_records=photo_records(root / "p"), onnx_files=shared)
+    assert len(calls) == 1 and len(shared) == 1
+    assert (first / B.ONNX_FILE).read_bytes() == (second / B.ONNX_FILE).read_bytes()
+    assert B.load_bundle(second, runtime="onnx").meta["onnx"]["parity_max_rel_diff"] <= 1e-4  # checked in every bundle
+
+
 def test_export_needs_the_validation_scores_of_the_models_own_domain(project):
     root, params, _, _ = project
     (root / scores_file("knn", "per_class", "clean", "clean", "val", "tex", 0)).unlink()

@@ -15,7 +15,6 @@ Names: any timm model name (``tf_efficientnet_lite0``, ``resnet18``, ``wide_resn
 
 from __future__ import annotations
 
-import functools
 import importlib
 from pathlib import Path
 from typing import Sequence
@@ -198,15 +197,24 @@ class FeatureExtractor(nn.Module):
         return [outputs[layer].contiguous() for layer in self.layers]
 
 
-@functools.lru_cache(maxsize=8)
-def shared_feature_extractor(name: str, layers: tuple[str, ...], weights: str = "auto", param_key: str = "backbone") -> FeatureExtractor:
+_SHARED_EXTRACTORS: dict[tuple[str, tuple[str, ...], str], FeatureExtractor] = {}
+
+
+def shared_feature_extractor(name: str, layers: Sequence[str], weights: str = "auto", param_key: str = "backbone") -> FeatureExtractor:
     """One frozen FeatureExtractor per (backbone, layers, weights) in this process: the models a
     stage loads (every category's, several regimes' in export) share it instead of each
     building and loading the backbone again (~0.6 s each). Frozen and never trained, so sharing
     is safe; built outside the caller's RNG stream (timm's random inits), so a cache hit and a
-    miss leave the same stream behind."""
-    with torch.random.fork_rng(devices=[]):
-        return FeatureExtractor(name, layers, weights, param_key)
+    miss leave the same stream behind. `param_key` only names the params key in errors. Random
+    weights (`none`) are no shared network: each call builds its own."""
+    key = (name, tuple(layers), str(weights))
+    if key not in _SHARED_EXTRACTORS:
+        with torch.random.fork_rng(devices=[]):
+            extractor = FeatureExtractor(name, layers, weights, param_key)
+        if weights == "none":
+            return extractor
+        _SHARED_EXTRACTORS[key] = extractor
+    return _SHARED_EXTRACTORS[key]
 
 
 class PatchTokenExtractor(nn.Module):
