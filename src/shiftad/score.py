@@ -55,4 +55,4 @@ def run_score_stage(params: Params, detector: str, regime: str, model_domain: st
                     )
                     log.info("%s/%s %s model scored %s %s %s: %d images, %.1f ms/image", detector, regime, model_domain,
                              data_domain, name, split, len(records), 1000 * seconds / max(len(records), 1))
-        log_feature_use(model)
+        log_feature_use(model)  # per model: a job scores both domains' models

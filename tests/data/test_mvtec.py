@@ -334,7 +334,7 @@ def test_stage_synthetic_source_calls_the_generator(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     calls = []
 
-    def generate_synthetic(root, params, seed, categories, progress=True):
+    def generate_synthetic(root, params, seed, categories, progress=True, workers=1):
         calls.append((root, seed))
         for category in categories:
             make_category(root, category)
