@@ -45,6 +45,28 @@ def timed_steps(step, picks: int) -> float:
     return picks / (time.perf_counter() - start)
 
 
+def plain_loop_seconds(features, selected, projection_dim: int, seed: int) -> float:
+    """Seconds of the plain exact loop (one pass over every row per pick); raises unless it
+    picks exactly `selected`."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    x = features.float()
+    if projection_dim < x.shape[1]:
+        x = x @ (torch.randn(x.shape[1], projection_dim, generator=generator) / math.sqrt(projection_dim))
+    x = x.contiguous()
+    start = time.perf_counter()
+    sq_norms = (x * x).sum(dim=1)
+    min_dist = torch.full((len(x),), float("inf"))
+    current = int(selected[0])
+    for i in range(len(selected)):
+        if current != int(selected[i]):
+            raise SystemExit(f"the plain loop picks row {current} at step {i}, ours {int(selected[i])}")
+        torch.minimum(min_dist, sq_norms - 2.0 * (x @ x[current]) + sq_norms[current], out=min_dist)
+        current = int(torch.argmax(min_dist))
+    return time.perf_counter() - start
+
+
 def anomalib_rate(features, picks: int) -> float:
     """Picks/s of anomalib's KCenterGreedy (its own sparse random projection, then its loop)."""
     from anomalib.models.components.sampling import KCenterGreedy
@@ -66,6 +88,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--picks", type=int, default=300, help="steps timed for anomalib")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--check-plain", action="store_true",
+                        help="also run the plain loop (every row meets every center) and require the same indices")
     args = parser.parse_args(argv)
 
     import os
@@ -88,14 +112,17 @@ def main(argv: list[str] | None = None) -> None:
     k = math.ceil(args.ratio * features.shape[0])
 
     start = time.perf_counter()
-    greedy_coreset_indices(features, args.ratio, args.projection_dim, args.seed, progress=False)
+    selected = greedy_coreset_indices(features, args.ratio, args.projection_dim, args.seed, progress=False)
     ours_s = time.perf_counter() - start
     anomalib = anomalib_rate(features, min(args.picks, k))
+    plain_s = plain_loop_seconds(features, selected, args.projection_dim, args.seed) if args.check_plain else None
 
     print(f"\n{features.shape[0]} x {features.shape[1]} features, projection {args.projection_dim}, ratio {args.ratio} "
           f"-> {k} picks, {args.threads} threads")
     print(f"{'':28}{'picks/s':>10}{'coreset s':>11}")
     print(f"{'shiftad':28}{k / ours_s:>10.0f}{ours_s:>11.1f}")
+    if plain_s is not None:
+        print(f"{'plain loop (same indices)':28}{k / plain_s:>10.0f}{plain_s:>11.1f}")
     print(f"{'anomalib KCenterGreedy':28}{anomalib:>10.0f}{k / anomalib:>11.1f}  (timed over {min(args.picks, k)} picks)")
 
 

@@ -48,7 +48,7 @@ def test_coreset_covers_the_data_better_than_random():
 
 
 def plain_greedy_loop(x: torch.Tensor, k: int, first: int) -> list[int]:
-    """The coreset loop before blocking: every row meets every center, one pass per pick."""
+    """The coreset loop before pruning: every row meets every center, one pass per pick."""
     sq_norms = (x * x).sum(dim=1)
     min_dist = torch.full((len(x),), float("inf"))
     chosen, current = [], first
@@ -59,18 +59,48 @@ def plain_greedy_loop(x: torch.Tensor, k: int, first: int) -> list[int]:
     return chosen
 
 
-@pytest.mark.parametrize("block_rows", [37, 256, 4096])
-def test_blocked_lazy_coreset_picks_what_the_plain_loop_picks(monkeypatch, block_rows):
-    import shiftad.components.coreset as coreset
+def clustered_points(rows: int, dims: int, seed: int, offset: float = 0.0) -> torch.Tensor:
+    rng = np.random.default_rng(seed)
+    clusters = rng.normal(size=(12, dims)) * 6
+    points = clusters[rng.integers(0, 12, rows)] + rng.normal(size=(rows, dims)) * rng.uniform(0.2, 2.0, size=(1, dims))
+    points[rows // 2 : rows // 2 + 100] = points[100:200]  # exact duplicates: ties go to the first index, as argmax
+    return torch.from_numpy((points + offset).astype(np.float32))
 
-    rng = np.random.default_rng(4)
-    clusters = rng.normal(size=(12, 24)) * 6
-    points = clusters[rng.integers(0, 12, 3000)] + rng.normal(size=(3000, 24))
-    points[2000:2100] = points[100:200]  # exact duplicates: ties must go to the first index, as argmax does
-    x = torch.from_numpy(points.astype(np.float32))
-    monkeypatch.setattr(coreset, "BLOCK_ROWS", block_rows)
-    selected = coreset.greedy_coreset_indices(x, ratio=0.05, projection_dim=24, seed=1, progress=False)
-    assert selected.tolist() == plain_greedy_loop(x.contiguous(), len(selected), int(selected[0]))
+
+@pytest.mark.parametrize("rows, dims, offset", [
+    (3000, 48, 0.0),  # a multiple of the BLAS row group
+    (3013, 48, 0.0),  # 5 rows past it: their bits come from a product of their own
+    (3007, 24, 0.0),  # fewer dimensions than the bound keeps: the bound is the distance
+    (2048, 64, 300.0),  # far from the origin: float32 cancellation, the margin must cover it
+])
+def test_pruned_coreset_picks_what_the_plain_loop_picks(rows, dims, offset):
+    x = clustered_points(rows, dims, seed=rows, offset=offset)
+    selected = greedy_coreset_indices(x, ratio=0.08, projection_dim=dims, seed=1, progress=False)
+    assert selected.tolist() == plain_greedy_loop(x, len(selected), int(selected[0]))
+
+
+def test_pruned_coreset_distances_have_the_full_products_bits():
+    """Candidates are a gather of rows; BLAS rounds a row by where it sits in its group of rows,
+    so the gather is padded to keep every row's bits (unpadded, rows past the last full group differ)."""
+    from shiftad.components.coreset import _PrunedGreedy
+
+    x = clustered_points(4109, 128, seed=7)
+    greedy = _PrunedGreedy(x)
+    rng = np.random.default_rng(0)
+    for center in (5, 4107):
+        full = (greedy.sq_norms - 2.0 * (x @ x[center]) + greedy.sq_norms[center]).numpy()
+        for size in (1, 3, 37, 250, 4109):
+            rows = np.sort(rng.choice(len(x), size, replace=False))
+            exact = greedy._exact(rows, x[center], greedy.sq_norms.numpy()[center], x.numpy())
+            np.testing.assert_array_equal(exact, full[rows])
+
+
+def test_coreset_leaves_the_thread_settings_as_it_found_them():
+    from threadpoolctl import threadpool_info
+
+    before = torch.get_num_threads(), [pool["num_threads"] for pool in threadpool_info()]
+    greedy_coreset_indices(torch.randn(500, 40), 0.1, 40, progress=False)
+    assert (torch.get_num_threads(), [pool["num_threads"] for pool in threadpool_info()]) == before
 
 
 def test_coreset_is_seeded():
