@@ -60,14 +60,18 @@ def shifted_test_images(records: list[ImageRecord], settings: ShiftSettings, see
         yield apply_shift(image, mask, drawn)
 
 
-def _masks_at(masks: list[np.ndarray | None], records: list[ImageRecord], size: tuple[int, int]) -> np.ndarray | None:
+def _masks_at(masks: list[np.ndarray | None], records: list[ImageRecord], size: tuple[int, int]) -> tuple[np.ndarray | None, np.ndarray]:
+    """The shifted masks at the map size and the images that count in pixel metrics (as
+    `evaluate.stage.ground_truth_masks`: not an anomalous image whose mask is empty)."""
     out = np.zeros((len(masks), *size), dtype=bool)
+    pixel_images = np.ones(len(masks), dtype=bool)
     for i, (mask, record) in enumerate(zip(masks, records)):
         if record.is_anomalous:
             if mask is None:
-                return None
+                return None, pixel_images
+            pixel_images[i] = bool(mask.any())
             out[i] = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((size[1], size[0]), Image.NEAREST)) > 0
-    return out
+    return out, pixel_images
 
 
 def _noting_masks(pairs: Iterable[tuple[np.ndarray, np.ndarray | None]], masks: list[np.ndarray | None]) -> Iterator[np.ndarray]:
@@ -105,7 +109,8 @@ def run_robustness_stage(params: Params, detector: str, category: str, progress:
         masks: list[np.ndarray | None] = []
         result = model.score_batches(batched(_noting_masks(shifted, masks), model.batch_size))
         scores[c] = result.image_scores
-        pixel = pixel_metrics(result.maps, _masks_at(masks, records, result.maps.shape[1:]), params.evaluation.aupro_fpr_limit)
+        truth, pixel_images = _masks_at(masks, records, result.maps.shape[1:])
+        pixel = pixel_metrics(result.maps, truth, params.evaluation.aupro_fpr_limit, pixel_images)
         pixel_auroc[c], aupro[c] = pixel["pixel_auroc"], pixel["aupro"]
         log.info("%s/%s %s severity %d: scored %d images", detector, category, family, severity, len(records))
     log_feature_use(model)

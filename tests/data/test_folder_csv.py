@@ -174,7 +174,8 @@ def test_stage_folder_source(tmp_path, monkeypatch):
     assert read_manifest("data/processed/manifest.json") == records
     assert all(r.path.startswith("mydata/images/") for r in records)
     info = read_json("data/raw/source.json")
-    assert info == {"source": "folder", "root": "mydata", "images_per_category": {"custom": 5}, "images": 5}
+    assert info == {"source": "folder", "root": "mydata", "images_per_category": {"custom": 5}, "images": 5,
+                    "masks_per_category": {"custom": {"masks": 2, "values": [0, 255], "defect_images_with_empty_mask": 0}}}
 
 
 def test_stage_csv_source(tmp_path, monkeypatch, data):

@@ -327,7 +327,8 @@ def test_stage_mvtec_source_with_data_in_place(tmp_path, monkeypatch):
     assert len(records) == 6 and records[0].path.startswith("data/raw/mvtec/bottle/")
     assert read_manifest("data/processed/manifest.json") == records
     info = read_json("data/raw/source.json")
-    assert info == {"source": "mvtec", "root": "data/raw/mvtec", "images_per_category": {"bottle": 6}, "images": 6}
+    assert info == {"source": "mvtec", "root": "data/raw/mvtec", "images_per_category": {"bottle": 6}, "images": 6,
+                    "masks_per_category": {"bottle": {"masks": 2, "values": [0, 255], "defect_images_with_empty_mask": 0}}}
 
 
 def test_stage_synthetic_source_calls_the_generator(tmp_path, monkeypatch):

@@ -112,12 +112,32 @@ def test_mask_size_differs_from_its_image(tmp_path, base):
         validate_records(base + [defect(image, mask)], progress=False)
 
 
-def test_non_binary_mask(tmp_path, base):
-    soft = square_mask()
-    soft[8:10, 8:10] = 128
-    mask = write(tmp_path / "masks" / "soft.png", soft)
-    with pytest.raises(DataError, match=r"soft.png: mask is not binary \(values 0, 128, 255\)"):
-        validate_records(base + [defect(write(tmp_path / "crack" / "soft.png", rgb()), mask)], progress=False)
+def test_every_non_zero_mask_pixel_is_defect_and_the_values_are_reported(tmp_path, base, caplog):
+    """MVTec 3D-AD exports 253/254/255; soft or anti-aliased masks hold many values; 16-bit masks
+    may use 1; palette masks are read by colour; a dark-blue RGB pixel is not background."""
+    three_values = square_mask()
+    three_values[4:6, 4:8] = 253
+    three_values[6, 4:8] = 254
+    soft = square_mask(value=128)
+    soft[4, 4] = 3
+    sixteen = square_mask().astype(np.uint16)
+    sixteen[sixteen > 0] = 1  # 1 / 257 rounds to 0 in 8 bits: must still be defect
+    palette = Image.fromarray((square_mask() > 0).astype(np.uint8), "P")
+    palette.putpalette([0, 0, 0, 200, 0, 0] + [0] * 762)
+    blue = np.zeros((16, 16, 3), np.uint8)
+    blue[4:8, 4:8, 2] = 1  # luminance 0.114 rounds to 0: read by its largest channel instead
+    records = list(base)
+    for name, array in [("three", three_values), ("soft", soft), ("sixteen", sixteen), ("blue", blue)]:
+        mask = write(tmp_path / "masks" / f"{name}.png", array)
+        records.append(defect(write(tmp_path / "crack" / f"{name}.png", rgb()), mask))
+    palette.save(tmp_path / "masks" / "palette.png")
+    records.append(defect(write(tmp_path / "crack" / "palette.png", rgb()), tmp_path / "masks" / "palette.png"))
+    for record in records[3:]:
+        assert read_mask(record.mask_path).sum() == 16, record.mask_path
+    with caplog.at_level("INFO", logger="shiftad.data.validate"):
+        summary = validate_records(records, progress=False)["cat"]
+    assert summary.masks == 6 and {0, 1, 3, 128, 200, 253, 254, 255} <= summary.values
+    assert "category 'cat': 6 masks, values {0, 1, 3, 128, 200, 253, 254, 255}" in caplog.text
 
 
 def test_unreadable_mask(tmp_path, base):
@@ -151,11 +171,14 @@ def test_normal_image_with_an_empty_mask_is_fine(tmp_path, base):
     validate_records(base + [normal(image, mask)], progress=False)
 
 
-def test_defect_image_with_an_empty_mask_warns(tmp_path, base):
+def test_defect_image_with_an_empty_mask_is_kept_and_counted(tmp_path, base, caplog):
     image = write(tmp_path / "crack" / "faint.png", rgb())
     mask = write(tmp_path / "masks" / "faint.png", np.zeros((16, 16), np.uint8))
-    with pytest.warns(UserWarning, match=r"faint.png: defect images with an empty mask"):
-        validate_records(base + [defect(image, mask)], progress=False)
+    with caplog.at_level("WARNING", logger="shiftad.data.validate"):
+        summary = validate_records(base + [defect(image, mask)], progress=False)["cat"]
+    assert summary.empty_defect_masks == [str(mask)]
+    assert summary.to_dict() == {"masks": 2, "values": [0, 255], "defect_images_with_empty_mask": 1}
+    assert "1 defect image(s) with an empty mask" in caplog.text and "left out of pixel metrics" in caplog.text
 
 
 def test_category_without_normal_images(tmp_path, base):

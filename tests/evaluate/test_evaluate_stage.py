@@ -67,10 +67,29 @@ def test_score_file_out_of_step_with_splits_is_an_error(records):
 
 
 def test_ground_truth_masks_are_resized_nearest_and_missing_masks_disable_pixel_metrics(records):
-    masks = ground_truth_masks(records, (8, 8))
+    masks, pixel_images = ground_truth_masks(records, (8, 8))
     assert masks.shape == (6, 8, 8) and masks[3:, 2:4, 2:4].all() and masks[3:].sum() == 3 * 4 and not masks[:3].any()
+    assert pixel_images.all()
     without = records[:3] + [ImageRecord(r.path, r.category, 1, r.defect_type, None, "test") for r in records[3:]]
-    assert ground_truth_masks(without, (8, 8)) is None
+    assert ground_truth_masks(without, (8, 8))[0] is None
+
+
+def test_an_anomalous_image_with_an_empty_mask_counts_for_images_not_pixels(records, tmp_path):
+    """Annotated at image level only: its pixels are not normal pixels (they would be, scored
+    high, false positives), and it still counts as an anomalous image."""
+    empty = tmp_path / "4_mask.png"
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(empty)
+    params = validate_params({})
+    test = score_file(records, [0, 0, 0, 5, 5, 5])
+    test["maps"][4] = 2.0  # the unannotated defect is scored high everywhere
+    row, *_ = evaluate_category(params, records, score_file(records, [1, 2, 3, 10, 11, 12]), test, "t", None)
+    keep = np.array([True] * 4 + [False, True])
+    masks, pixel_images = ground_truth_masks(records, (8, 8))
+    np.testing.assert_array_equal(pixel_images, keep)
+    expected = roc_auc_score(masks[keep].ravel(), test["maps"][keep].ravel())
+    assert row["pixel_auroc"] == pytest.approx(expected, abs=1e-12) and row["pixel_auroc"] == 1.0
+    assert roc_auc_score(masks.ravel(), test["maps"].ravel()) < 1.0  # what counting it as normal pixels gives
+    assert row["n_test_pixel_excluded"] == 1 and row["n_test_anomalous"] == 3 and row["image_auroc"] == 1.0
 
 
 def test_summary_and_tables_use_macro_means():

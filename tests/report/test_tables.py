@@ -87,3 +87,15 @@ def test_recovery_table_walks_the_steps_and_reads_the_paired_difference():
     assert table.loc[2, "image AUROC"] == "0.700 [0.600, 0.800]"
     assert table.loc[2, "Δ image AUROC vs no adaptation"] == "0.100 [0.020, 0.200]" and table.loc[1, "Δ image AUROC vs no adaptation"] == "–"
     assert len(recovery_table(intervals, comparisons, steps, per_category=True)) == 8  # category x, then the mean
+
+
+def test_data_table_counts_each_test_set_once_and_the_images_left_out_of_pixel_metrics():
+    from shiftad.report.tables import data_table
+
+    rows = [{"detector": d, "regime": r, "scenario": s, "category": c, "n_test": 10, "n_test_anomalous": 4,
+             "n_test_pixel_excluded": int(c == "b" and s == "shift")}
+            for d in ("p", "q") for r in ("per_class", "global") for s in ("shift", "clean", "fewshot_x") for c in ("a", "b")]
+    table = data_table(pd.DataFrame(rows), ["clean", "shift"])
+    assert table[["category", "scenario"]].values.tolist() == [["a", "clean"], ["a", "shift"], ["b", "clean"], ["b", "shift"]]
+    assert table["anomalous, empty mask (not in pixel metrics)"].tolist() == [0, 0, 0, 1]
+    assert table["test images"].tolist() == [10] * 4

@@ -169,6 +169,28 @@ def test_point_estimates_are_the_evaluate_stage_numbers(seed: int, decimals: int
     assert result.estimate["aupro"] == pixel["aupro"] == au_pro(test.maps, test.masks, fpr_limit=0.2)
 
 
+def test_anomalous_images_with_empty_masks_are_left_out_of_pixel_metrics() -> None:
+    """Their pixels are neither defect nor normal: estimates and every resample equal the
+    metrics over the other images' pixels (image metrics still count them)."""
+    full = realistic(seed=8)
+    anomalous = np.flatnonzero(full.labels)
+    masks = full.masks.copy()
+    masks[anomalous[:3]] = False  # annotated at image level only
+    keep = np.ones(len(full), bool)
+    keep[anomalous[:3]] = False
+    test = TestSet(full.scores, full.labels, full.threshold, full.maps, masks, pixel_images=keep)
+    result = bootstrap_metrics(test, n_resamples=20, fpr_limit=0.2)
+    assert result.estimate["pixel_auroc"] == exact_auroc(full.maps[keep], masks[keep]) != exact_auroc(full.maps, masks)
+    assert result.estimate["aupro"] == au_pro(full.maps[keep], masks[keep], fpr_limit=0.2)
+    assert result.estimate["image_auroc"] == image_metrics(full.scores, full.labels, full.threshold)["image_auroc"]
+    weights = stratified_weights(test.labels, 4, np.random.default_rng(0))
+    values = ResampleMetrics(test)(weights)
+    for b, row in enumerate(weights):
+        idx = materialise(row)
+        idx = idx[keep[idx]]
+        assert values["pixel_auroc"][b] == pytest.approx(exact_auroc(full.maps[idx], masks[idx]), abs=1e-12)
+
+
 @pytest.mark.parametrize("decimals", [None, 1])
 def test_sorted_pixels_from_the_engine_are_a_full_sort_of_the_maps(decimals: int | None) -> None:
     """The engine's merge of its sorted normal and defect pixels is what AU-PRO's one full sort gives."""

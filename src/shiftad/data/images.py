@@ -3,9 +3,11 @@
 Rules (README "Input rules"):
 - grayscale images are repeated to three channels; RGBA / LA images drop the alpha channel;
   16-bit images are scaled to 8 bits (value / 257); palette images are converted to RGB.
-- masks: any single-channel or RGB(A) image; pixels > 0 are defect. A mask must have the
-  same size as its image and hold at most two values (e.g. {0, 255}, {0, 254}, {0, 1});
-  more values (soft or JPEG-damaged masks) are rejected.
+- masks: any single-channel, 16-bit, palette or RGB(A) image, of the same size as its image;
+  every non-zero pixel is defect, as the MVTec evaluation reads them (MVTec 3D-AD exports 253,
+  254 and 255; 16-bit masks count any value > 0; RGB and palette masks any colour but black).
+  An anomalous image whose mask has no defect pixel is kept for image metrics and left out of
+  pixel metrics.
 - unreadable, truncated or non-image files are rejected with the file's path.
 - when a folder is scanned, hidden files (`.DS_Store`, `._x.png`) and files without an image
   extension (`notes.txt`) are skipped with a warning listing them (`list_image_files`).
@@ -95,7 +97,13 @@ def image_size(path: str | Path) -> tuple[int, int]:
 
 
 def read_mask(path: str | Path, expected_size: tuple[int, int] | None = None, image_path: str | Path | None = None) -> np.ndarray:
-    """Return an H×W bool array (True = defect); `expected_size` is (width, height)."""
+    """Return an H×W bool array (True = defect: any non-zero pixel); `expected_size` is (width, height)."""
+    return read_mask_values(path, expected_size, image_path) != 0
+
+
+def read_mask_values(path: str | Path, expected_size: tuple[int, int] | None = None, image_path: str | Path | None = None) -> np.ndarray:
+    """The mask's raw H×W values (0 = background): 16-bit values as stored, a colour mask's
+    largest channel, a palette mask's colour (not its index)."""
     image = _open(path, "mask")
     if expected_size is not None and image.size != tuple(expected_size):
         raise DataError(
@@ -103,14 +111,11 @@ def read_mask(path: str | Path, expected_size: tuple[int, int] | None = None, im
             f"{image_path or ''} ({expected_size[0]}x{expected_size[1]}); resize the mask with "
             "nearest-neighbour interpolation to the image size"
         )
-    array = _to_uint8_array(image) if image.mode not in ("RGB", "RGBA", "P", "LA") else np.asarray(image.convert("L"))
-    if array.ndim == 3:
-        array = array.max(axis=2)
-    values = np.unique(array)
-    if len(values) > 2 or (len(values) == 2 and values[0] != 0):
-        shown = ", ".join(str(v) for v in values[:6]) + (", ..." if len(values) > 6 else "")
-        raise DataError(
-            f"{path}: mask is not binary (values {shown}); save masks as PNG with 0 for "
-            "background and one non-zero value (e.g. 255) for defects"
-        )
-    return array > 0
+    if image.mode in ("P", "PA"):
+        image = image.convert("RGBA" if image.mode == "PA" else "RGB")
+    if image.mode in ("LA", "RGBA"):
+        image = image.convert("L" if image.mode == "LA" else "RGB")  # alpha is not a defect
+    array = np.asarray(image)
+    if image.mode == "1":
+        array = array.astype(np.uint8)
+    return array.max(axis=2) if array.ndim == 3 else array

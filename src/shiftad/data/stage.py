@@ -76,7 +76,7 @@ def run_data_stage(
     """Collect, validate and record the data set; return its records, sorted."""
     records = sort_records(collect_records(params, progress))
     check_categories(records, params.categories)
-    validate_records(records, progress=progress)
+    masks = validate_records(records, progress=progress)
     write_manifest(manifest_path, records, source=params.dataset.source)
     per_category = Counter(r.category for r in records)
     write_json(
@@ -86,6 +86,7 @@ def run_data_stage(
             "root": relative_to_cwd(params.dataset.root),
             "images_per_category": dict(sorted(per_category.items())),
             "images": len(records),
+            "masks_per_category": {category: summary.to_dict() for category, summary in masks.items()},
         },
     )
     log.info("%d images in %d categories -> %s", len(records), len(per_category), manifest_path)

@@ -4,29 +4,36 @@ Every image and mask is decoded once (with a progress bar), through `images.read
 `images.read_mask`, so their conversions (gray, RGBA, 16-bit, palette) are exercised here.
 Rejected with a DataError naming the file(s):
 - an unreadable or truncated image, or a non-image file with an image extension;
-- a mask whose size differs from its image (both named), or that is not binary;
+- a mask whose size differs from its image (both named);
 - a defect image without a mask in a category whose other defect images have masks
   (a category without any masks is fine: it is evaluated at image level only);
 - a normal image whose mask has defect pixels;
 - a category without normal images for training (MVTec layout: in train/good/).
 Categories without any image are caught by the scanners, which know the folders.
-A defect image whose mask is empty only gets a warning (it adds nothing to pixel metrics).
+Masks are read as the field reads them: every non-zero pixel is defect, whatever the values
+(the values found are logged once per category). A defect image whose mask is empty is kept:
+it counts in image metrics and is left out of pixel metrics (`evaluate`), never treated as
+normal; the data stage logs and records how many there are.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-import warnings
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from tqdm import tqdm
 
-from shiftad.data.images import read_image, read_mask
+from shiftad.data.images import read_image, read_mask_values
 from shiftad.data.records import ImageRecord
 from shiftad.errors import DataError
 
 SHOWN = 5  # files named in one message
+log = logging.getLogger(__name__)
 
 
 def _names(records: list[ImageRecord], attribute: str = "path") -> str:
@@ -61,23 +68,39 @@ def _check_mask_coverage(category: str, records: list[ImageRecord]) -> None:
         )
 
 
-def _check_files(record: ImageRecord) -> bool:
-    """Decode the image and its mask; True where a defect image's mask is empty."""
+@dataclass
+class MaskSummary:
+    """What one category's masks hold: the values found and the defect images without a defect pixel."""
+
+    values: set[int] = field(default_factory=set)
+    masks: int = 0
+    empty_defect_masks: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"masks": self.masks, "values": sorted(self.values), "defect_images_with_empty_mask": len(self.empty_defect_masks)}
+
+
+def _check_files(record: ImageRecord, summary: MaskSummary) -> None:
+    """Decode the image and its mask; note the mask's values and a defect image's empty mask."""
     height, width = read_image(record.path).shape[:2]
     if not record.mask_path:
-        return False
-    mask = read_mask(record.mask_path, expected_size=(width, height), image_path=record.path)
-    if record.label == 0 and mask.any():
+        return
+    values = read_mask_values(record.mask_path, expected_size=(width, height), image_path=record.path)
+    defect_pixels = int(np.count_nonzero(values))
+    if record.label == 0 and defect_pixels:
         raise DataError(
-            f"{record.mask_path}: the mask of normal image {record.path} has {int(mask.sum())} defect "
+            f"{record.mask_path}: the mask of normal image {record.path} has {defect_pixels} defect "
             "pixels; a normal image needs an empty mask or none: fix the mask, or move the image "
             "to its defect class"
         )
-    return record.label == 1 and not mask.any()
+    summary.masks += 1
+    summary.values.update(int(v) for v in np.unique(values))
+    if record.label == 1 and not defect_pixels:
+        summary.empty_defect_masks.append(record.mask_path)
 
 
-def validate_records(records: list[ImageRecord], progress: bool = True) -> None:
-    """Raise DataError on the first record that breaks an input rule."""
+def validate_records(records: list[ImageRecord], progress: bool = True) -> dict[str, MaskSummary]:
+    """Raise DataError on the first record that breaks an input rule; return each category's mask summary."""
     if not records:
         raise DataError("no images found; check dataset.root and dataset.source")
     by_category: dict[str, list[ImageRecord]] = defaultdict(list)
@@ -86,6 +109,15 @@ def validate_records(records: list[ImageRecord], progress: bool = True) -> None:
     for category, members in sorted(by_category.items()):
         _check_normals(category, members)  # cheap checks first: no decoding needed
         _check_mask_coverage(category, members)
-    empty = [r for r in tqdm(records, desc="checking images", unit=" images", disable=not progress) if _check_files(r)]
-    if empty:
-        warnings.warn(f"{_names(empty, 'mask_path')}: defect images with an empty mask (no defect pixels)", stacklevel=2)
+    summaries = {category: MaskSummary() for category in sorted(by_category)}
+    for record in tqdm(records, desc="checking images", unit=" images", disable=not progress):
+        _check_files(record, summaries[record.category])
+    for category, summary in summaries.items():
+        if summary.masks:
+            shown = ", ".join(str(v) for v in sorted(summary.values)[:8]) + (", ..." if len(summary.values) > 8 else "")
+            log.info("category '%s': %d masks, values {%s}: every non-zero pixel is defect", category, summary.masks, shown)
+        if summary.empty_defect_masks:
+            empty = summary.empty_defect_masks
+            log.warning("category '%s': %d defect image(s) with an empty mask (%s): kept for image metrics, left out of "
+                        "pixel metrics", category, len(empty), ", ".join(empty[:SHOWN]) + (f" and {len(empty) - SHOWN} more" if len(empty) > SHOWN else ""))
+    return summaries

@@ -71,9 +71,13 @@ def exact_auroc(scores: np.ndarray, positives: np.ndarray, all_sorted: np.ndarra
     return twice_wins / (2 * n_pos * n_neg)
 
 
-def pixel_metrics(maps: np.ndarray, masks: np.ndarray | None, fpr_limit: float = 0.3) -> dict[str, float]:
+def pixel_metrics(
+    maps: np.ndarray, masks: np.ndarray | None, fpr_limit: float = 0.3, pixel_images: np.ndarray | None = None
+) -> dict[str, float]:
     """Pixel AUROC over all pixels of all images and AU-PRO up to ``fpr_limit``.
 
+    ``pixel_images`` (bool per image) keeps only those images' pixels (an anomalous image whose
+    mask has no defect pixel is left out, not counted as normal pixels); None keeps all.
     Both NaN when masks are unavailable (``masks=None``) or hold no defect pixel.
     """
     if masks is None:
@@ -82,6 +86,8 @@ def pixel_metrics(maps: np.ndarray, masks: np.ndarray | None, fpr_limit: float =
     masks = np.asarray(masks)
     if masks.shape != maps.shape:
         raise ValueError(f"masks shape {masks.shape} does not match anomaly maps shape {maps.shape}")
+    if pixel_images is not None and not np.all(pixel_images):
+        maps, masks = maps[pixel_images], masks[pixel_images]
     if masks.dtype != bool:
         masks = masks != 0
     if not np.isfinite(maps).all():

@@ -42,17 +42,21 @@ log = logging.getLogger(__name__)
 HEADLINE_METRICS = ("image_auroc", "image_auprc", "f1", "pixel_auroc", "aupro")
 
 
-def ground_truth_masks(records: list[ImageRecord], size: tuple[int, int]) -> np.ndarray | None:
-    """Ground-truth masks at the map size (nearest); None when an anomalous image has no mask."""
+def ground_truth_masks(records: list[ImageRecord], size: tuple[int, int]) -> tuple[np.ndarray | None, np.ndarray]:
+    """Ground-truth masks at the map size (nearest; None when an anomalous image has no mask
+    file) and which images count in pixel metrics: all but the anomalous images whose mask has
+    no defect pixel (annotated at image level only: not normal pixels)."""
     masks = np.zeros((len(records), *size), dtype=bool)
+    pixel_images = np.ones(len(records), dtype=bool)
     for i, record in enumerate(records):
         if not record.is_anomalous:
             continue
         if record.mask_path is None:
-            return None
-        mask = Image.fromarray(read_mask(record.mask_path).astype(np.uint8) * 255)
-        masks[i] = np.asarray(mask.resize((size[1], size[0]), Image.NEAREST)) > 0
-    return masks
+            return None, pixel_images
+        full = read_mask(record.mask_path)
+        pixel_images[i] = bool(full.any())
+        masks[i] = np.asarray(Image.fromarray(full.astype(np.uint8) * 255).resize((size[1], size[0]), Image.NEAREST)) > 0
+    return masks, pixel_images
 
 
 HEATMAP_ALPHA = 0.45  # share of the heat colour in the blend: the image stays readable beneath
@@ -136,10 +140,10 @@ def evaluate_category(
         val["image_scores"], val["labels"], rule, settings.threshold.percentile, settings.threshold.std_multiplier, context=context
     )
     scores, labels, maps = test["image_scores"], test["labels"], test["maps"]
-    masks = ground_truth_masks(records, maps.shape[1:])
+    masks, pixel_images = ground_truth_masks(records, maps.shape[1:])
     row = {
         **image_metrics(scores, labels, thresholds.value),
-        **pixel_metrics(maps, masks, settings.aupro_fpr_limit),
+        **pixel_metrics(maps, masks, settings.aupro_fpr_limit, pixel_images),
         "threshold": thresholds.value,
         "threshold_rule": thresholds.used_rule,
         "threshold_f1_max": thresholds.f1_max,
@@ -148,6 +152,7 @@ def evaluate_category(
         "n_val": int(len(val["labels"])),
         "n_test": int(len(labels)),
         "n_test_anomalous": int(labels.sum()),
+        "n_test_pixel_excluded": int((~pixel_images).sum()),  # anomalous images whose mask is empty
         "ms_per_image": float(test["seconds_per_image"]) * 1000.0,
     }
     heatmap_paths: list[str | None] = [None] * len(records)

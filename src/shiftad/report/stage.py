@@ -123,6 +123,13 @@ def run_report_stage(params: Params, progress: bool = True) -> Path:
         table("Headline", "headline", T.headline_table(main, scenario_order, HEADLINE_METRICS),
               f"Macro mean over categories [{level} CI; {boot}].{seed_note} Thresholds were chosen on validation images only.{smoke_note}",
               main[main["category"] == "mean"])
+        data = T.data_table(scenarios, scenario_order)
+        excluded = int(data.iloc[:, -1].sum()) if data.columns[-1].startswith("anomalous, empty") else 0
+        table("Data", "data", data,
+              "Test images per category and scenario test set. Masks are read as the MVTec evaluation reads them: every "
+              "non-zero pixel is defect. " + (f"{excluded} anomalous test image(s) have an empty mask (annotated at image level "
+              "only): they count in image metrics and are left out of pixel metrics, not treated as normal pixels."
+              if excluded else "Every anomalous test image with a mask has defect pixels."))
         table("Detectors", "detectors", detectors,
               "The detectors as run: scale and setting (smoke-scale rows are labelled and are not comparable with the papers' "
               "numbers), teachers and penalty images where a method uses them.")
@@ -258,7 +265,7 @@ def run_report_stage(params: Params, progress: bool = True) -> Path:
              "independently. F1 intervals hold the validation threshold fixed (it is not re-chosen inside the bootstrap). "
              "Paired comparisons reuse the same resamples for both sides; p-values (from the bootstrap standard error) are "
              "Holm-adjusted within each family.")
-    order = ["Headline", "Detectors", "Per category", "Comparisons", "Shift effects", "Few-shot adaptation", "K-shot curves", "Routing", "Robustness", "Curves", "Score distributions",
+    order = ["Data", "Headline", "Detectors", "Per category", "Comparisons", "Shift effects", "Few-shot adaptation", "K-shot curves", "Routing", "Robustness", "Curves", "Score distributions",
              "Breakdowns", "Error analysis", "Heatmap galleries"]
     sections = [Section("Overview", [Text(intro)])]
     for name in order:

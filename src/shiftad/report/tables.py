@@ -169,6 +169,19 @@ def breakdown_table(breakdowns: pd.DataFrame, kind: str) -> pd.DataFrame:
     }).reset_index(drop=True)
 
 
+def data_table(scenarios_table: pd.DataFrame, scenario_order: list[str]) -> pd.DataFrame:
+    """Per category and scenario test set: images, anomalous images, and the anomalous images
+    whose mask has no defect pixel (counted in image metrics, left out of pixel metrics)."""
+    rows = scenarios_table[scenarios_table["scenario"].isin(scenario_order)]
+    columns = ["n_test", "n_test_anomalous"] + (["n_test_pixel_excluded"] if "n_test_pixel_excluded" in rows else [])
+    table = rows.groupby(["category", "scenario"], sort=False)[columns].first().reset_index()
+    table["scenario"] = pd.Categorical(table["scenario"], scenario_order, ordered=True)
+    table = table.sort_values(["category", "scenario"]).reset_index(drop=True)
+    table["scenario"] = table["scenario"].astype(str)
+    return table.rename(columns={"n_test": "test images", "n_test_anomalous": "anomalous",
+                                 "n_test_pixel_excluded": "anomalous, empty mask (not in pixel metrics)"})
+
+
 def confusion_table(scenarios_table: pd.DataFrame) -> pd.DataFrame:
     """Counts at the validation-chosen threshold, summed over categories."""
     sums = scenarios_table.groupby(["detector", "regime", "scenario"], sort=False)[["tn", "fp", "fn", "tp"]].sum().reset_index()

@@ -91,7 +91,9 @@ class TestSet:
 
     ``scores`` (n,) finite; ``labels`` (n,) 0/1 (stored as bool); ``threshold`` the image-level
     threshold (anomalous when ``score >= threshold``); ``maps`` (n, h, w) float anomaly maps and
-    ``masks`` (n, h, w) ground truth (stored as bool), either None when unavailable.
+    ``masks`` (n, h, w) ground truth (stored as bool), either None when unavailable;
+    ``pixel_images`` (n,) bool, the images whose pixels count in pixel metrics (None: all; an
+    anomalous image whose mask is empty is left out, as `evaluate` does).
     """
 
     __test__ = False  # not a pytest test class, despite the name
@@ -101,6 +103,7 @@ class TestSet:
     threshold: float
     maps: np.ndarray | None = None
     masks: np.ndarray | None = None
+    pixel_images: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         scores, labels = as_scores_labels(self.scores, self.labels)
@@ -124,6 +127,14 @@ class TestSet:
                 raise ValueError(f"masks shape {masks.shape} does not match maps shape {maps.shape}")
             if masks.dtype != bool:
                 masks = masks != 0
+        pixel_images = self.pixel_images
+        if pixel_images is not None:
+            pixel_images = np.asarray(pixel_images, dtype=bool)
+            if pixel_images.shape != (len(scores),):
+                raise ValueError(f"pixel_images must have shape ({len(scores)},), got {pixel_images.shape}")
+            if pixel_images.all():
+                pixel_images = None
+        object.__setattr__(self, "pixel_images", pixel_images)
         object.__setattr__(self, "scores", scores)
         object.__setattr__(self, "labels", labels)
         object.__setattr__(self, "threshold", threshold)
@@ -132,6 +143,12 @@ class TestSet:
 
     def __len__(self) -> int:
         return len(self.scores)
+
+    def pixel_maps_and_masks(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The maps and masks of the images that count in pixel metrics."""
+        if self.pixel_images is None or self.maps is None or self.masks is None:
+            return self.maps, self.masks
+        return self.maps[self.pixel_images], self.masks[self.pixel_images]
 
 
 @dataclass(frozen=True)
@@ -218,15 +235,19 @@ class ResampleMetrics:
         self._pixel_ok = False
         self._normal_sorted: np.ndarray | None = None  # every normal pixel's score, sorted (AU-PRO)
         self._defect_sorted: np.ndarray | None = None  # every defect pixel's score, sorted
-        if want_pixel and test.masks is not None and test.masks.any() and not test.masks.all():
+        counted = test.pixel_maps_and_masks()[1]
+        if want_pixel and counted is not None and counted.any() and not counted.all():
             self._pixel_ok = True
-            self._prepare_pixels(test.maps, test.masks, want_pixel)
+            self._prepare_pixels(test.maps, test.masks, want_pixel, test.pixel_images)
 
     # pixel precomputation ----------------------------------------------------------------
 
-    def _prepare_pixels(self, maps: np.ndarray, masks: np.ndarray, wanted: set[str]) -> None:
+    def _prepare_pixels(self, maps: np.ndarray, masks: np.ndarray, wanted: set[str], pixel_images: np.ndarray | None) -> None:
         n = self.n
-        normal_sorted = [np.sort(maps[j][~masks[j]]) for j in range(n)]
+        # an image left out of pixel metrics has an empty mask: it adds no defect pixel, and no
+        # normal pixel either
+        normal_sorted = [np.sort(maps[j][~masks[j]]) if pixel_images is None or pixel_images[j] else maps[j][:0, 0]
+                         for j in range(n)]
         self._n_normal = np.array([len(s) for s in normal_sorted], dtype=np.float64)
         defect_img = np.nonzero(masks)[0]
         defect_vals = maps[masks]
@@ -489,11 +510,12 @@ def _point_estimates(test: TestSet, fpr_limit: float, engine: "ResampleMetrics |
     integers `exact_auroc` counts and one division, so the same float without sorting every
     pixel again."""
     image = image_metrics(test.scores, test.labels, test.threshold)
+    maps, masks = test.pixel_maps_and_masks()
     if engine is not None and engine.counts_pixel_wins:
         pixel = {"pixel_auroc": engine.pixel_auroc_of_the_data(),
-                 "aupro": au_pro(test.maps, test.masks, fpr_limit=fpr_limit, neg_sorted=engine.sorted_negated_pixels())}
+                 "aupro": au_pro(maps, masks, fpr_limit=fpr_limit, neg_sorted=engine.sorted_negated_pixels())}
     else:
-        pixel = pixel_metrics(test.maps, test.masks, fpr_limit=fpr_limit)
+        pixel = pixel_metrics(maps, masks, fpr_limit=fpr_limit)
     return {
         "image_auroc": float(image["image_auroc"]),
         "image_auprc": float(image["image_auprc"]),
@@ -555,6 +577,10 @@ def _check_same_images(a: TestSet, b: TestSet) -> None:
         raise ValueError("paired bootstrap needs the same images in the same order: the labels of a and b differ")
     if a.masks is not None and b.masks is not None and not np.array_equal(a.masks, b.masks):
         raise ValueError("paired bootstrap needs the same images in the same order: the masks of a and b differ")
+    if a.masks is not None and b.masks is not None and not np.array_equal(
+            np.ones(len(a), bool) if a.pixel_images is None else a.pixel_images,
+            np.ones(len(b), bool) if b.pixel_images is None else b.pixel_images):
+        raise ValueError("paired bootstrap needs the same images in the same order: the images left out of pixel metrics differ")
 
 
 def paired_bootstrap(
