@@ -48,10 +48,15 @@ class CsvParams(Section):
     file: str = "labels.csv"  # relative to dataset.root
 
 
+LAYOUT_SOURCES = ("mvtec3d", "mvtec_loco", "mvtec_ad2", "visa", "kolektorsdd2")  # read in place: data/layouts.py
+USER_DATA_SOURCES = ("folder", "csv", *LAYOUT_SOURCES)  # the user's own folder, never written to
+
+
 class DatasetParams(Section):
-    source: Literal["synthetic", "mvtec", "folder", "csv"] = "synthetic"
-    # synthetic: where the set is generated; mvtec: where the archive is extracted;
-    # folder / csv: the user's data folder (CSV paths are relative to it).
+    source: Literal["synthetic", "mvtec", "folder", "csv", "mvtec3d", "mvtec_loco", "mvtec_ad2", "visa", "kolektorsdd2"] = "synthetic"
+    # synthetic: where the set is generated; mvtec: where the archive is extracted (or MVTec-layout
+    # data lies); folder / csv: the user's data folder (CSV paths are relative to it); the public
+    # benchmarks' own layouts (data/layouts.py): their extracted folder.
     root: str = "data/raw/synthetic"
     synthetic: SyntheticParams = SyntheticParams()
     mvtec: MVTecParams = MVTecParams()
@@ -592,8 +597,8 @@ class Params(Section):
             raise ValueError(f"categories: names repeat in {self.categories}")
         if "all" in self.categories:
             raise ValueError("categories: 'all' is reserved for the global model; rename that category")
-        if self.dataset.source == "folder" and len(self.categories) != 1:
-            raise ValueError(f"categories: a folder source holds one category; list exactly one name, got {self.categories}")
+        if self.dataset.source in ("folder", "kolektorsdd2") and len(self.categories) != 1:
+            raise ValueError(f"categories: a {self.dataset.source} source holds one category; list exactly one name, got {self.categories}")
         if self.dataset.source in ("folder", "csv") and self.split.policy == "mvtec":
             raise ValueError(
                 "split.policy: 'mvtec' needs the MVTec train/test layout; "
@@ -679,7 +684,7 @@ class Params(Section):
             return value if value in keep or Path(value).is_absolute() else str((project / value).resolve())
 
         dataset = self.dataset
-        if dataset.source in ("folder", "csv"):
+        if dataset.source in USER_DATA_SOURCES:
             dataset = dataset.model_copy(update={"root": absolute(dataset.root, ())})
         efficientad, students = self.efficientad, self.uninformed_students
         teacher = efficientad.teacher.model_copy(update={"source": absolute(efficientad.teacher.source, ("distill",))})

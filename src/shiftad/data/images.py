@@ -6,8 +6,8 @@ Rules (README "Input rules"):
 - masks: any single-channel, 16-bit, palette or RGB(A) image, of the same size as its image;
   every non-zero pixel is defect, as the MVTec evaluation reads them (MVTec 3D-AD exports 253,
   254 and 255; 16-bit masks count any value > 0; RGB and palette masks any colour but black).
-  An anomalous image whose mask has no defect pixel is kept for image metrics and left out of
-  pixel metrics.
+  A folder of masks (MVTec LOCO's one PNG per region) is their union. An anomalous image whose
+  mask has no defect pixel is kept for image metrics and left out of pixel metrics.
 - unreadable, truncated or non-image files are rejected with the file's path.
 - when a folder is scanned, hidden files (`.DS_Store`, `._x.png`) and files without an image
   extension (`notes.txt`) are skipped with a warning listing them (`list_image_files`).
@@ -103,7 +103,17 @@ def read_mask(path: str | Path, expected_size: tuple[int, int] | None = None, im
 
 def read_mask_values(path: str | Path, expected_size: tuple[int, int] | None = None, image_path: str | Path | None = None) -> np.ndarray:
     """The mask's raw H×W values (0 = background): 16-bit values as stored, a colour mask's
-    largest channel, a palette mask's colour (not its index)."""
+    largest channel, a palette mask's colour (not its index). A folder of masks (MVTec LOCO:
+    one PNG per defect region) reads as one mask, their pixel-wise maximum."""
+    if Path(path).is_dir():
+        regions = list_image_files(path)
+        if not regions:
+            raise DataError(f"{path}: a mask folder without any mask image; add the region masks or remove the folder")
+        merged = read_mask_values(regions[0], expected_size, image_path)
+        for region in regions[1:]:
+            values = read_mask_values(region, expected_size or merged.shape[::-1], image_path or regions[0])
+            merged = np.maximum(merged, values.astype(np.promote_types(merged.dtype, values.dtype)))
+        return merged
     image = _open(path, "mask")
     if expected_size is not None and image.size != tuple(expected_size):
         raise DataError(

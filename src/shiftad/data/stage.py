@@ -13,9 +13,10 @@ from pathlib import Path
 
 from shiftad.data.csv_source import read_csv_source
 from shiftad.data.folder import scan_folder
+from shiftad.data.layouts import LAYOUT_SOURCES, scan_layout
 from shiftad.data.mvtec import download_mvtec, scan_mvtec_layout
 from shiftad.data.records import ImageRecord, relative_to_cwd, sort_records, write_manifest
-from shiftad.data.validate import validate_records
+from shiftad.data.validate import MaskSummary, validate_records
 from shiftad.errors import DataError
 from shiftad.io import write_json
 from shiftad.params import Params
@@ -50,6 +51,8 @@ def collect_records(params: Params, progress: bool = True) -> list[ImageRecord]:
         return scan_mvtec_layout(root, params.categories)
     if dataset.source == "folder":
         return scan_folder(_existing_root(root), params.categories[0])
+    if dataset.source in LAYOUT_SOURCES:
+        return scan_layout(dataset.source, _existing_root(root), params.categories)
     if dataset.source == "csv":
         root = _existing_root(root)
         default = params.categories[0] if len(params.categories) == 1 else None
@@ -89,5 +92,22 @@ def run_data_stage(
             "masks_per_category": {category: summary.to_dict() for category, summary in masks.items()},
         },
     )
-    log.info("%d images in %d categories -> %s", len(records), len(per_category), manifest_path)
+    log.info("%d images in %d categories -> %s\n%s", len(records), len(per_category), manifest_path, describe(records, masks))
     return records
+
+
+def describe(records: list[ImageRecord], summaries: dict[str, MaskSummary]) -> str:
+    """What the data stage found, per category: images per split and defect type (with masks),
+    image sizes and mask values."""
+    lines = []
+    for category, summary in summaries.items():
+        members = [r for r in records if r.category == category]
+        counts = Counter((r.source_split or "-", r.defect_type, r.mask_path is not None) for r in members)
+        parts = [f"{split}/{defect}: {n}" + (" (masks)" if masked else "") for (split, defect, masked), n in sorted(counts.items())]
+        sizes = ", ".join(f"{w}x{h}: {n}" for (w, h), n in summary.sizes.most_common(4)) + (
+            f", {len(summary.sizes) - 4} more sizes" if len(summary.sizes) > 4 else "")
+        values = ", ".join(str(v) for v in sorted(summary.values)[:8]) + (", ..." if len(summary.values) > 8 else "")
+        lines.append(f"  {category}: {len(members)} images: {'; '.join(parts)}\n    sizes (w x h): {sizes}"
+                     + (f"\n    masks: {summary.masks}, values {{{values}}}" if summary.masks else "")
+                     + (f", {len(summary.empty_defect_masks)} defect image(s) with an empty mask" if summary.empty_defect_masks else ""))
+    return "\n".join(lines)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,11 +70,13 @@ def _check_mask_coverage(category: str, records: list[ImageRecord]) -> None:
 
 @dataclass
 class MaskSummary:
-    """What one category's masks hold: the values found and the defect images without a defect pixel."""
+    """What one category holds beyond its file names: image sizes (w, h), the mask values found
+    and the defect images without a defect pixel."""
 
     values: set[int] = field(default_factory=set)
     masks: int = 0
     empty_defect_masks: list[str] = field(default_factory=list)
+    sizes: Counter = field(default_factory=Counter)
 
     def to_dict(self) -> dict:
         return {"masks": self.masks, "values": sorted(self.values), "defect_images_with_empty_mask": len(self.empty_defect_masks)}
@@ -83,6 +85,7 @@ class MaskSummary:
 def _check_files(record: ImageRecord, summary: MaskSummary) -> None:
     """Decode the image and its mask; note the mask's values and a defect image's empty mask."""
     height, width = read_image(record.path).shape[:2]
+    summary.sizes[(width, height)] += 1
     if not record.mask_path:
         return
     values = read_mask_values(record.mask_path, expected_size=(width, height), image_path=record.path)

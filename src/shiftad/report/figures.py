@@ -695,16 +695,19 @@ def _read_rgb(path: Any) -> np.ndarray | None:
 
 
 def _read_mask(path: Any, shape: tuple[int, int]) -> np.ndarray | None:
+    """The mask at `shape` (any non-zero pixel is defect, as everywhere); None if unreadable."""
     from PIL import Image
 
+    from shiftad.data.images import read_mask
+    from shiftad.errors import DataError
+
     try:
-        with Image.open(path) as image:
-            mask = image.convert("L")
-            if mask.size != (shape[1], shape[0]):
-                mask = mask.resize((shape[1], shape[0]), Image.Resampling.NEAREST)
-            return np.asarray(mask) > 127
-    except (OSError, ValueError, TypeError):
+        mask = read_mask(path)
+    except (DataError, OSError, ValueError, TypeError):
         return None
+    if mask.shape != shape:
+        mask = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((shape[1], shape[0]), Image.Resampling.NEAREST)) > 0
+    return mask
 
 
 def gallery_figure(records: Sequence[Mapping[str, Any]], title: str, per_row: int = 4) -> Figure:
