@@ -177,3 +177,52 @@ def test_data_stage_reads_a_layout_with_only_dataset_and_categories_set(tmp_path
     assert "candle: 5 images: test/anomaly: 1 (masks); test/good: 1; train/good: 3" in caplog.text
     assert "sizes (w x h): 30x20: 5" in caplog.text
     assert describe(records, {}) == ""
+
+
+def write_mvtec3d(root: Path) -> None:
+    cat = root / "bagel"
+    for split in ("train", "validation"):
+        image(cat / split / "good" / "rgb" / "000.png")
+    for defect in ("good", "crack"):
+        image(cat / "test" / defect / "rgb" / "000.png")
+        mask(cat / "test" / defect / "gt" / "000.png", box=None if defect == "good" else (2, 2, 6, 6), value=254)
+
+
+def write_mvtec_loco(root: Path) -> None:
+    cat = root / "bagel"
+    for split in ("train", "validation"):
+        image(cat / split / "good" / "000.png")
+    for defect in ("good", "logical_anomalies"):
+        image(cat / "test" / defect / "000.png")
+    mask(cat / "ground_truth" / "logical_anomalies" / "000" / "000.png")
+
+
+def write_mvtec_ad2(root: Path) -> None:
+    cat = root / "bagel"
+    for split in ("train", "validation"):
+        image(cat / split / "good" / "000.png")
+    image(cat / "test_public" / "good" / "000.png")
+    image(cat / "test_public" / "bad" / "001.png")
+    mask(cat / "test_public" / "ground_truth" / "bad" / "001_mask.png")
+
+
+def write_visa_bagel(root: Path) -> None:
+    write_visa(root)
+    split = root / "split_csv" / "1cls.csv"
+    split.write_text(split.read_text().replace("candle", "bagel"))
+    (root / "candle").rename(root / "bagel")
+
+
+WRITERS = {"mvtec3d": write_mvtec3d, "mvtec_loco": write_mvtec_loco, "mvtec_ad2": write_mvtec_ad2,
+           "visa": write_visa_bagel, "kolektorsdd2": write_kolektorsdd2}
+
+
+@pytest.mark.parametrize("source", sorted(WRITERS))
+def test_every_layout_makes_a_manifest_with_only_dataset_and_categories_set(tmp_path, monkeypatch, source):
+    monkeypatch.chdir(tmp_path)
+    WRITERS[source](tmp_path / "published")
+    params = validate_params({"dataset": {"source": source, "root": "published"}, "categories": ["bagel"]})
+    records = run_data_stage(params, progress=False)
+    assert {r.source_split for r in records} == {"train", "test"}
+    assert any(r.label == 1 and r.mask_path for r in records) and any(r.label == 0 and r.source_split == "test" for r in records)
+    assert all(r.category == "bagel" for r in records)

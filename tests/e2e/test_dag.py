@@ -474,3 +474,20 @@ def test_jobs_that_share_no_filesystem_work_only_through_storage(tmp_path):
     assert not any((project / d).exists() for d in ("data", "results", "report")), "a stage wrote outside the storage"
     headline = json.loads((store / "results/statistics/headline.json").read_text())
     assert 0 <= headline["patchcore"]["per_class"]["clean"]["image_auroc"]["value"] <= 1
+
+
+def test_a_public_layout_runs_through_snakemake_with_only_dataset_and_categories(tmp_path):
+    """VisA as published (its split file, JPEG images, masks holding defect indices): Snakemake
+    with an override of `dataset` and `categories` only, through the data and split stages (every
+    later stage reads the manifest and the splits, whatever the source)."""
+    sys.path.insert(0, str(REPO / "tests" / "data"))
+    from test_layouts import write_visa
+
+    project = copy_project(tmp_path / "project")
+    write_visa(tmp_path / "VisA")
+    (project / "visa.yaml").write_text(yaml.safe_dump({"dataset": {"source": "visa", "root": str(tmp_path / "VisA")}, "categories": ["candle"]}))
+    run([str(BIN / "snakemake"), "--cores", "1", "--configfile", "visa.yaml", "--until", "split"], project)
+    assert "candle: 5 images: test/anomaly: 1 (masks); test/good: 1; train/good: 3" in (project / "logs/data.log").read_text()
+    candle = json.loads((project / "data/processed/splits.json").read_text())["categories"]["candle"]
+    assert sorted(sum(candle.values(), [])) == sorted(str(p) for p in (tmp_path / "VisA" / "candle").rglob("*.JPG"))
+    assert not any("Anomaly" in path for path in candle["train"])  # never an anomalous image in training
