@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 BOUND_DIMS = 32  # principal axes in the lower bound: on real patch features ~0.5 % of rows pass
 GROUP_ROWS = 16  # BLAS computes rows in groups (4 with MKL on AVX-512); a gather padded to a
 # multiple of 16 gives every row the bits it gets in a product over all rows
+CHUNK_ROWS = 16384  # rows per float64 block while the rotation is set up (16 MB)
 MARGIN = 1e-4  # relative slack on the bound: 10x float32's worst rounding of either distance
 
 
@@ -67,18 +68,24 @@ class _PrunedGreedy:
         n, dims = x.shape
         self.x, self.n = x, n
         self.sq_norms = (x * x).sum(dim=1)  # the plain loop's expression: the same bits
-        centred = x.double()
-        centred -= centred.mean(dim=0)
-        # any orthonormal axes keep the bound valid: the covariance may be rough, the rotation not
-        covariance = (centred.float().T @ centred.float()).double()
-        axes = torch.linalg.eigh(covariance).eigenvectors.flip(1)
-        rotated = centred @ axes
+        # float64 in row chunks: an accurate rotation without an (N, C) float64 copy of the bank
+        mean = x.sum(dim=0, dtype=torch.float64) / n
+        covariance = torch.zeros(dims, dims, dtype=torch.float64)
+        for chunk in x.split(CHUNK_ROWS):
+            centred = chunk.double() - mean
+            covariance += centred.T @ centred
+        axes = torch.linalg.eigh(covariance).eigenvectors.flip(1)  # orthonormal: the bound holds for any
         p = min(BOUND_DIMS, dims)
-        rest_norm = rotated[:, p:].square().sum(dim=1).sqrt()
         # rows of the bound matrix: z, r and a 1 that carries the center's scalar terms
-        self.bound_rows = np.ascontiguousarray(
-            torch.cat([rotated[:, :p], rest_norm[:, None], torch.ones(n, 1, dtype=torch.float64)], dim=1).T.float().numpy())
-        centred_sq = centred.square().sum(dim=1)
+        self.bound_rows = np.ones((p + 2, n), dtype=np.float32)
+        centred_sq = torch.empty(n, dtype=torch.float64)
+        for start, chunk in zip(range(0, n, CHUNK_ROWS), x.split(CHUNK_ROWS)):
+            centred = chunk.double() - mean
+            rotated = centred @ axes
+            stop = start + len(chunk)
+            self.bound_rows[:p, start:stop] = rotated[:, :p].T.float().numpy()
+            self.bound_rows[p, start:stop] = rotated[:, p:].square().sum(dim=1).sqrt().float().numpy()
+            centred_sq[start:stop] = centred.square().sum(dim=1)
         self.centred_sq = centred_sq.float().numpy()
         self.margin = (MARGIN * (self.sq_norms.double() + centred_sq)).float().numpy()
         self.main_rows = n - n % GROUP_ROWS  # the rest get their bits from a product of their own
