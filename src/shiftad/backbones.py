@@ -26,6 +26,7 @@ from torch import nn
 
 from shiftad.backbone_names import TORCH_HUB_ALIASES, is_vision_transformer  # noqa: F401 (re-exported)
 from shiftad.errors import ParamsError, ShiftadError
+from shiftad.geometry import content_box, source_box
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -157,6 +158,20 @@ def _create_torchvision(name: str, weights: str, param_key: str = "backbone") ->
     return model.eval(), IMAGENET_MEAN, IMAGENET_STD
 
 
+NORMALISATIONS = ("model", "imagenet")
+
+
+def input_scaling(normalisation: str, mean: Sequence[float], std: Sequence[float]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The input mean/std for params `backbone.normalisation`: ``model`` = the backbone's own
+    config (`mean`, `std`; timm's tf_efficientnet_lite0: 0.5/0.5), ``imagenet`` = ImageNet's
+    mean/std (what anomalib's PreProcessor applies to every backbone)."""
+    if normalisation == "model":
+        return tuple(mean), tuple(std)
+    if normalisation == "imagenet":
+        return IMAGENET_MEAN, IMAGENET_STD
+    raise ParamsError(f"backbone.normalisation: '{normalisation}' is not one of {', '.join(NORMALISATIONS)}")
+
+
 class FeatureExtractor(nn.Module):
     """Returns the outputs of named layers (e.g. ``blocks.2``) of a frozen backbone.
 
@@ -166,7 +181,8 @@ class FeatureExtractor(nn.Module):
     (anomalib drops it silently).
     """
 
-    def __init__(self, name: str, layers: Sequence[str], weights: str = "auto", param_key: str = "backbone") -> None:
+    def __init__(self, name: str, layers: Sequence[str], weights: str = "auto", param_key: str = "backbone",
+                 normalisation: str = "model") -> None:
         super().__init__()
         from timm.models._features_fx import create_feature_extractor
 
@@ -184,6 +200,7 @@ class FeatureExtractor(nn.Module):
             self.body = create_feature_extractor(model.requires_grad_(False).eval(), return_nodes={layer: layer for layer in self.layers})
         except Exception as exc:  # a layer that is not called as a module, or a model torch.fx cannot trace
             raise ParamsError(f"{param_key}: cannot cut backbone '{name}' after layers {self.layers} ({exc.__class__.__name__}: {exc})") from None
+        mean, std = input_scaling(normalisation, mean, std)
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
         # channels-last: on CPU, oneDNN's per-image time then stays flat with the batch size
@@ -197,20 +214,21 @@ class FeatureExtractor(nn.Module):
         return [outputs[layer].contiguous() for layer in self.layers]
 
 
-_SHARED_EXTRACTORS: dict[tuple[str, tuple[str, ...], str], FeatureExtractor] = {}
+_SHARED_EXTRACTORS: dict[tuple[str, tuple[str, ...], str, str], FeatureExtractor] = {}
 
 
-def shared_feature_extractor(name: str, layers: Sequence[str], weights: str = "auto", param_key: str = "backbone") -> FeatureExtractor:
+def shared_feature_extractor(name: str, layers: Sequence[str], weights: str = "auto", param_key: str = "backbone",
+                             normalisation: str = "model") -> FeatureExtractor:
     """One frozen FeatureExtractor per (backbone, layers, weights) in this process: the models a
     stage loads (every category's, several regimes' in export) share it instead of each
     building and loading the backbone again (~0.6 s each). Frozen and never trained, so sharing
     is safe; built outside the caller's RNG stream (timm's random inits), so a cache hit and a
     miss leave the same stream behind. `param_key` only names the params key in errors. Random
     weights (`none`) are no shared network: each call builds its own."""
-    key = (name, tuple(layers), str(weights))
+    key = (name, tuple(layers), str(weights), normalisation)
     if key not in _SHARED_EXTRACTORS:
         with torch.random.fork_rng(devices=[]):
-            extractor = FeatureExtractor(name, layers, weights, param_key)
+            extractor = FeatureExtractor(name, layers, weights, param_key, normalisation)
         if weights == "none":
             return extractor
         _SHARED_EXTRACTORS[key] = extractor
@@ -224,7 +242,7 @@ class PatchTokenExtractor(nn.Module):
     registers) dropped. Inputs are resized by the caller to a multiple of the patch size.
     """
 
-    def __init__(self, name: str, weights: str = "auto", param_key: str = "backbone") -> None:
+    def __init__(self, name: str, weights: str = "auto", param_key: str = "backbone", normalisation: str = "model") -> None:
         super().__init__()
         self.name = name
         model, mean, std = create_backbone(name, weights, param_key, dynamic_img_size=True)
@@ -232,6 +250,7 @@ class PatchTokenExtractor(nn.Module):
             raise ParamsError(f"{param_key}.name: '{name}' is not a vision transformer with patch tokens")
         self.model = model.requires_grad_(False).eval()
         self.patch_size = int(model.patch_embed.patch_size[0])
+        mean, std = input_scaling(normalisation, mean, std)
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
 
@@ -248,13 +267,19 @@ class PatchTokenExtractor(nn.Module):
         return [patches.transpose(1, 2).reshape(b, -1, *grid)]
 
 
-def to_tensor_batch(images: Sequence[np.ndarray], size: int) -> torch.Tensor:
-    """H×W×3 uint8 arrays -> (B, 3, size, size) float in [0, 1], resized bilinearly with antialiasing."""
+def to_tensor_batch(images: Sequence[np.ndarray], size: int, resize: str = "squash") -> torch.Tensor:
+    """H×W×3 uint8 arrays -> (B, 3, size, size) float in [0, 1], resized bilinearly with
+    antialiasing under the `resize` policy (`shiftad.geometry`: squash, pad, center_crop)."""
     batch = []
     for image in images:
-        tensor = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1).float().div_(255.0)
-        if tensor.shape[1:] != (size, size):
-            tensor = F.interpolate(tensor[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
+        height, width = image.shape[:2]
+        top, left, h, w = source_box(height, width, resize)
+        tensor = torch.from_numpy(np.array(image[top : top + h, left : left + w], copy=True)).permute(2, 0, 1).float().div_(255.0)
+        c_top, c_left, c_h, c_w = content_box(h, w, size, resize)
+        if tensor.shape[1:] != (c_h, c_w):
+            tensor = F.interpolate(tensor[None], size=(c_h, c_w), mode="bilinear", antialias=True, align_corners=False)[0]
+        if (c_h, c_w) != (size, size):  # pad: the letterbox's black margins
+            tensor = F.pad(tensor, (c_left, size - c_w - c_left, c_top, size - c_h - c_top), value=0.0)
         batch.append(tensor.clamp_(0.0, 1.0))
     return torch.stack(batch)
 

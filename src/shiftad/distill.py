@@ -54,9 +54,10 @@ CROP_MARGIN = 1.25  # source images are kept at 1.25 × the crop size, so crops 
 class DistillTarget(torch.nn.Module):
     """Backbone features the teacher regresses: aggregated, pooled over channels to C, standardised."""
 
-    def __init__(self, backbone: str, weights: str, layers: Sequence[str], neighbourhood: int, channels: int) -> None:
+    def __init__(self, backbone: str, weights: str, layers: Sequence[str], neighbourhood: int, channels: int,
+                 normalisation: str = "model") -> None:
         super().__init__()
-        self.extractor = FeatureExtractor(backbone, layers, weights, param_key="backbone")
+        self.extractor = FeatureExtractor(backbone, layers, weights, param_key="backbone", normalisation=normalisation)
         self.neighbourhood, self.channels = neighbourhood, channels
         self.register_buffer("mean", torch.zeros(1, channels, 1, 1))
         self.register_buffer("std", torch.ones(1, channels, 1, 1))
@@ -115,7 +116,8 @@ def distill_teacher(images: Sequence[np.ndarray], params: Params, progress: bool
     arch, training = p.arch, p.teacher_training
     device = resolve_device(p.device, "efficientad.device")
     size = arch.image_size
-    target = DistillTarget(params.backbone.name, params.backbone.weights, p.teacher.layers, p.teacher.neighbourhood, arch.channels).to(device)
+    target = DistillTarget(params.backbone.name, params.backbone.weights, p.teacher.layers, p.teacher.neighbourhood, arch.channels,
+                            params.backbone.normalisation).to(device)
     pool = AugmentedImages(images, 2 * size)  # the backbone sees twice the PDN's input size
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(params.seed)
@@ -179,9 +181,10 @@ def distillation_images(params: Params) -> tuple[list[np.ndarray], dict[str, int
 class PatchDescriptor(torch.nn.Module):
     """The backbone's descriptor of a patch: each layer's map average-pooled, concatenated."""
 
-    def __init__(self, backbone: str, weights: str, layers: Sequence[str], input_size: int, param_key: str = "backbone") -> None:
+    def __init__(self, backbone: str, weights: str, layers: Sequence[str], input_size: int, param_key: str = "backbone",
+                 normalisation: str = "model") -> None:
         super().__init__()
-        self.extractor = FeatureExtractor(backbone, layers, weights, param_key=param_key)
+        self.extractor = FeatureExtractor(backbone, layers, weights, param_key=param_key, normalisation=normalisation)
         self.input_size = input_size
 
     @torch.no_grad()
@@ -229,8 +232,8 @@ def distill_patch_teachers(images: Sequence[np.ndarray], params: Params, progres
     backbone = p.teacher.backbone if own_backbone else params.backbone.name
     weights = p.teacher.weights if own_backbone else params.backbone.weights
     target = PatchDescriptor(backbone, weights, p.teacher.layers, training.backbone_input,
-                             "uninformed_students.teacher" if own_backbone else "backbone").to(device)
-    resized = list(to_tensor_batch(images, arch.image_size))
+                             "uninformed_students.teacher" if own_backbone else "backbone", params.backbone.normalisation).to(device)
+    resized = list(to_tensor_batch(images, arch.image_size, params.resize))
     state: dict[str, torch.Tensor] = {}
     per_size: dict[str, Any] = {}
     start = time.perf_counter()

@@ -39,7 +39,7 @@ from shiftad.split import domain_view
 
 log = logging.getLogger(__name__)
 VERSIONED_PACKAGES = ("torch", "torchvision", "timm", "numpy", "faiss-cpu", "safetensors", "anomalib", "onnx", "onnxruntime")
-BACKBONE_KEYS = ("backbone", "weights", "layers", "neighbourhood", "image_size")  # of a detector's get_params()
+BACKBONE_KEYS = ("backbone", "weights", "layers", "neighbourhood", "image_size", "resize", "normalisation")  # of a detector's get_params()
 
 
 def _versions() -> dict[str, str]:
@@ -162,14 +162,15 @@ def export_bundle(params: Params, detector: str, regime: str, domain: str, targe
             log.info("%s: ONNX feature network, max |onnx - torch| = %.2e (%.2e of the feature scale) on %d validation images",
                      target, parity["max_abs_diff"], parity["max_rel_diff"], len(val))
         spec = {k: v for k, v in first.get_params().items() if k in BACKBONE_KEYS}
-        subset = {key: params.model_dump()[key] for key in ("seed", "image_size", "backbone", detector, "evaluation", "export")}
+        subset = {key: params.model_dump()[key] for key in ("seed", "image_size", "resize", "backbone", detector, "evaluation", "export")}
         write_json(folder / BUNDLE_FILE, {
             "format": BUNDLE_FORMAT, "format_version": BUNDLE_FORMAT_VERSION, "detector": detector, "regime": regime,
             "domain": domain, "training_seed": seed, "categories": list(params.categories), "thresholds": thresholds,
             "image_size": params.image_size,
             "preprocessing": {"input": "RGB uint8 (gray repeated, alpha dropped, 16-bit scaled as the pipeline reads images)",
-                              "resize": f"{params.image_size}x{params.image_size} bilinear, antialiased",
-                              "scale": "[0, 1]; the network normalises with its backbone's mean/std"},
+                              "resize": f"{params.resize} to {params.image_size}x{params.image_size}, bilinear, antialiased "
+                                        f"(shiftad.geometry; maps cover {'the centred square' if params.resize == 'center_crop' else 'the whole image'})",
+                              "scale": f"[0, 1]; the network normalises with the {params.backbone.normalisation} mean/std"},
             "backbone": spec, "onnx": onnx, "params": subset, "versions": _versions(), "files": file_hashes(folder),
         })
     return target

@@ -95,6 +95,7 @@ class BackboneParams(Section):
     batch_size: int = Field(16, ge=1)
     device: Literal["auto", "cpu", "cuda"] = Field("cpu", description="where the frozen backbone runs (PatchCore, PaDiM, kNN, routed AE); auto = CUDA when present")
     mixed_precision: bool = Field(False, description="on CUDA, the frozen backbone under float16 autocast (features back in float32); ignored on CPU")
+    normalisation: Literal["model", "imagenet"] = Field("model", description="input mean/std of the frozen backbone: the model config's (Lite0: 0.5/0.5) or ImageNet's (anomalib's)")
 
 
 class PatchCoreParams(Section):
@@ -552,6 +553,10 @@ class Params(Section):
     # (or one name when it has none). The data stage checks the data holds exactly these.
     categories: list[CategoryName] = Field(default_factory=lambda: ["brick", "gravel", "widget"], min_length=1)
     image_size: int = Field(256, ge=32, le=1024, description="model input size (square)")
+    # How a non-square image becomes the square input (shiftad.geometry): squash (stretch the
+    # whole image), pad (letterbox, aspect kept; maps cut back to the content) or center_crop
+    # (the centred square only). Masks, maps and overlays follow the same transform.
+    resize: Literal["squash", "pad", "center_crop"] = "squash"
     dataset: DatasetParams = DatasetParams()
     split: SplitParams = SplitParams()
     backbone: BackboneParams = BackboneParams()

@@ -225,9 +225,10 @@ def feature_spec(params: Params, detector: str) -> dict | None:
     if detector == "knn" and params.knn.backbone != "default":
         backbone, weights = params.knn.backbone, params.knn.weights
     if detector == "knn" and is_vision_transformer(backbone):
-        return {"network": "vit_patch_tokens", "backbone": backbone, "weights": weights, "layers": [], "image_size": params.image_size}
-    return {"network": FEATURE_NETWORKS[detector], "backbone": backbone, "weights": weights, "layers": layers,
-            "image_size": params.image_size}
+        layers = []
+    network = "vit_patch_tokens" if detector == "knn" and is_vision_transformer(backbone) else FEATURE_NETWORKS[detector]
+    return {"network": network, "backbone": backbone, "weights": weights, "layers": layers, "image_size": params.image_size,
+            "resize": params.resize, "normalisation": params.backbone.normalisation}
 
 
 def spec_id(spec: dict) -> str:

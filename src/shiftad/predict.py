@@ -70,12 +70,12 @@ def output_stems(paths: Sequence[Path]) -> dict[Path, str]:
 
 
 def _write_outputs(path: Path, stem: str, image: np.ndarray, score: float, heat: np.ndarray, category: str, bundle: Bundle,
-                   out: Path, routed: bool = False) -> dict:
+                   out: Path, routed: bool = False, resize: str = "squash") -> dict:
     threshold, floor = bundle.threshold(category), bundle.map_floor(category)
     vmin = floor if math.isfinite(floor) else float(np.min(heat))
     heatmap = out / f"{stem}_heatmap.png"
     with atomic_path(heatmap) as tmp:
-        Image.fromarray(overlay(image, heat, vmin, max(threshold, vmin + 1e-6))).save(tmp, format="PNG")
+        Image.fromarray(overlay(image, heat, vmin, max(threshold, vmin + 1e-6), resize)).save(tmp, format="PNG")
     record = {"filename": str(path), "category": category, **({"routed_category": category} if routed else {}),
               "prediction": {"is_anomalous": bool(score >= threshold), "anomaly_score": score, "threshold": threshold,
                              "heatmap_path": heatmap.as_posix()}}
@@ -111,7 +111,8 @@ def predict(bundle: Bundle, inputs: Sequence[str], category: str | None, out: Pa
             scores = model.score_images([image for _, image in batch], category=category)
             names = scores.categories if routed else [category] * len(batch)
             for (path, image), score, heat, name in zip(batch, scores.image_scores, scores.maps, names):
-                records[path] = _write_outputs(path, stems[path], image, float(score), heat, str(name), bundle, out, routed)
+                records[path] = _write_outputs(path, stems[path], image, float(score), heat, str(name), bundle, out, routed,
+                                               getattr(model, "resize", "squash"))
         bar.update(len(paths[start : start + batch_size]))
     bar.close()
     ordered = [records[p] for p in paths]

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
-from PIL import Image
 from tqdm.auto import tqdm
 
 from shiftad.data.images import read_image, read_mask
@@ -34,6 +33,7 @@ from shiftad.data.records import ImageRecord
 from shiftad.detectors import load_detector, log_feature_use
 from shiftad.detectors.base import batched
 from shiftad.evaluate.metrics import pixel_metrics
+from shiftad.geometry import frame_mask
 from shiftad.io import save_npz
 from shiftad.params import Params
 from shiftad.paths import robustness_file
@@ -60,8 +60,9 @@ def shifted_test_images(records: list[ImageRecord], settings: ShiftSettings, see
         yield apply_shift(image, mask, drawn)
 
 
-def _masks_at(masks: list[np.ndarray | None], records: list[ImageRecord], size: tuple[int, int]) -> tuple[np.ndarray | None, np.ndarray]:
-    """The shifted masks at the map size and the images that count in pixel metrics (as
+def _masks_at(masks: list[np.ndarray | None], records: list[ImageRecord], size: tuple[int, int], resize: str = "squash"
+              ) -> tuple[np.ndarray | None, np.ndarray]:
+    """The shifted masks in the map frame (params `resize`) at the map size and the images that count in pixel metrics (as
     `evaluate.stage.ground_truth_masks`: not an anomalous image whose mask is empty)."""
     out = np.zeros((len(masks), *size), dtype=bool)
     pixel_images = np.ones(len(masks), dtype=bool)
@@ -70,7 +71,7 @@ def _masks_at(masks: list[np.ndarray | None], records: list[ImageRecord], size: 
             if mask is None:
                 return None, pixel_images
             pixel_images[i] = bool(mask.any())
-            out[i] = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((size[1], size[0]), Image.NEAREST)) > 0
+            out[i] = frame_mask(mask, size, resize)
     return out, pixel_images
 
 
@@ -109,7 +110,7 @@ def run_robustness_stage(params: Params, detector: str, category: str, progress:
         masks: list[np.ndarray | None] = []
         result = model.score_batches(batched(_noting_masks(shifted, masks), model.batch_size))
         scores[c] = result.image_scores
-        truth, pixel_images = _masks_at(masks, records, result.maps.shape[1:])
+        truth, pixel_images = _masks_at(masks, records, result.maps.shape[1:], params.resize)
         pixel = pixel_metrics(result.maps, truth, params.evaluation.aupro_fpr_limit, pixel_images)
         pixel_auroc[c], aupro[c] = pixel["pixel_auroc"], pixel["aupro"]
         log.info("%s/%s %s severity %d: scored %d images", detector, category, family, severity, len(records))

@@ -91,7 +91,8 @@ def test_the_stages_attach_the_store_of_the_models_own_network(tmp_path, monkeyp
 
 
 @pytest.mark.parametrize("override", [{}, {"knn": {"layers": ["blocks.3"]}}, {"knn": {"backbone": "vit_small_patch14_dinov2.lvd142m", "weights": "none"}},
-                                      {"backbone": {"name": "tf_efficientnet_lite1"}, "padim": {"layers": ["blocks.1", "blocks.3"]}}])
+                                      {"backbone": {"name": "tf_efficientnet_lite1"}, "padim": {"layers": ["blocks.1", "blocks.3"]}},
+                                      {"resize": "pad", "backbone": {"normalisation": "imagenet"}}])
 def test_the_dags_spec_of_each_detector_is_the_models_own(override):
     """The Snakefile wires jobs to results/features/<spec id> from params; the models look up
     the folder of their own spec: both must name the same network."""

@@ -65,7 +65,7 @@ def test_offline_weights_are_in_anomalibs_extractor(fitted):
         torch.testing.assert_close(anomalibs[layer], expected, rtol=1e-4, atol=1e-4)  # layouts differ (channels-last ours): float rounding only
         torch.testing.assert_close(used, expected, rtol=0, atol=0)
     assert model.feature_spec() == {"network": "timm_layers", "backbone": "tf_efficientnet_lite0", "weights": "auto",
-                                    "layers": LAYERS, "image_size": model.image_size}
+                                    "layers": LAYERS, "image_size": model.image_size, "resize": "squash", "normalisation": "model"}
 
 
 @pytest.mark.parametrize(
@@ -208,11 +208,12 @@ def test_from_params_reads_the_padim_section():
     params = SimpleNamespace(
         seed=3,
         image_size=64,
-        backbone=SimpleNamespace(name="tf_efficientnet_lite0", weights="auto", batch_size=4),
+        resize="pad",
+        backbone=SimpleNamespace(name="tf_efficientnet_lite0", weights="auto", batch_size=4, normalisation="imagenet"),
         padim=SimpleNamespace(layers=["blocks.1", "blocks.2"], n_features=32, map_sigma=2.0),
     )
     detector = PaDiM.from_params(params)
     assert detector.get_params() == {
         "backbone": "tf_efficientnet_lite0", "weights": "auto", "layers": ["blocks.1", "blocks.2"], "image_size": 64,
-        "n_features": 32, "map_sigma": 2.0, "batch_size": 4, "seed": 3,
+        "resize": "pad", "normalisation": "imagenet", "n_features": 32, "map_sigma": 2.0, "batch_size": 4, "seed": 3,
     }  # fmt: skip

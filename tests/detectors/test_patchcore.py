@@ -65,3 +65,28 @@ def test_registry_builds_from_params():
     detector = build_detector("patchcore", params)
     assert isinstance(detector, PatchCore) and detector.coreset_ratio == 0.05 and detector.image_size == 64
     assert set(DETECTORS) == {"patchcore", "padim", "knn", "routed_ae", "efficientad", "uninformed_students"}
+
+
+@pytest.mark.parametrize("policy", ["squash", "pad", "center_crop"])
+def test_non_square_images_under_each_resize_policy(tmp_path, policy):
+    """Wide images (64 x 160): maps come back square in the map frame, and the defect's map peak
+    lies on its mask brought into that frame (`ground_truth_masks`, the evaluation's masks)."""
+    from PIL import Image
+
+    from shiftad.evaluate.stage import ground_truth_masks
+
+    def widen(records):
+        for r in records:
+            Image.open(r.path).resize((160, 64)).save(r.path)
+        return records
+
+    train = widen(texture_records(tmp_path / "train", 6, size=64))
+    defects = [with_defect(r, tmp_path, (20, 70, 40, 90)) for r in widen(texture_records(tmp_path / "bad", 2, size=64, seed=2))]
+    model = PatchCore(image_size=64, coreset_ratio=0.5, resize=policy).fit(train)
+    scores = model.score(defects)
+    assert scores.maps.shape == (2, 64, 64)
+    masks, _ = ground_truth_masks(defects, (64, 64), policy)
+    for heat, mask in zip(scores.maps, masks):
+        y, x = np.unravel_index(heat.argmax(), heat.shape)
+        ys, xs = np.nonzero(mask)
+        assert ys.min() - 6 <= y <= ys.max() + 6 and xs.min() - 6 <= x <= xs.max() + 6, (policy, (y, x), (ys.min(), ys.max(), xs.min(), xs.max()))

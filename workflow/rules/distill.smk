@@ -17,6 +17,7 @@ rule distill_teacher:
         detector="|".join(TEACHER_DETECTORS),
     params:
         cli=untracked(PARAMS),
+        resize=P.resize,  # masks, maps and model inputs follow it
         root=untracked(ROOT),
         teacher=lambda w: teacher_params(P, w.detector),
         backbone=P.backbone.model_dump(),

@@ -20,6 +20,7 @@ rule evaluate:
         heatmaps=directory("results/heatmaps"),
     params:
         cli=untracked(PARAMS),
+        resize=P.resize,  # masks, maps and model inputs follow it
         root=untracked(ROOT),
         scenarios={k: v.model_dump() for k, v in P.scenarios.items()},
         evaluation=P.evaluation.model_dump(),

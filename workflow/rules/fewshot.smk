@@ -15,6 +15,7 @@ rule fewshot:
          for k in P.few_shot.adaptation_k for split in SCORED_SPLITS for c in P.categories],
     params:
         cli=untracked(PARAMS),
+        resize=P.resize,  # masks, maps and model inputs follow it
         root=untracked(ROOT),
         few_shot=P.few_shot.model_dump(),
         seed=P.seed,

@@ -22,6 +22,7 @@ rule fit:
         directory(fit_output(P)),
     params:
         cli=untracked(PARAMS),
+        resize=P.resize,  # masks, maps and model inputs follow it
         root=untracked(ROOT),
         category=category_flag,
         detector=lambda w: P.model_dump()[w.detector],

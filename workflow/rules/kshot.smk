@@ -9,6 +9,7 @@ rule kshot:
         [f"results/kshot/{{detector}}/{c}.csv" for c in P.categories],
     params:
         cli=untracked(PARAMS),
+        resize=P.resize,  # masks, maps and model inputs follow it
         root=untracked(ROOT),
         few_shot=P.few_shot.model_dump(),
         detector=lambda w: P.model_dump()[w.detector],

@@ -22,6 +22,7 @@ rule report:
         markdown="report/index.md",
     params:
         cli=untracked(PARAMS),
+        resize=P.resize,  # masks, maps and model inputs follow it
         root=untracked(ROOT),
         report=P.report.model_dump(),
     threads: P.rule_threads("report")

@@ -10,6 +10,7 @@ rule robustness:
         [f"results/robustness/{{detector}}/{c}.npz" for c in P.categories],
     params:
         cli=untracked(PARAMS),
+        resize=P.resize,  # masks, maps and model inputs follow it
         root=untracked(ROOT),
         robustness=P.robustness.model_dump(),
         shift_sigma=P.shift.illumination_sigma_px,

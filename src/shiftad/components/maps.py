@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
+from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from shiftad.geometry import content_box
 
 
 def gaussian_kernel_size(sigma: float) -> int:
@@ -73,3 +76,23 @@ def upsample_and_smooth(patch_scores: torch.Tensor, size: int | tuple[int, int],
     scores = patch_scores.float()
     a_h, a_w = map_operator(scores.shape[-2], height, float(sigma)), map_operator(scores.shape[-1], width, float(sigma))
     return torch.matmul(torch.matmul(a_h, scores), a_w.T).numpy().astype(np.float32, copy=False)
+
+
+def to_map_frame(maps: np.ndarray, shapes: Sequence[tuple[int, int]] | None, policy: str) -> np.ndarray:
+    """(B, S, S) maps over the model input -> the map frame (`shiftad.geometry`): under ``pad``
+    each map is cut to its image's letterbox content and resized (bilinear) back to S × S, so it
+    covers the image's own pixels; squash and center_crop maps already do. `shapes`: each
+    image's (height, width); needed only for pad."""
+    if policy != "pad" or maps.shape[0] == 0:
+        return maps
+    if shapes is None or len(shapes) != maps.shape[0]:
+        raise ValueError("resize: pad needs each image's size to cut its map back to the content")
+    size = maps.shape[-1]
+    out = np.array(maps, dtype=np.float32, copy=True)
+    for i, (height, width) in enumerate(shapes):
+        top, left, h, w = content_box(int(height), int(width), size, policy)
+        if (h, w) == (size, size):
+            continue
+        content = torch.from_numpy(np.ascontiguousarray(maps[i, top : top + h, left : left + w], dtype=np.float32))
+        out[i] = F.interpolate(content[None, None], size=(size, size), mode="bilinear", align_corners=False)[0, 0].numpy()
+    return out

@@ -93,6 +93,10 @@ def run_data_stage(
         },
     )
     log.info("%d images in %d categories -> %s\n%s", len(records), len(per_category), manifest_path, describe(records, masks))
+    non_square = sorted(c for c, summary in masks.items() if any(w != h for w, h in summary.sizes))
+    if non_square:
+        log.info("non-square images in %s: each becomes the %d x %d model input by resize: %s (params.yaml; README: "
+                 "Non-square and large images)", ", ".join(non_square), params.image_size, params.image_size, params.resize)
     return records
 
 

@@ -37,6 +37,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from shiftad.backbones import resolve_device, to_tensor_batch
+from shiftad.components.maps import to_map_frame
 from shiftad.components.pdn import (MAP_PADDING, autoencoder, channel_statistics, hard_feature_loss, map_quantiles, normalise_input,
                                     normalise_map, pdn, pdn_output_size)
 from shiftad.data.images import read_image
@@ -122,6 +123,7 @@ class EfficientAD(Detector):
         scale: str = "smoke",
         image_size: int = 128,
         output_size: int = 256,
+        resize: str = "squash",
         width: float = 0.25,
         channels: int = 64,
         steps: int = 250,
@@ -143,6 +145,7 @@ class EfficientAD(Detector):
         self.scale = scale
         self.image_size = image_size
         self.output_size = output_size
+        self.resize = resize
         self.width = width
         self.channels = channels
         self.steps = steps
@@ -162,7 +165,7 @@ class EfficientAD(Detector):
     def from_params(cls, params: Params) -> "EfficientAD":
         p = params.efficientad
         return cls(teacher=str(teacher_dir()), model_size=p.model_size, scale=p.scale, image_size=p.arch.image_size,
-                   output_size=params.image_size, width=p.arch.width, channels=p.arch.channels, steps=p.train.steps,
+                   output_size=params.image_size, resize=params.resize, width=p.arch.width, channels=p.arch.channels, steps=p.train.steps,
                    learning_rate=p.train.learning_rate, weight_decay=p.train.weight_decay, lr_decay_at=p.train.lr_decay_at,
                    train_batch=p.train.batch_size, hard_quantile=p.hard_quantile, map_quantiles=p.map_quantiles,
                    penalty_images=p.penalty_images, device=p.device, batch_size=p.scoring_batch, seed=params.seed)
@@ -191,7 +194,7 @@ class EfficientAD(Detector):
         return facts
 
     def _prepare(self, images: Sequence[np.ndarray]) -> torch.Tensor:
-        return to_tensor_batch(images, self.image_size)
+        return to_tensor_batch(images, self.image_size, self.resize)
 
     def _read(self, records: Sequence[ImageRecord], desc: str) -> torch.Tensor:
         parts = [self._prepare(batch) for batch in tqdm(iter_image_batches(records, 32), desc=desc, disable=not self.progress, leave=False)]
@@ -295,7 +298,7 @@ class EfficientAD(Detector):
         scores = combined.amax(dim=(1, 2)).double().numpy()
         padded = F.pad(combined[:, None], (MAP_PADDING,) * 4)
         maps = F.interpolate(padded, size=(self.output_size, self.output_size), mode="bilinear", align_corners=False)[:, 0]
-        return Scores(scores, maps.float().numpy())
+        return Scores(scores, to_map_frame(maps.float().numpy(), [image.shape[:2] for image in images], self.resize))
 
     # -- persistence --------------------------------------------------------------------------
     def _save_state(self, folder: Path) -> dict[str, Any]:

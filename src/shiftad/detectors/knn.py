@@ -72,6 +72,8 @@ class FewShotKNN(PatchBankDetector):
         weights: str = "auto",
         layers: Sequence[str] = ("blocks.2", "blocks.4"),
         image_size: int = 256,
+        resize: str = "squash",
+        normalisation: str = "model",
         neighbourhood: int = 3,
         distance: str = "euclidean",
         k: int = 1,
@@ -97,7 +99,7 @@ class FewShotKNN(PatchBankDetector):
         if foreground_mask == "on" and not is_vision_transformer(backbone):
             raise ParamsError(f"knn.foreground_mask: 'on' needs ViT patch tokens (DINOv2); '{backbone}' is a CNN, use auto or off")
         self.backbone, self.weights, self.layers = backbone, weights, list(layers)
-        self.image_size, self.neighbourhood = image_size, neighbourhood
+        self.image_size, self.resize, self.normalisation, self.neighbourhood = image_size, resize, normalisation, neighbourhood
         self.distance, self.k, self.image_score = distance, k, image_score
         self.coreset, self.coreset_ratio, self.shots = coreset, coreset_ratio, shots
         self.foreground_mask, self.foreground_threshold = foreground_mask, foreground_threshold
@@ -109,7 +111,8 @@ class FewShotKNN(PatchBankDetector):
         own_backbone = p.backbone != "default"  # otherwise the pipeline's backbone and its weights
         return cls(backbone=p.backbone if own_backbone else params.backbone.name,
                    weights=p.weights if own_backbone else params.backbone.weights,
-                   layers=p.layers, image_size=params.image_size, neighbourhood=p.neighbourhood, distance=p.distance,
+                   layers=p.layers, image_size=params.image_size, resize=params.resize,
+                   normalisation=params.backbone.normalisation, neighbourhood=p.neighbourhood, distance=p.distance,
                    k=p.k, image_score=p.image_score, coreset=p.coreset, coreset_ratio=p.coreset_ratio, shots=p.shots,
                    foreground_mask=p.foreground_mask, foreground_threshold=p.foreground_threshold, map_sigma=p.map_sigma,
                    batch_size=params.backbone.batch_size, knn_batch=p.knn_batch, seed=params.seed)

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from shiftad.backbones import FeatureExtractor, PatchTokenExtractor, is_vision_transformer, shared_feature_extractor, to_tensor_batch
 from shiftad.components.aggregation import aggregate_patches, to_patch_rows
 from shiftad.components.knn import NearestNeighbours
-from shiftad.components.maps import upsample_and_smooth
+from shiftad.components.maps import to_map_frame, upsample_and_smooth
 from shiftad.data.records import ImageRecord
 from shiftad.detectors.base import Detector, FeatureNetwork, Scores, iter_image_batches
 from shiftad.io import read_json
@@ -39,6 +39,7 @@ class PatchRows:
     grid: tuple[int, int]
     foreground: np.ndarray | None = None  # (n, h·w) bool; None: every patch counts
     categories: np.ndarray | None = None  # (n,) category of each image
+    shapes: np.ndarray | None = None  # (n, 2) each image's height and width (maps under resize: pad need them)
 
     def __len__(self) -> int:
         return int(self.rows.shape[0])
@@ -46,7 +47,7 @@ class PatchRows:
     def take(self, indices: Sequence[int] | np.ndarray) -> "PatchRows":
         indices = np.asarray(indices, dtype=np.int64)
         return PatchRows(self.rows[indices], self.grid, None if self.foreground is None else self.foreground[indices],
-                         None if self.categories is None else self.categories[indices])
+                         None if self.categories is None else self.categories[indices], None if self.shapes is None else self.shapes[indices])
 
     def by_category(self) -> list["PatchRows"]:
         """One part per category, in order of first appearance (the whole set when unlabelled)."""
@@ -62,10 +63,11 @@ class PatchRows:
 
     @staticmethod
     def concat(parts: Sequence["PatchRows"]) -> "PatchRows":
-        masks, names = [p.foreground for p in parts], [p.categories for p in parts]
-        foreground = None if any(m is None for m in masks) else np.concatenate(masks)
-        categories = None if any(c is None for c in names) else np.concatenate(names)
-        return PatchRows(np.concatenate([p.rows for p in parts]), parts[0].grid, foreground, categories)
+        def joined(arrays: list[np.ndarray | None]) -> np.ndarray | None:
+            return None if any(a is None for a in arrays) else np.concatenate(arrays)
+
+        return PatchRows(np.concatenate([p.rows for p in parts]), parts[0].grid, joined([p.foreground for p in parts]),
+                         joined([p.categories for p in parts]), joined([p.shapes for p in parts]))
 
 
 class PatchBankDetector(Detector):
@@ -80,9 +82,10 @@ class PatchBankDetector(Detector):
     def extractor(self) -> FeatureExtractor | PatchTokenExtractor:
         if self._extractor is None:
             if is_vision_transformer(self.backbone):
-                self._extractor = PatchTokenExtractor(self.backbone, self.weights, self.name)
+                self._extractor = PatchTokenExtractor(self.backbone, self.weights, self.name, self.normalisation)
             else:
-                self._extractor = shared_feature_extractor(self.backbone, tuple(self.layers), self.weights, self._backbone_param_key())
+                self._extractor = shared_feature_extractor(self.backbone, tuple(self.layers), self.weights, self._backbone_param_key(),
+                                                           self.normalisation)
         return self._extractor
 
     def _backbone_param_key(self) -> str:
@@ -96,12 +99,13 @@ class PatchBankDetector(Detector):
     def feature_spec(self) -> dict[str, Any]:
         vit = is_vision_transformer(self.backbone)
         return {"network": "vit_patch_tokens" if vit else "timm_layers", "backbone": self.backbone, "weights": self.weights,
-                "layers": [] if vit else list(self.layers), "image_size": self.image_size}
+                "layers": [] if vit else list(self.layers), "image_size": self.image_size, "resize": self.resize,
+                "normalisation": self.normalisation}
 
     def prepare_batch(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         # a CNN takes image_size itself (no need to build the network for it); a ViT a multiple of its patch
         size = self.feature_network().input_size if is_vision_transformer(self.backbone) else self.image_size
-        return to_tensor_batch(images, size)
+        return to_tensor_batch(images, size, self.resize)
 
     def embed(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """Patch features (B, C, h, w) of RGB uint8 images: ViT patch tokens, or locally aware
@@ -134,7 +138,8 @@ class PatchBankDetector(Detector):
         embedding = self.embed(images)
         b, c, h, w = embedding.shape
         rows = self._prepare_rows(to_patch_rows(embedding).numpy().astype(np.float32)).reshape(b, h * w, c)
-        return PatchRows(rows, (h, w), self._foreground(rows, (h, w)), np.array(list(categories)))
+        shapes = np.array([image.shape[:2] for image in images], dtype=np.int64).reshape(-1, 2)
+        return PatchRows(rows, (h, w), self._foreground(rows, (h, w)), np.array(list(categories)), shapes)
 
     # -- fitting ------------------------------------------------------------------------------
     def fit(self, records: Sequence[ImageRecord], validation: Sequence[ImageRecord] = ()) -> "PatchBankDetector":
@@ -207,7 +212,8 @@ class PatchBankDetector(Detector):
             patch = np.where(rows.foreground, patch, 0.0)
         image_scores = self._image_scores(patch, indices[:, 0].reshape(n, p), rows.rows) if n else np.zeros(0)
         if maps and n:
-            heat = upsample_and_smooth(torch.from_numpy(patch.reshape(n, *rows.grid)), self.image_size, self.map_sigma)
+            heat = to_map_frame(upsample_and_smooth(torch.from_numpy(patch.reshape(n, *rows.grid)), self.image_size, self.map_sigma),
+                                None if rows.shapes is None else rows.shapes.tolist(), self.resize)
         else:
             heat = np.zeros((n, 0, 0), dtype=np.float32)
         return Scores(np.asarray(image_scores, dtype=np.float64), heat)

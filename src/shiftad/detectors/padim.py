@@ -45,7 +45,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from shiftad.backbones import BackboneWeightsError, FeatureExtractor, create_backbone, shared_feature_extractor, to_tensor_batch
-from shiftad.components.maps import upsample_and_smooth
+from shiftad.components.maps import to_map_frame, upsample_and_smooth
 from shiftad.data.records import ImageRecord
 from shiftad.detectors.base import META_FILE, Detector, FeatureNetwork, Scores, iter_image_batches
 from shiftad.errors import ParamsError
@@ -160,6 +160,8 @@ class PaDiM(Detector):
         weights: str = "auto",
         layers: Sequence[str] = ("blocks.2", "blocks.4"),
         image_size: int = 256,
+        resize: str = "squash",
+        normalisation: str = "model",
         n_features: int = 100,
         map_sigma: float = 4.0,
         batch_size: int = 16,
@@ -173,6 +175,8 @@ class PaDiM(Detector):
         self.weights = weights
         self.layers = list(layers)
         self.image_size = image_size
+        self.resize = resize
+        self.normalisation = normalisation
         self.n_features = n_features
         self.map_sigma = map_sigma
         self.batch_size = batch_size
@@ -194,6 +198,8 @@ class PaDiM(Detector):
             weights=params.backbone.weights,
             layers=p.layers,
             image_size=params.image_size,
+            resize=params.resize,
+            normalisation=params.backbone.normalisation,
             n_features=p.n_features,
             map_sigma=p.map_sigma,
             batch_size=params.backbone.batch_size,
@@ -259,20 +265,20 @@ class PaDiM(Detector):
         if self._extractor is None:
             with torch.random.fork_rng(devices=[]):  # timm's random inits: not the caller's RNG stream
                 check_layers(self.backbone, self.layers)
-            self._extractor = shared_feature_extractor(self.backbone, tuple(self.layers), self.weights)
+            self._extractor = shared_feature_extractor(self.backbone, tuple(self.layers), self.weights, normalisation=self.normalisation)
         return self._extractor
 
     def prepare_batch(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """Same pixels as PatchCore sees: resized to image_size (antialiased bilinear); the
         network normalises with the backbone's own timm mean/std."""
-        return to_tensor_batch(images, self.image_size)
+        return to_tensor_batch(images, self.image_size, self.resize)
 
     def feature_network(self) -> FeatureNetwork:
         return FeatureNetwork(self.extractor, self.image_size)
 
     def feature_spec(self) -> dict[str, Any]:
         return {"network": "timm_layers", "backbone": self.backbone, "weights": self.weights, "layers": list(self.layers),
-                "image_size": self.image_size}
+                "image_size": self.image_size, "resize": self.resize, "normalisation": self.normalisation}
 
     @torch.no_grad()
     def embed(self, images: Sequence[np.ndarray]) -> torch.Tensor:
@@ -344,7 +350,7 @@ class PaDiM(Detector):
         # Gaussian blur, σ = map_sigma; anomalib's own is 4), the blur as `upsample_and_smooth`:
         # anomalib's 33x33 2-D convolution was a third of a scoring job.
         distances = mahalanobis_grid(embedding, self._mean, self._inv_covariance)  # (B, 1, h, w)
-        maps = upsample_and_smooth(distances[:, 0], self.image_size, self.map_sigma)
+        maps = to_map_frame(upsample_and_smooth(distances[:, 0], self.image_size, self.map_sigma), [image.shape[:2] for image in images], self.resize)
         image_scores = maps.reshape(len(maps), -1).max(axis=1).astype(np.float64)  # anomalib's pred_score: the map's max
         return Scores(np.asarray(image_scores, dtype=np.float64), maps.astype(np.float32, copy=False))
 

@@ -28,6 +28,8 @@ class PatchCore(PatchBankDetector):
         weights: str = "auto",
         layers: Sequence[str] = ("blocks.2", "blocks.4"),
         image_size: int = 256,
+        resize: str = "squash",
+        normalisation: str = "model",
         neighbourhood: int = 3,
         coreset_ratio: float = 0.1,
         projection_dim: int = 128,
@@ -44,6 +46,8 @@ class PatchCore(PatchBankDetector):
         self.weights = weights
         self.layers = list(layers)
         self.image_size = image_size
+        self.resize = resize
+        self.normalisation = normalisation
         self.neighbourhood = neighbourhood
         self.coreset_ratio = coreset_ratio
         self.projection_dim = projection_dim
@@ -62,6 +66,8 @@ class PatchCore(PatchBankDetector):
             weights=params.backbone.weights,
             layers=p.layers,
             image_size=params.image_size,
+            resize=params.resize,
+            normalisation=params.backbone.normalisation,
             neighbourhood=p.neighbourhood,
             coreset_ratio=p.coreset_ratio,
             projection_dim=p.projection_dim,

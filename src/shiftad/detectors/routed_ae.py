@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from shiftad.backbones import FeatureExtractor, shared_feature_extractor, to_tensor_batch
 from shiftad.components.aggregation import aggregate_patches
-from shiftad.components.maps import upsample_and_smooth
+from shiftad.components.maps import to_map_frame, upsample_and_smooth
 from shiftad.data.records import ImageRecord
 from shiftad.detectors.base import Detector, FeatureNetwork, Scores, iter_image_batches
 from shiftad.io import read_json, write_json
@@ -120,6 +120,8 @@ class RoutedAutoencoder(Detector):
         weights: str = "auto",
         layers: Sequence[str] = ("blocks.2", "blocks.4"),
         image_size: int = 256,
+        resize: str = "squash",
+        normalisation: str = "model",
         neighbourhood: int = 3,
         hidden: int = 128,
         latent: int = 100,
@@ -143,6 +145,8 @@ class RoutedAutoencoder(Detector):
         self.weights = weights
         self.layers = list(layers)
         self.image_size = image_size
+        self.resize = resize
+        self.normalisation = normalisation
         self.neighbourhood = neighbourhood
         self.hidden = hidden
         self.latent = latent
@@ -164,6 +168,7 @@ class RoutedAutoencoder(Detector):
     def from_params(cls, params: Params) -> "RoutedAutoencoder":
         p = params.routed_ae
         return cls(backbone=params.backbone.name, weights=params.backbone.weights, layers=p.layers, image_size=params.image_size,
+                   resize=params.resize, normalisation=params.backbone.normalisation,
                    neighbourhood=p.neighbourhood, hidden=p.hidden, latent=p.latent, epochs=p.epochs, patience=p.patience,
                    learning_rate=p.learning_rate, train_batch=p.train_batch, top_k=p.top_k,
                    std_multiplier=p.std_multiplier, router_c=p.router_c, map_sigma=p.map_sigma,
@@ -173,7 +178,7 @@ class RoutedAutoencoder(Detector):
     @property
     def extractor(self) -> FeatureExtractor:
         if self._extractor is None:
-            self._extractor = shared_feature_extractor(self.backbone, tuple(self.layers), self.weights)
+            self._extractor = shared_feature_extractor(self.backbone, tuple(self.layers), self.weights, normalisation=self.normalisation)
         return self._extractor
 
     def feature_network(self) -> FeatureNetwork:
@@ -181,10 +186,10 @@ class RoutedAutoencoder(Detector):
 
     def feature_spec(self) -> dict[str, Any]:
         return {"network": "timm_layers", "backbone": self.backbone, "weights": self.weights, "layers": list(self.layers),
-                "image_size": self.image_size}
+                "image_size": self.image_size, "resize": self.resize, "normalisation": self.normalisation}
 
     def prepare_batch(self, images: Sequence[np.ndarray]) -> torch.Tensor:
-        return to_tensor_batch(images, self.image_size)
+        return to_tensor_batch(images, self.image_size, self.resize)
 
     def embed(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """(B, C, h, w): pooled, aligned, concatenated mid-level features (not standardised)."""
@@ -300,7 +305,7 @@ class RoutedAutoencoder(Detector):
             rows = torch.tensor([i for i, r in enumerate(routes) if r == name])
             image_scores, error = self._score_features(name, features[rows])
             scores[rows], errors[rows] = image_scores.double(), error
-        maps = upsample_and_smooth(errors, self.image_size, self.map_sigma)
+        maps = to_map_frame(upsample_and_smooth(errors, self.image_size, self.map_sigma), [image.shape[:2] for image in images], self.resize)
         return Scores(scores.numpy(), maps, np.array(routes))
 
     # -- persistence --------------------------------------------------------------------------

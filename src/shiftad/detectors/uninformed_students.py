@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from shiftad.backbones import resolve_device, to_tensor_batch
+from shiftad.components.maps import to_map_frame
 from shiftad.components.patch_nets import PatchNet, student_scores
 from shiftad.components.pdn import channel_statistics, normalise_input
 from shiftad.data.records import ImageRecord
@@ -74,6 +75,7 @@ class UninformedStudents(Detector):
         patch_sizes: Sequence[int] = (17,),
         image_size: int = 64,
         output_size: int = 256,
+        resize: str = "squash",
         width: float = 0.125,
         descriptor_dim: int = 64,
         students: int = 3,
@@ -92,6 +94,7 @@ class UninformedStudents(Detector):
         self.patch_sizes = [int(p) for p in patch_sizes]
         self.image_size = image_size
         self.output_size = output_size
+        self.resize = resize
         self.width = width
         self.descriptor_dim = descriptor_dim
         self.students = students
@@ -108,7 +111,7 @@ class UninformedStudents(Detector):
     def from_params(cls, params: Params) -> "UninformedStudents":
         p = params.uninformed_students
         return cls(teacher=str(teacher_dir(DETECTOR)), scale=p.scale, patch_sizes=p.arch.patch_sizes, image_size=p.arch.image_size,
-                   output_size=params.image_size, width=p.arch.width, descriptor_dim=p.arch.descriptor_dim, students=p.students,
+                   output_size=params.image_size, resize=params.resize, width=p.arch.width, descriptor_dim=p.arch.descriptor_dim, students=p.students,
                    epochs=p.train.epochs, learning_rate=p.train.learning_rate, weight_decay=p.train.weight_decay,
                    train_batch=p.train.batch_size, device=p.device, batch_size=p.scoring_batch, seed=params.seed)
 
@@ -142,7 +145,7 @@ class UninformedStudents(Detector):
         return teachers, facts
 
     def _prepare(self, images: Sequence[np.ndarray]) -> torch.Tensor:
-        return normalise_input(to_tensor_batch(images, self.image_size))
+        return normalise_input(to_tensor_batch(images, self.image_size, self.resize))
 
     def _read(self, records: Sequence[ImageRecord], desc: str) -> torch.Tensor:
         parts = [self._prepare(batch) for batch in tqdm(iter_image_batches(records, 32), desc=desc, disable=not self.progress, leave=False)]
@@ -260,7 +263,9 @@ class UninformedStudents(Detector):
         scores = anomaly.amax(dim=(1, 2)).double().numpy()
         size = (self.output_size, self.output_size)
         resized = F.interpolate(torch.stack([anomaly, uncertainty], dim=1), size=size, mode="bilinear", align_corners=False)
-        return Scores(scores, resized[:, 0].float().numpy(), extra_maps={"uncertainty": resized[:, 1].float().numpy()})
+        shapes = [image.shape[:2] for image in images]
+        maps, uncertainty_maps = (to_map_frame(resized[:, i].float().numpy(), shapes, self.resize) for i in (0, 1))
+        return Scores(scores, maps, extra_maps={"uncertainty": uncertainty_maps})
 
     # -- persistence --------------------------------------------------------------------------
     def _save_state(self, folder: Path) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from shiftad.data.images import read_image, read_mask
 from shiftad.data.records import ImageRecord
 from shiftad.evaluate.metrics import image_metrics, pixel_metrics
 from shiftad.evaluate.thresholds import compute_thresholds
+from shiftad.geometry import frame_image, frame_mask
 from shiftad.io import atomic_dir, atomic_path, load_npz, write_json, write_text
 from shiftad.parallel import parallel_map
 from shiftad.params import Params, ScenarioRun
@@ -42,8 +43,9 @@ log = logging.getLogger(__name__)
 HEADLINE_METRICS = ("image_auroc", "image_auprc", "f1", "pixel_auroc", "aupro")
 
 
-def ground_truth_masks(records: list[ImageRecord], size: tuple[int, int]) -> tuple[np.ndarray | None, np.ndarray]:
-    """Ground-truth masks at the map size (nearest; None when an anomalous image has no mask
+def ground_truth_masks(records: list[ImageRecord], size: tuple[int, int], resize: str = "squash") -> tuple[np.ndarray | None, np.ndarray]:
+    """Ground-truth masks in the map frame (`shiftad.geometry`, params `resize`) at the map size
+    (nearest; None when an anomalous image has no mask
     file) and which images count in pixel metrics: all but the anomalous images whose mask has
     no defect pixel (annotated at image level only: not normal pixels)."""
     masks = np.zeros((len(records), *size), dtype=bool)
@@ -55,20 +57,20 @@ def ground_truth_masks(records: list[ImageRecord], size: tuple[int, int]) -> tup
             return None, pixel_images
         full = read_mask(record.mask_path)
         pixel_images[i] = bool(full.any())
-        masks[i] = np.asarray(Image.fromarray(full.astype(np.uint8) * 255).resize((size[1], size[0]), Image.NEAREST)) > 0
+        masks[i] = frame_mask(full, size, resize)
     return masks, pixel_images
 
 
 HEATMAP_ALPHA = 0.45  # share of the heat colour in the blend: the image stays readable beneath
 
 
-def overlay(image: np.ndarray, heat: np.ndarray, vmin: float, vmax: float) -> np.ndarray:
+def overlay(image: np.ndarray, heat: np.ndarray, vmin: float, vmax: float, resize: str = "squash") -> np.ndarray:
     """The anomaly map as a semi-transparent jet layer (blue = low, red = at or above `vmax`)
-    over the image resized to the map size. The ground truth is not drawn in: the report
+    over the image in the map frame (`resize`: the run's policy) at the map size. The ground truth is not drawn in: the report
     layers it on top, so the heat stays visible under it."""
     from matplotlib import colormaps
 
-    base = _resized(image, heat.shape).astype(np.float32) / 255.0
+    base = frame_image(image, heat.shape, resize).astype(np.float32) / 255.0
     level = np.clip((heat - vmin) / max(vmax - vmin, 1e-12), 0.0, 1.0)
     colour = colormaps["jet"](level)[..., :3]
     blended = (1.0 - HEATMAP_ALPHA) * base + HEATMAP_ALPHA * colour
@@ -88,16 +90,11 @@ def extra_map_range(val_maps: np.ndarray, val_labels: np.ndarray, test_maps: np.
     return vmin, max(vmax, vmin + 1e-6)
 
 
-def _resized(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """`image` at (height, width) `size`, bilinear (a copy when it already is that size)."""
-    return np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.BILINEAR))
-
-
 @lru_cache(maxsize=512)
-def _overlay_base(path: str, size: tuple[int, int]) -> np.ndarray:
+def _overlay_base(path: str, size: tuple[int, int], resize: str) -> np.ndarray:
     """A test image resized to the map size as `overlay` does it: every run of a category draws
     over the same images (~50 runs each), read and resized once per worker process."""
-    base = _resized(read_image(path), size)
+    base = frame_image(read_image(path), size, resize)
     base.setflags(write=False)  # shared between runs
     return base
 
@@ -106,7 +103,7 @@ OVERLAY_QUALITY = 90  # with full-resolution colour (no 4:2:0 subsampling): a he
 
 
 def _write_heatmaps(folder: Path, records: list[ImageRecord], maps: np.ndarray, vmin: float, vmax: float,
-                    extra: dict[str, tuple[np.ndarray, float, float]] | None = None) -> tuple[list[str], list[dict[str, str]]]:
+                    extra: dict[str, tuple[np.ndarray, float, float]] | None = None, resize: str = "squash") -> tuple[list[str], list[dict[str, str]]]:
     """One overlay JPEG per test image, plus `<its stem>_<name>.jpg` per auxiliary map in `extra`
     (name -> (maps, vmin, vmax)). Returns the heatmap paths and, per image, name -> extra path.
     JPEG: pictures to look at (the metrics use the maps themselves), 7x smaller and 80x faster
@@ -114,7 +111,7 @@ def _write_heatmaps(folder: Path, records: list[ImageRecord], maps: np.ndarray, 
     paths, extra_paths = [], []
     for i, record in enumerate(records):
         path = folder / f"{i:04d}_{record.defect_type}_{Path(record.path).stem}.jpg"  # index: stems may repeat
-        image = _overlay_base(record.path, maps.shape[1:])  # at the map size already: overlay's resize is a copy
+        image = _overlay_base(record.path, maps.shape[1:], resize)  # in the map frame already: overlay's resize is a copy
         with atomic_path(path) as tmp:
             Image.fromarray(overlay(image, maps[i], vmin, vmax)).save(tmp, format="JPEG", quality=OVERLAY_QUALITY, subsampling=0)
         paths.append(path.as_posix())
@@ -140,7 +137,7 @@ def evaluate_category(
         val["image_scores"], val["labels"], rule, settings.threshold.percentile, settings.threshold.std_multiplier, context=context
     )
     scores, labels, maps = test["image_scores"], test["labels"], test["maps"]
-    masks, pixel_images = ground_truth_masks(records, maps.shape[1:])
+    masks, pixel_images = ground_truth_masks(records, maps.shape[1:], params.resize)
     row = {
         **image_metrics(scores, labels, thresholds.value),
         **pixel_metrics(maps, masks, settings.aupro_fpr_limit, pixel_images),
@@ -166,7 +163,8 @@ def evaluate_category(
             if key not in val:
                 raise RuntimeError(f"{context}: the test scores hold extra map '{name}' but the validation scores do not; rerun the score stage")
             extra[name] = (test[key], *extra_map_range(val[key], val["labels"], test[key]))
-        heatmap_paths, extra_paths = _write_heatmaps(heatmap_folder, records, maps, vmin, max(thresholds.value, vmin + 1e-6), extra)
+        heatmap_paths, extra_paths = _write_heatmaps(heatmap_folder, records, maps, vmin, max(thresholds.value, vmin + 1e-6), extra,
+                                                   params.resize)
     routed = test.get("routed_categories")
     predictions = [
         {

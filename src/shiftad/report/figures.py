@@ -694,10 +694,9 @@ def _read_rgb(path: Any) -> np.ndarray | None:
         return None
 
 
-def _read_mask(path: Any, shape: tuple[int, int]) -> np.ndarray | None:
-    """The mask at `shape` (any non-zero pixel is defect, as everywhere); None if unreadable."""
-    from PIL import Image
-
+def _read_mask(path: Any, shape: tuple[int, int], resize: str = "squash") -> np.ndarray | None:
+    """The mask in the map frame (params `resize`) at `shape` (any non-zero pixel is defect, as
+    everywhere); None if unreadable."""
     from shiftad.data.images import read_mask
     from shiftad.errors import DataError
 
@@ -705,12 +704,12 @@ def _read_mask(path: Any, shape: tuple[int, int]) -> np.ndarray | None:
         mask = read_mask(path)
     except (DataError, OSError, ValueError, TypeError):
         return None
-    if mask.shape != shape:
-        mask = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((shape[1], shape[0]), Image.Resampling.NEAREST)) > 0
-    return mask
+    from shiftad.geometry import frame_mask
+
+    return frame_mask(mask, shape, resize)
 
 
-def gallery_figure(records: Sequence[Mapping[str, Any]], title: str, per_row: int = 4) -> Figure:
+def gallery_figure(records: Sequence[Mapping[str, Any]], title: str, per_row: int = 4, resize: str = "squash") -> Figure:
     """A grid of overlay images with captions; the ground-truth mask (if given) is drawn as a white
     contour and the border is green for right decisions, red for wrong ones.
 
@@ -731,7 +730,7 @@ def gallery_figure(records: Sequence[Mapping[str, Any]], title: str, per_row: in
         else:
             ax.imshow(image)
             if record.get("mask"):
-                mask = _read_mask(record["mask"], image.shape[:2])
+                mask = _read_mask(record["mask"], image.shape[:2], resize)
                 if mask is not None and mask.any() and not mask.all():
                     ax.contour(mask.astype(float), levels=[0.5], colors="white", linewidths=1.2)
         correct = record.get("correct")

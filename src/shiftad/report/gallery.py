@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from shiftad.data.images import read_mask
+from shiftad.geometry import frame_mask
 from shiftad.io import atomic_path, read_json
 from shiftad.report.html import Tile
 
@@ -38,11 +39,11 @@ def thumbnail(source: str | Path, target: Path) -> None:
     _save(image, target, format="JPEG", quality=85)
 
 
-def mask_layer(mask_path: str, target: Path, size: tuple[int, int]) -> None:
-    """The ground-truth mask as an RGBA PNG of `size` (w, h): semi-transparent red where
+def mask_layer(mask_path: str, target: Path, size: tuple[int, int], resize: str = "squash") -> None:
+    """The ground-truth mask in the map frame (params `resize`) as an RGBA PNG of `size` (w, h): semi-transparent red where
     defective, a one-pixel white edge around it, transparent elsewhere."""
     mask = read_mask(mask_path)
-    mask = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(size, Image.NEAREST)) > 0
+    mask = frame_mask(mask, (size[1], size[0]), resize)
     from scipy.ndimage import binary_dilation
 
     rgba = np.zeros((*mask.shape, 4), dtype=np.uint8)
@@ -59,7 +60,7 @@ def score_range(scores: list[float], threshold: float) -> tuple[float, float]:
 
 
 def build_tiles(predictions_file: Path, threshold: float, gallery_dir: Path, run_dir: str, category: str,
-                masks_done: set[str]) -> list[tuple[str, Tile]]:
+                masks_done: set[str], resize: str = "squash") -> list[tuple[str, Tile]]:
     """(test image filename, tile) of one run and category, writing the thumbnails and mask layers they point at into
     `gallery_dir` (which becomes `report/gallery/`; tiles link as `gallery/...`)."""
     records = read_json(predictions_file)
@@ -78,7 +79,7 @@ def build_tiles(predictions_file: Path, threshold: float, gallery_dir: Path, run
             mask_rel = f"masks/{hashlib.sha1(mask_path.encode('utf-8')).hexdigest()[:16]}.png"
             if mask_rel not in masks_done:
                 size = Image.open(gallery_dir / image_rel).size
-                mask_layer(mask_path, gallery_dir / mask_rel, size)
+                mask_layer(mask_path, gallery_dir / mask_rel, size, resize)
                 masks_done.add(mask_rel)
         extra = []
         for name, path in record["prediction"].get("extra_heatmaps", {}).items():

@@ -127,7 +127,8 @@ def run_report_stage(params: Params, progress: bool = True) -> Path:
         excluded = int(data.iloc[:, -1].sum()) if data.columns[-1].startswith("anomalous, empty") else 0
         table("Data", "data", data,
               "Test images per category and scenario test set. Masks are read as the MVTec evaluation reads them: every "
-              "non-zero pixel is defect. " + (f"{excluded} anomalous test image(s) have an empty mask (annotated at image level "
+              f"non-zero pixel is defect. Images become the {params.image_size} x {params.image_size} model input by "
+              f"resize: {params.resize} (masks and maps follow it; README: Non-square and large images). " + (f"{excluded} anomalous test image(s) have an empty mask (annotated at image level "
               "only): they count in image metrics and are left out of pixel metrics, not treated as normal pixels."
               if excluded else "Every anomalous test image with a mask has defect pixels."))
         table("Detectors", "detectors", detectors,
@@ -222,7 +223,8 @@ def run_report_stage(params: Params, progress: bool = True) -> Path:
                        for r in picked if isinstance(r["heatmap_path"], str)]
             if records:
                 figures.add("Heatmap galleries", f"gallery_{detector}_{regime}_{scenario}",
-                            F.gallery_figure, (records, f"{detector}/{regime}/{scenario}: highest-scored images", params.report.gallery_images),
+                            F.gallery_figure, (records, f"{detector}/{regime}/{scenario}: highest-scored images", params.report.gallery_images,
+                                                params.resize),
                             f"{detector}/{regime}/{scenario}: {F.CAPTIONS['gallery_figure']}", pdf=False)  # photos: PNG only
 
         figures.start(pool)  # drawn by the workers while this process builds the gallery tiles
@@ -233,7 +235,7 @@ def run_report_stage(params: Params, progress: bool = True) -> Path:
                 break
             run_dir = f"{detector}/{regime}/{scenario}"
             pairs = build_tiles(PREDICTIONS_DIR / run_dir / f"{category}.json", float(threshold), gallery_dir,
-                                run_dir, category, masks_done)
+                                run_dir, category, masks_done, params.resize)
             tiles = [tile for _, tile in pairs]
             for filename, tile in pairs:
                 tile_index[(run_dir, filename)] = tile
@@ -258,7 +260,8 @@ def run_report_stage(params: Params, progress: bool = True) -> Path:
     intro = (f"Study of {len(params.detectors)} detectors ({', '.join(params.detectors)}) in {len(REGIMES)} regimes (one model per "
              f"category / one global model) under {len(params.scenarios)} scenarios ({', '.join(scenario_order)}), on "
              f"{len(params.categories)} categories ({', '.join(f'{c}: {int(n)} test images, {int(a)} anomalous' for c, (n, a) in counts.iterrows())}). "
-             f"Data source: {params.dataset.source}; backbone {params.backbone.name}; shift severity {params.shift.severity} "
+             f"Data source: {params.dataset.source}; backbone {params.backbone.name} ({params.backbone.normalisation} input scaling); "
+             f"{params.image_size} px input ({params.resize}); shift severity {params.shift.severity} "
              f"({', '.join(params.shift.families)}).\n\n"
              f"Every threshold was chosen on validation images only (rule: {params.evaluation.threshold.rule}). Intervals are "
              f"{level} percentile intervals of a {boot} (normal and anomalous counts kept); the macro mean resamples each category "

@@ -138,7 +138,7 @@ def load_run(params: Params, run: Run, category: str, threshold: float, records:
     scores = load_npz(scores_file(detector, regime, scenario.model_key, scenario.test, "test", category, params.reference_seed))
     if list(scores["paths"]) != [r.path for r in records]:
         raise RuntimeError(f"{detector}/{regime}/{scenario_name}/{category}: score file does not match the splits; rerun the score stage")
-    masks, pixel_images = ground_truth_masks(records, scores["maps"].shape[1:])
+    masks, pixel_images = ground_truth_masks(records, scores["maps"].shape[1:], params.resize)
     test = TestSet(scores=scores["image_scores"].astype(np.float64), labels=scores["labels"].astype(np.int64),
                    threshold=threshold, maps=scores["maps"] if masks is not None else None, masks=masks,
                    pixel_images=pixel_images if masks is not None else None)
