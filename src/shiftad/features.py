@@ -3,8 +3,8 @@
 PatchCore, PaDiM, the few-shot kNN and the routed autoencoders run a frozen pretrained network,
 and so do the stages around them (fit, score, K-shot, few-shot, robustness): the same network
 over the same images, job after job. This stage runs each distinct network (its spec:
-implementation, backbone, weights, layers, image size; by default all four share one: the
-same layers of the same backbone) once over the clean
+implementation, backbone, weights, input size, resize policy, input scaling; by default all
+four share one) once, keeping the union of the layers its detectors use, over the clean
 and shifted train / val / test images of every category and the images of the robustness
 sweep, and stores the outputs (`results/features/<spec id>/`, see
 `shiftad.components.feature_store`). Every later job's detector looks its batches up there by
@@ -30,7 +30,7 @@ from shiftad.detectors.base import batched, iter_image_batches
 from shiftad.errors import ShiftadError
 from shiftad.io import atomic_dir, write_json
 from shiftad.params import Params
-from shiftad.pipeline import DOMAINS, FEATURES_DIR, feature_spec, feature_specs
+from shiftad.pipeline import DOMAINS, FEATURES_DIR, feature_spec, feature_specs, store_spec
 from shiftad.robustness import condition_settings, shifted_test_images, sweep_conditions
 from shiftad.shift import ShiftSettings
 from shiftad.split import SPLIT_NAMES, domain_view
@@ -83,8 +83,14 @@ def run_features_stage(params: Params, feature_set: str, spec: str | None = None
 def store_network(params: Params, name: str, spec: dict, feature_set: str, image_lists: list[tuple[str, int, ImageBatches]],
                   progress: bool) -> Path:
     """One network's outputs for every image list, written to results/features/<set>/<spec id>/."""
-    detector = next(d for d in params.detectors if feature_spec(params, d) == spec)
+    # an unfitted model of a detector this network serves, its layers set to the union the store
+    # keeps (PaDiM's extractor is anomalib's layer set: a model of another detector where there is one)
+    served = [d for d in params.detectors if store_spec(params, d) == spec]
+    exact = [d for d in served if feature_spec(params, d) == spec]
+    detector = exact[0] if exact else next(d for d in served if d != "padim")
     model = build_detector(detector, params, stored_features=False)  # unfitted: only its frozen network runs
+    if spec["layers"] != model.feature_spec()["layers"]:
+        model.layers, model._extractor = list(spec["layers"]), None
     if model.feature_spec() != spec:
         raise RuntimeError(f"{detector}: its feature_spec() {model.feature_spec()} differs from the params' {spec}")
     model.feature_network()  # built before the clock starts: its per-image time is what later jobs charge

@@ -99,6 +99,7 @@ class BackboneParams(Section):
 
 
 class PatchCoreParams(Section):
+    # kept on real images' validation halves, where PaDiM moved to blocks.2 + blocks.6 (benchmarks/tune_defaults.py)
     layers: list[str] = Field(default_factory=lambda: ["blocks.2", "blocks.4"], min_length=1)
     neighbourhood: int = Field(3, ge=1, description="local aggregation window (pixels of the feature map)")
     coreset_ratio: float = Field(0.1, gt=0, le=1)
@@ -110,8 +111,8 @@ class PatchCoreParams(Section):
 
 
 class PaDiMParams(Section):
-    layers: list[str] = Field(default_factory=lambda: ["blocks.2", "blocks.4"], min_length=1, description="timm feature stages, shallow to deep")
-    n_features: int = Field(100, ge=1, description="random channel subset kept (<= the layers' channels: 152 for Lite0 blocks.2+blocks.4)")
+    layers: list[str] = Field(default_factory=lambda: ["blocks.2", "blocks.6"], min_length=1, description="timm feature stages, shallow to deep")
+    n_features: int = Field(100, ge=1, description="random channel subset kept (<= the layers' channels: 360 for Lite0 blocks.2+blocks.6)")
     map_sigma: float = Field(4.0, ge=0)
 
 

@@ -231,6 +231,27 @@ def feature_spec(params: Params, detector: str) -> dict | None:
             "resize": params.resize, "normalisation": params.backbone.normalisation}
 
 
+def _layer_order(name: str) -> tuple:
+    """Natural order of layer names (blocks.2 < blocks.10; layer2 < layer3)."""
+    import re
+
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
+
+
+def store_spec(params: Params, detector: str) -> dict | None:
+    """The network the features stage runs for a detector: its own spec with the union of the
+    layers of every study detector that runs the same network otherwise (same backbone, weights,
+    input size, resize and scaling). One backbone pass then serves PatchCore's, PaDiM's, the
+    kNN's and the routed autoencoders' layers, whichever each uses; None without a frozen network."""
+    own = feature_spec(params, detector)
+    if own is None:
+        return None
+    base = {k: v for k, v in own.items() if k != "layers"}
+    layers = {layer for other in params.detectors for spec in [feature_spec(params, other)]
+              if spec is not None and {k: v for k, v in spec.items() if k != "layers"} == base for layer in spec["layers"]}
+    return {**own, "layers": sorted(layers, key=_layer_order)}
+
+
 def spec_id(spec: dict) -> str:
     """A short stable name for a network spec (its features folder)."""
     import hashlib
@@ -240,13 +261,13 @@ def spec_id(spec: dict) -> str:
 
 
 def feature_specs(params: Params) -> dict[str, dict]:
-    """The distinct frozen networks of the study's detectors, by spec id (the features folders)."""
-    specs = (feature_spec(params, d) for d in params.detectors)
+    """The distinct frozen networks the features stage runs (`store_spec`), by spec id (the features folders)."""
+    specs = (store_spec(params, d) for d in params.detectors)
     return {spec_id(s): s for s in specs if s is not None}
 
 
 def feature_inputs(params: Params, detector: str, feature_set: str = "study") -> list[str]:
     """The features a detector's jobs read (none for a detector without a frozen network):
     `study` for fit, score, K-shot and few-shot; `robustness` for the severity sweep."""
-    spec = feature_spec(params, detector)
+    spec = store_spec(params, detector)
     return [] if spec is None else [f"{FEATURES_DIR}/{feature_set}/{spec_id(spec)}"]

@@ -68,17 +68,48 @@ def test_float16_store_rounds_the_outputs_only(tmp_path):
         torch.testing.assert_close(g, e.half().float())
 
 
+def test_one_store_of_the_union_of_layers_serves_each_detectors_own_layers(tmp_path, monkeypatch):
+    """The default study runs one network: PaDiM's blocks.2+6 and PatchCore's, the kNN's and the
+    routed AE's blocks.2+4 come out of one pass that keeps blocks.2, 4 and 6; a detector on
+    other layers (PatchCore on blocks.3+4 here) joins the same pass."""
+    from shiftad.pipeline import feature_specs, store_spec
+
+    assert next(iter(feature_specs(validate_params({"image_size": 64})).values()))["layers"] == ["blocks.2", "blocks.4", "blocks.6"]
+    params = validate_params({"image_size": 64, "categories": ["c"], "patchcore": {"layers": ["blocks.3", "blocks.4"]}})
+    specs = feature_specs(params)
+    assert len(specs) == 1 and next(iter(specs.values()))["layers"] == ["blocks.2", "blocks.3", "blocks.4", "blocks.6"]
+    assert all(store_spec(params, d) == next(iter(specs.values())) for d in ("patchcore", "padim", "knn", "routed_ae"))
+    other = validate_params({"image_size": 64, "categories": ["c"], "patchcore": {"layers": ["blocks.3", "blocks.4"]}, "resize": "pad"})
+    assert set(feature_specs(other)).isdisjoint(specs)
+    records = texture_records(tmp_path / "a", 3, size=64)
+    union = PatchCore(image_size=64, layers=["blocks.2", "blocks.3", "blocks.4", "blocks.6"])
+    monkeypatch.chdir(tmp_path)
+    store_features(union, records, tmp_path / FEATURES_DIR / "study" / next(iter(specs)))
+    for detector in ("patchcore", "padim", "knn", "routed_ae"):
+        model = build_detector(detector, params)
+        assert model._feature_store is not None, detector
+        batch = model.prepare_batch([read_image(r.path) for r in records])
+        got = model.features(batch)
+        fresh = build_detector(detector, params, stored_features=False).features(batch)
+        assert [g.shape for g in got] == [f.shape for f in fresh] and all(torch.equal(g, f) for g, f in zip(got, fresh)), detector
+        assert model._feature_store.hits == 3 and model._feature_store.misses == 0
+
+
 def test_a_store_of_another_network_is_refused(tmp_path):
     records = texture_records(tmp_path / "a", 2, size=64)
     store_features(small_patchcore(), records, tmp_path / "features" / "study")
     other = PatchCore(image_size=64, layers=["blocks.2", "blocks.3"])
     with pytest.raises(ValueError, match="features of .* but this patchcore model runs"):
         other.use_feature_store(FeatureStore(tmp_path / "features" / "study"))
+    padded = PatchCore(image_size=64, coreset_ratio=0.5, batch_size=4, resize="pad")  # same layers, other inputs
+    with pytest.raises(ValueError, match="features of .* but this patchcore model runs"):
+        padded.use_feature_store(FeatureStore(tmp_path / "features" / "study"))
 
 
 def test_the_stages_attach_the_store_of_the_models_own_network(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    params = validate_params({"image_size": 64, "categories": ["c"]})
+    same = {"layers": ["blocks.2", "blocks.4"]}  # PaDiM's own layers (its default is blocks.2+6)
+    params = validate_params({"image_size": 64, "categories": ["c"], "patchcore": same, "padim": same})
     records = texture_records(tmp_path / "a", 2, size=64)
     model = build_detector("patchcore", params)
     assert model._feature_store is None  # no features folder yet

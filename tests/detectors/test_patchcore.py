@@ -90,3 +90,7 @@ def test_non_square_images_under_each_resize_policy(tmp_path, policy):
         y, x = np.unravel_index(heat.argmax(), heat.shape)
         ys, xs = np.nonzero(mask)
         assert ys.min() - 6 <= y <= ys.max() + 6 and xs.min() - 6 <= x <= xs.max() + 6, (policy, (y, x), (ys.min(), ys.max(), xs.min(), xs.max()))
+    model.save(tmp_path / "model")  # a bundle's model: the policy travels in meta.json
+    loaded = PatchCore.load(tmp_path / "model")
+    assert loaded.resize == policy
+    np.testing.assert_allclose(loaded.score(defects).maps, scores.maps, rtol=1e-5, atol=1e-6)

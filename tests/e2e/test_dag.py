@@ -216,8 +216,9 @@ def check_few_shot(project: Path, table: pd.DataFrame, categories, detectors) ->
     only = table[table["scenario"] == "shift_threshold_only"].set_index(["detector", "regime", "category"]).loc[k0.index]
     pd.testing.assert_series_equal(k0["image_auroc"], only["image_auroc"])
     pd.testing.assert_series_equal(k0["threshold"], only["threshold"])
-    patches = (96 // 8) ** 2  # Lite0 blocks.2 grid at 96 px
     for detector in detectors:
+        grid = json.loads((project / f"results/models/{detector}/per_class/clean/seed0/{categories[0]}/meta.json").read_text())["feature_grid"]
+        patches = int(np.prod(grid))  # one image's patches (blocks.2 of Lite0: 12 x 12 at 96 px)
         for regime, covered in (("per_class", 1), ("global", len(categories))):
             sizes = {k: int(np.load(project / f"results/fewshot/{detector}/{regime}/seed0/fewshot_k{k}_on_shift/test/{categories[0]}.npz")["memory_bank_size"])
                      for k in FEWSHOT_K}

@@ -28,6 +28,14 @@ SPEC_FILE = "spec.json"
 KEY_BYTES = 16
 
 
+def serves(store_spec: dict, spec: dict) -> bool:
+    """True when a store of `store_spec` holds what a network of `spec` computes: the same
+    network, backbone, weights, input size, resize policy and scaling, and (at least) its layers
+    (the features stage stores the union of the layers its detectors use)."""
+    base = [k for k in (*store_spec, *spec) if k != "layers"]
+    return all(store_spec.get(k) == spec.get(k) for k in base) and set(spec.get("layers", [])) <= set(store_spec.get("layers", []))
+
+
 def input_key(row: torch.Tensor) -> bytes:
     """The digest of one prepared input (C, H, W): the same pixels, the same key."""
     return hashlib.blake2b(row.detach().cpu().contiguous().numpy().tobytes(), digest_size=KEY_BYTES).digest()
@@ -82,8 +90,9 @@ class FeatureStore:
     def __len__(self) -> int:
         return len(self._where)
 
-    def lookup(self, batch: torch.Tensor) -> list[torch.Tensor] | None:
-        """The stored outputs (float32) of a prepared batch (B, C, H, W) when every image is stored."""
+    def lookup(self, batch: torch.Tensor, layers: Sequence[str] | None = None) -> list[torch.Tensor] | None:
+        """The stored outputs (float32) of a prepared batch (B, C, H, W) when every image is stored:
+        those of `layers`, in that order (None or empty: every stored output)."""
         start = time.perf_counter()
         places = [self._where.get(input_key(row)) for row in batch]
         if any(p is None for p in places):
@@ -92,7 +101,9 @@ class FeatureStore:
             return None
         self.hits += len(places)
         outputs = []
-        for layer in range(self.n_outputs):
+        stored_layers = list(self.spec.get("layers") or [])
+        indices = [stored_layers.index(name) for name in layers] if layers else range(self.n_outputs)
+        for layer in indices:
             rows = [self._handle(path).get_slice(f"layer{layer}")[row : row + 1] for path, row in places]
             outputs.append(torch.cat(rows).float())
         self.charged_seconds += sum(self._network_seconds[path] for path, _ in places)

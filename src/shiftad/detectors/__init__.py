@@ -30,25 +30,33 @@ def build_detector(name: str, params: Params, stored_features: bool = True) -> D
     """An unfitted detector, its frozen backbone set to run on params' backbone.device (and its
     outputs taken from the features stage's store where it holds them, unless `stored_features` is False)."""
     model = detector_class(name).from_params(params).use_device(params.backbone.device, params.backbone.mixed_precision)
-    return with_stored_features(model) if stored_features else model
+    return with_stored_features(model, params) if stored_features else model
 
 
 def load_detector(name: str, folder: str | Path, params: Params) -> Detector:
     """A fitted detector from `folder`, its frozen backbone set to run on params' backbone.device
     (and its outputs taken from the features stage's store where it holds them)."""
-    return with_stored_features(detector_class(name).load(folder).use_device(params.backbone.device, params.backbone.mixed_precision))
+    return with_stored_features(detector_class(name).load(folder).use_device(params.backbone.device, params.backbone.mixed_precision), params)
 
 
-def with_stored_features(model: Detector) -> Detector:
-    """Attach the features stage's store of the model's own frozen network, when there is one
-    (results/features/<set>/<spec id>/, the spec computed from the model's hyperparameters)."""
-    from shiftad.components.feature_store import SPEC_FILE, FeatureStore
-    from shiftad.pipeline import FEATURES_DIR, spec_id
+def with_stored_features(model: Detector, params: Params | None = None) -> Detector:
+    """Attach the features stage's store that serves the model's frozen network, when there is
+    one (results/features/<set>/<spec id>/: the same network with at least the model's layers;
+    with `params`, only the study's current networks are considered, never a stale folder)."""
+    from shiftad.components.feature_store import SPEC_FILE, FeatureStore, serves
+    from shiftad.io import read_json
+    from shiftad.pipeline import FEATURES_DIR, feature_specs
 
     spec = model.feature_spec()
     if spec is not None:
-        folders = sorted(f.parent for f in Path(FEATURES_DIR).glob(f"*/{spec_id(spec)}/{SPEC_FILE}"))
-        if folders:
+        current = set(feature_specs(params)) if params is not None else None
+        by_id: dict[str, list[Path]] = {}
+        for spec_file in sorted(Path(FEATURES_DIR).glob(f"*/*/{SPEC_FILE}")):
+            folder = spec_file.parent
+            if (current is None or folder.name in current) and serves(read_json(spec_file)["spec"], spec):
+                by_id.setdefault(folder.name, []).append(folder)
+        if by_id:  # any serving store holds the same outputs (same network, same inputs); the first by name
+            folders = by_id[sorted(by_id)[0]]
             model.use_feature_store(FeatureStore(folders))
             log.info("%s: frozen-network outputs from %s where they hold the images", model.name, ", ".join(map(str, folders)))
     return model

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from shiftad import __version__
 from shiftad.backbones import resolve_device
-from shiftad.components.feature_store import FeatureStore, NetworkClock
+from shiftad.components.feature_store import FeatureStore, NetworkClock, serves
 from shiftad.data.images import read_image
 from shiftad.data.records import ImageRecord
 from shiftad.io import read_json, write_json
@@ -179,7 +179,7 @@ class Detector(ABC):
     def use_feature_store(self, store: "FeatureStore | None") -> None:
         """Take the frozen network's outputs from `store` where it holds the batch's exact
         inputs (the features stage ran the network once for every stage); None = always run it."""
-        if store is not None and store.spec != self.feature_spec():
+        if store is not None and not serves(store.spec, self.feature_spec() or {}):
             raise ValueError(f"{store.folder}: features of {store.spec}, but this {self.name} model runs {self.feature_spec()}")
         self._feature_store = store
 
@@ -200,7 +200,7 @@ class Detector(ABC):
         if self._feature_runner is not None:
             return list(self._feature_runner(batch))
         if self._feature_store is not None:
-            stored = self._feature_store.lookup(batch)
+            stored = self._feature_store.lookup(batch, (self.feature_spec() or {}).get("layers"))
             if stored is not None:
                 return stored
         network = self.feature_network()
