@@ -88,9 +88,8 @@ def store_network(params: Params, name: str, spec: dict, feature_set: str, image
     served = [d for d in params.detectors if store_spec(params, d) == spec]
     exact = [d for d in served if feature_spec(params, d) == spec]
     detector = exact[0] if exact else next(d for d in served if d != "padim")
-    model = build_detector(detector, params, stored_features=False)  # unfitted: only its frozen network runs
-    if spec["layers"] != model.feature_spec()["layers"]:
-        model.layers, model._extractor = list(spec["layers"]), None
+    union = params.model_copy(update={detector: getattr(params, detector).model_copy(update={"layers": list(spec["layers"])})})
+    model = build_detector(detector, union, stored_features=False)  # unfitted: only its frozen network runs
     if model.feature_spec() != spec:
         raise RuntimeError(f"{detector}: its feature_spec() {model.feature_spec()} differs from the params' {spec}")
     model.feature_network()  # built before the clock starts: its per-image time is what later jobs charge

@@ -112,7 +112,7 @@ def predict(bundle: Bundle, inputs: Sequence[str], category: str | None, out: Pa
             names = scores.categories if routed else [category] * len(batch)
             for (path, image), score, heat, name in zip(batch, scores.image_scores, scores.maps, names):
                 records[path] = _write_outputs(path, stems[path], image, float(score), heat, str(name), bundle, out, routed,
-                                               getattr(model, "resize", "squash"))
+                                               model.resize)
         bar.update(len(paths[start : start + batch_size]))
     bar.close()
     ordered = [records[p] for p in paths]

@@ -143,7 +143,7 @@ class Inspector:
         return {
             "category": category, "routed_category": routed, "anomaly_score": score, "threshold": threshold, "is_anomalous": bool(score >= threshold),
             "margin": score - threshold, "relative_margin": (score - threshold) / abs(threshold) if threshold else None,
-            "heatmap_png_base64": png_base64(overlay(image, heat, vmin, max(threshold, vmin + 1e-6), getattr(model, "resize", "squash"))),
+            "heatmap_png_base64": png_base64(overlay(image, heat, vmin, max(threshold, vmin + 1e-6), model.resize)),
         }
 
 
