@@ -40,7 +40,10 @@ def greedy_coreset_indices(
     threads = torch.get_num_threads()
     # The bound's product runs in numpy's BLAS with the caller's threads; torch's own thread pool
     # is parked meanwhile (two pools spinning on 2 cores cost 20x) and its small exact products
-    # run single-threaded (same bits: a row's dot product does not depend on the thread count).
+    # run single-threaded. One thread is also what makes the picks reproducible: with several,
+    # MKL rounds the rows at the edge of a thread's share like the end of a product, and its
+    # dynamic threading moves that edge with the machine's load. The reference is the plain
+    # loop on one thread.
     greedy = _PrunedGreedy(x)
     with threadpool_limits(threads, user_api="blas"):
         torch.set_num_threads(1)
