@@ -51,12 +51,12 @@ def plain_loop_seconds(features, selected, projection_dim: int, seed: int) -> fl
     import torch
 
     generator = torch.Generator().manual_seed(seed)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the reference: one thread, as ours (several round the rows at a thread's edge differently)
     x = features.float()
     if projection_dim < x.shape[1]:
         x = x @ (torch.randn(x.shape[1], projection_dim, generator=generator) / math.sqrt(projection_dim))
     x = x.contiguous()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the reference: one thread (several round the rows at a thread's edge differently)
     start = time.perf_counter()
     sq_norms = (x * x).sum(dim=1)
     min_dist = torch.full((len(x),), float("inf"))

@@ -3,16 +3,64 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-import numpy as np
-import pytest
-from PIL import Image
+os.environ.setdefault("OMP_NUM_THREADS", "2")  # before numpy loads its BLAS, which sizes its pool then
 
-from shiftad.data.records import ImageRecord
+import contextlib  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from shiftad.data.records import ImageRecord  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+THREAD_ENV_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int):
+    """torch's intra-op threads for a block. Bitwise checks of float products run on one: with
+    several, MKL rounds the rows at the edge of a thread's share of rows differently, and its
+    dynamic threading moves that edge with the machine's load (last-bit differences under load)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture
+def one_torch_thread():
+    with torch_threads(1):
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _restore_thread_settings():
+    """A test that calls `shiftad.cli.main` caps this process's thread pools (as a stage job
+    should); put them back so later tests do not depend on which ran before."""
+    env = {var: os.environ.get(var) for var in THREAD_ENV_VARS}
+    torch = sys.modules.get("torch")
+    threads = torch.get_num_threads() if torch else None
+    yield
+    for var, value in env.items():
+        if value is None:
+            os.environ.pop(var, None)
+        else:
+            os.environ[var] = value
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        if threads is not None and torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        faiss = sys.modules.get("faiss")
+        if faiss is not None and threads is not None:
+            faiss.omp_set_num_threads(threads)
 
 
 def texture_records(folder: Path, n: int, size: int = 64, seed: int = 0, category: str = "tex") -> list[ImageRecord]:

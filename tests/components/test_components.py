@@ -1,10 +1,9 @@
-import contextlib
-
 import numpy as np
 import pytest
 import torch
 from sklearn.neighbors import NearestNeighbors as SkNN
 
+from conftest import torch_threads
 from shiftad.components.aggregation import aggregate_patches, to_patch_rows
 from shiftad.components.coreset import greedy_coreset_indices
 from shiftad.components.knn import NearestNeighbours
@@ -49,23 +48,9 @@ def test_coreset_covers_the_data_better_than_random():
     assert coverage_radius(selected.numpy()) < coverage_radius(random)
 
 
-@contextlib.contextmanager
-def one_torch_thread():
-    """The reference products run on one thread: with several, MKL rounds the rows at the
-    boundary of a thread's share of rows as it rounds the end of a product (5 of 4,109 rows
-    differ in the last bit at 2 threads), and with MKL's dynamic threading a busy machine
-    changes the share: the coreset's exact products are single-threaded for that reason."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def plain_greedy_loop(x: torch.Tensor, k: int, first: int) -> list[int]:
     """The coreset loop before pruning: every row meets every center, one pass per pick (one thread)."""
-    with one_torch_thread():
+    with torch_threads(1):  # the reference runs on one thread (tests/conftest.py: torch_threads)
         return _plain_greedy_loop(x, k, first)
 
 
@@ -108,7 +93,7 @@ def test_pruned_coreset_distances_have_the_full_products_bits():
     x = clustered_points(4109, 128, seed=7)
     greedy = _PrunedGreedy(x)
     rng = np.random.default_rng(0)
-    with one_torch_thread():  # as greedy_coreset_indices runs them
+    with torch_threads(1):  # as greedy_coreset_indices runs them
         for center in (5, 4107):
             full = (greedy.sq_norms - 2.0 * (x @ x[center]) + greedy.sq_norms[center]).numpy()
             for size in (1, 3, 37, 250, 4109):

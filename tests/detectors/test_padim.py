@@ -88,6 +88,7 @@ def test_too_many_features_is_a_clear_error(small_train):
         PaDiM(n_features=153, image_size=64).fit(small_train)
 
 
+@pytest.mark.usefixtures("one_torch_thread")  # bitwise: one thread (conftest.torch_threads)
 def test_save_load_round_trip_without_pickle(fitted, tmp_path):
     model, _, normal, defects = fitted
     model.save(tmp_path / "m")
@@ -113,6 +114,7 @@ def test_loaded_channel_subset_comes_from_the_file(fitted, tmp_path):
     assert torch.equal(PaDiM.load(tmp_path / "m").channel_idx_, model.channel_idx_)
 
 
+@pytest.mark.usefixtures("one_torch_thread")  # bitwise: one thread (conftest.torch_threads)
 def test_same_seed_same_channels_and_scores(small_train):
     rng_before = torch.get_rng_state()
     a = PaDiM(image_size=64, n_features=50, seed=7).fit(small_train)
@@ -170,6 +172,7 @@ def test_maps_match_anomalibs_map_generator(fitted):
     np.testing.assert_allclose(scores.image_scores, torch.amax(heat, dim=(-2, -1)).reshape(-1).double().numpy(), rtol=1e-5)
 
 
+@pytest.mark.usefixtures("one_torch_thread")  # bitwise: one thread (conftest.torch_threads)
 def test_embedding_and_distances_are_anomalibs_bit_for_bit(fitted, tmp_path):
     """The scoring path (no anomalib) computes what anomalib's generate_embedding and
     compute_distance do, bit for bit; a loaded model builds no anomalib model to score."""

@@ -31,26 +31,26 @@ def greedy_coreset_indices(
     if k >= n:
         return torch.arange(n)
     generator = torch.Generator().manual_seed(seed)
-    x = features.float()
-    if projection_dim < x.shape[1]:
-        projection = torch.randn(x.shape[1], projection_dim, generator=generator) / math.sqrt(projection_dim)
-        x = x @ projection
-    x = x.contiguous()
-    first = int(torch.randint(n, (1,), generator=generator))
     threads = torch.get_num_threads()
-    # The bound's product runs in numpy's BLAS with the caller's threads; torch's own thread pool
-    # is parked meanwhile (two pools spinning on 2 cores cost 20x) and its small exact products
-    # run single-threaded. One thread is also what makes the picks reproducible: with several,
-    # MKL rounds the rows at the edge of a thread's share like the end of a product, and its
-    # dynamic threading moves that edge with the machine's load. The reference is the plain
-    # loop on one thread.
-    greedy = _PrunedGreedy(x)
-    with threadpool_limits(threads, user_api="blas"):
-        torch.set_num_threads(1)
-        try:
+    # torch runs single-threaded here, the projection included: with several threads MKL rounds
+    # the rows at the edge of a thread's share like the end of a product, and its dynamic
+    # threading moves that edge with the machine's load, so one thread is what makes the picks
+    # reproducible (the reference is the plain loop on one thread). The bound's product runs in
+    # numpy's BLAS with the caller's threads; torch's pool is parked meanwhile (two pools
+    # spinning on 2 cores cost 20x).
+    torch.set_num_threads(1)
+    try:
+        x = features.float()
+        if projection_dim < x.shape[1]:
+            projection = torch.randn(x.shape[1], projection_dim, generator=generator) / math.sqrt(projection_dim)
+            x = x @ projection
+        x = x.contiguous()
+        first = int(torch.randint(n, (1,), generator=generator))
+        greedy = _PrunedGreedy(x)
+        with threadpool_limits(threads, user_api="blas"):
             return torch.from_numpy(greedy.select(k, first, progress))
-        finally:
-            torch.set_num_threads(threads)
+    finally:
+        torch.set_num_threads(threads)
 
 
 class _PrunedGreedy:
