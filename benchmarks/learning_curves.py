@@ -32,12 +32,14 @@ import argparse
 import concurrent.futures
 import hashlib
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from patchcore_vs_anomalib import child_env  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "results" / "benchmarks" / "learning_curves.jsonl"
@@ -212,8 +214,7 @@ def run_point(spec: dict[str, Any]) -> dict[str, Any]:
 
 # -- parent -----------------------------------------------------------------------------------
 def run_child(spec: dict[str, Any]) -> dict[str, Any]:
-    env = dict(os.environ, TQDM_DISABLE="1", OMP_NUM_THREADS=str(spec["threads"]), MKL_NUM_THREADS=str(spec["threads"]),
-               OPENBLAS_NUM_THREADS=str(spec["threads"]), MALLOC_MMAP_THRESHOLD_="1048576")
+    env = child_env(spec["threads"], progress=False)  # the other benchmarks' child setting
     start = time.perf_counter()
     done = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], env=env, cwd=REPO, capture_output=True, text=True)
     if done.returncode != 0:
