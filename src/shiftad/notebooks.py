@@ -68,10 +68,18 @@ def execute_notebook(task: tuple[str, str, dict, str]) -> str:
     from nbconvert import HTMLExporter
     import nbformat
 
+    import tempfile
+
+    from traitlets.config import Config
+
     source, executed, parameters, cwd = task
     log.info("executing %s", source)
-    papermill.execute_notebook(source, executed, parameters=parameters, cwd=cwd, kernel_name="python3", progress_bar=False,
-                               log_output=False)
+    # The kernel talks over Unix sockets in a folder of its own: with TCP, kernels started side by
+    # side can pick the same free port and one dies before it replies ("Address already in use").
+    with tempfile.TemporaryDirectory(prefix="shiftad-kernel-") as sockets:
+        ipc = Config({"KernelManager": {"transport": "ipc", "ip": str(Path(sockets) / "kernel")}})
+        papermill.execute_notebook(source, executed, parameters=parameters, cwd=cwd, kernel_name="python3", progress_bar=False,
+                                   log_output=False, config=ipc)
     body, _ = HTMLExporter(embed_images=True).from_notebook_node(nbformat.read(executed, as_version=4))
     return body
 

@@ -34,6 +34,22 @@ def test_a_failing_cell_fails_the_stage_and_leaves_no_output(tmp_path, monkeypat
     assert "6 ['x']" in json.dumps(executed.cells[-1].outputs)  # the injected parameter reached the cell
     assert "<html" in (out / "a.html").read_text().lower()
 
+
+def test_kernels_side_by_side_talk_over_their_own_sockets(tmp_path, monkeypatch):
+    """Kernels started together over TCP can draw the same free port, and one dies before it
+    replies; each kernel gets Unix sockets in a folder of its own instead."""
+    monkeypatch.chdir(tmp_path)
+    sources = tmp_path / "nb"
+    sources.mkdir()
+    for name in "abcd":
+        write_notebook(sources / f"{name}.ipynb", "from ipykernel.kernelapp import IPKernelApp\n"
+                                                  "app = IPKernelApp.instance()\nprint(app.transport, app.ip)")
+    out = tmp_path / "report/notebooks"
+    run_notebooks_stage(validate_params({"threads": 4}), progress=False, sources=sources, out=out)
+    printed = [json.dumps(nbformat.read(out / f"{name}.ipynb", as_version=4).cells[-1].outputs) for name in "abcd"]
+    assert all("ipc " in text for text in printed)
+    assert len({text.split("ipc ")[1] for text in printed}) == 4  # no two kernels share a socket path
+
     write_notebook(sources / "b.ipynb", "raise ValueError('broken cell')")
     import shutil
 
