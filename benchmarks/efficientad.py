@@ -10,14 +10,14 @@ the 256-px full-width networks (4-6 s per training step, 0.7-2.6 s per image on 
 FOLDER is one category in MVTec AD layout (default: ../shared/data/kolektorsdd, which is read
 in place, never copied).
 
-1. Timing (ours only): EfficientAD-S and -M at both scales of params.yaml (smoke: 128 px,
-   width 0.25, C = 64; paper: 256 px, width 1.0, C = 384), on CPU with --threads threads, each
+1. Timing (ours only): EfficientAD-S and -M at the scales of params.yaml (smoke: 128 px,
+   width 0.25, C = 64; cpu: 192 px, width 0.125, C = 64; paper: 256 px, width 1.0, C = 384), on CPU with --threads threads, each
    configuration in its own subprocess (its peak RSS is its own). Each gets a random-init PDN
    teacher (timing does not depend on the teacher's quality) and the default penalty pool, and
    fits for a few steps: s/step is the median interval between consecutive training steps (the
    setup before the first step is reported apart), ms/image the median over repeats of scoring
    an in-memory batch. The full training time is extrapolated from s/step to the params'
-   default steps (smoke 150, paper 70,000).
+   default steps (smoke 150, cpu 300, paper 70,000).
 
 2. Side by side with anomalib 2.7's EfficientAd (Engine on CPU), on the same images, with the
    same teacher weights, the same penalty image folder, the same steps, batch 1, the same Adam
@@ -32,7 +32,9 @@ in place, never copied).
    maps with quantiles over the same validation normals (anomalib through a Folder datamodule
    whose val split is that folder, instead of its default of half the test set), and both are
    scored on the same test images. The parent computes both AUROCs with the same sklearn code
-   (pixel AUROC at 256 x 256, masks resized nearest-neighbour).
+   (pixel AUROC at 256 x 256, masks resized nearest-neighbour). --ours-scale cpu fits ours at
+   params.yaml's cpu architecture instead (anomalib's PDN has one input size and width), with a
+   teacher of its own made the same way (random-init, or distilled with the same steps and batch).
 """
 
 from __future__ import annotations
@@ -58,7 +60,11 @@ from serve import median_ms  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "kolektorsdd"
 COMPARE_SIZE = 256  # anomalib's encoder needs 256 px; its PDN is full width
-SCALES = {"smoke": {"image_size": 128, "width": 0.25, "channels": 64}, "paper": {"image_size": 256, "width": 1.0, "channels": 384}}
+def scale_architectures() -> dict[str, dict]:
+    """PDN input size, width and C of every scale, from the params schema's defaults."""
+    from shiftad.params import SCALES, EfficientADParams
+
+    return {scale: EfficientADParams().architecture[scale].model_dump() for scale in SCALES}
 SIZES = {"small": "S", "medium": "M"}
 TEACHER_KEYS = {"small": ["conv1", "conv2", "conv3", "conv4"], "medium": ["conv1", "conv2", "conv3", "conv4", "conv5", "conv6"]}
 
@@ -188,7 +194,7 @@ def run_timing(settings: dict, name: str, work: Path) -> dict:
     from shiftad.data.records import ImageRecord
 
     config = settings["timing"][name]
-    arch = SCALES[config["scale"]]
+    arch = scale_architectures()[config["scale"]]
     teacher = work / f"teacher_{name}"
     random_teacher(teacher, pdn_facts(config["model_size"], **arch), settings["seed"])
     model = our_model(settings, teacher, config["model_size"], config["scale"], arch, config["steps"], config["learning_rate"], "default")
@@ -205,14 +211,16 @@ def run_timing(settings: dict, name: str, work: Path) -> dict:
     return facts
 
 
-def run_teacher(settings: dict, work: Path) -> dict:
-    """The side-by-side teacher: random-init, or distilled with shiftad's distill_teacher."""
+def run_teacher(settings: dict, work: Path, ours_only: bool = False) -> dict:
+    """The side-by-side teacher: random-init, or distilled with shiftad's distill_teacher. With
+    `ours_only`, the teacher of our own architecture (--ours-scale cpu), made the same way."""
     import torch
 
     from shiftad.components.pdn import normalise_input, pdn
 
-    facts = pdn_facts("small", COMPARE_SIZE, 1.0, settings["channels"])
-    folder = work / "teacher"
+    arch = settings["ours_arch"] if ours_only else {"image_size": COMPARE_SIZE, "width": 1.0, "channels": settings["channels"]}
+    facts = pdn_facts("small", **arch)
+    folder = work / ("teacher_ours" if ours_only else "teacher")
     if settings["teacher"] == "random":
         random_teacher(folder, facts, settings["seed"])
     else:
@@ -221,13 +229,15 @@ def run_teacher(settings: dict, work: Path) -> dict:
         from shiftad.params import validate_params
 
         params = validate_params({"seed": settings["seed"], "efficientad": {
-            "device": "cpu", "architecture": {"smoke": {"image_size": COMPARE_SIZE, "width": 1.0, "channels": settings["channels"]}},
+            "scale": "smoke", "device": "cpu", "architecture": {"smoke": arch},
             "teacher": {"smoke": {"steps": settings["distill_steps"], "batch_size": settings["distill_batch"]}}}})
         images = [read_image(r["path"]) for r in settings["train"]]
         state, made = distill_teacher(images, params, progress=settings["progress"])
         made.pop("history", None)
         write_teacher(folder, state, made)
         facts = made
+    if ours_only:
+        return facts
     from safetensors.torch import load_file
 
     state = load_file(str(folder / "teacher.safetensors"))
@@ -252,8 +262,9 @@ def run_ours(settings: dict, work: Path) -> dict:
     import shiftad.detectors.efficientad as efficientad_module
     from shiftad.data.records import ImageRecord
 
-    arch = {"image_size": COMPARE_SIZE, "width": 1.0, "channels": settings["channels"]}
-    model = our_model(settings, work / "teacher", "small", "smoke", arch, settings["steps"], settings["learning_rate"],
+    arch = settings["ours_arch"]
+    teacher = work / ("teacher_ours" if settings["ours_scale"] != "anomalib" else "teacher")
+    model = our_model(settings, teacher, "small", settings["ours_scale"], arch, settings["steps"], settings["learning_rate"],
                       str(work / "penalty"))
     train = [ImageRecord(**r) for r in settings["train"]]
     val = [ImageRecord(**r) for r in settings["val"]]
@@ -383,7 +394,8 @@ def run_child(kind: str, work: Path, name: str | None) -> None:
     if kind == "timing":
         facts = run_timing(settings, name, work)
     else:
-        facts = {"teacher": run_teacher, "ours": run_ours, "anomalib": run_anomalib}[kind](settings, work)
+        facts = {"teacher": run_teacher, "teacher_ours": lambda *a: run_teacher(*a, ours_only=True), "ours": run_ours,
+                 "anomalib": run_anomalib}[kind](settings, work)
     facts["torch_threads"] = torch.get_num_threads()
     (work / f"{name or kind}.json").write_text(json.dumps(facts, indent=2))
 
@@ -456,17 +468,22 @@ def format_compare(settings: dict, teacher: dict, results: dict[str, dict], labe
             f"{teacher['seconds']:.0f} s" if settings["teacher"] == "distill" else f"random-init PDN-S (seed {settings['seed']})")
     ours, theirs = results["shiftad"], results["anomalib"]
     lines = [
-        f"2. Side by side with anomalib's EfficientAd (same teacher weights, penalty folder, steps, images)",
+        "2. Side by side with anomalib's EfficientAd (same teacher weights, penalty folder, steps, images)",
         f"data              {settings['data']}: train {len(settings['train'])} normal, validation {len(settings['val'])} normal "
         f"(from train/good), test {len(labels)} ({n_bad} anomalous, {len(labels) - n_bad} normal)",
-        f"model             EfficientAD-S, {COMPARE_SIZE} px, width 1.0, C = {settings['channels']} (student 2C)",
-        f"teacher           {made}; same tensors in anomalib's PDN (max |output diff| {teacher['anomalib_check_max_diff']:.1e})",
+        f"model             EfficientAD-S, {COMPARE_SIZE} px, width 1.0, C = {settings['channels']} (student 2C)"
+        + ("" if settings["ours_scale"] == "anomalib" else
+           f"; ours at its {settings['ours_scale']} scale: {settings['ours_arch']['image_size']} px, width {settings['ours_arch']['width']:g}, "
+           f"C = {settings['ours_arch']['channels']} (anomalib's PDN has one input size and width)"),
+        f"teacher           {made}; same tensors in anomalib's PDN (max |output diff| {teacher['anomalib_check_max_diff']:.1e})"
+        + ("" if settings["ours_scale"] == "anomalib" else "; ours: its own architecture's teacher, made the same way"
+           + (f" (final loss {teacher['ours']['final_loss']:.4f})" if "final_loss" in teacher["ours"] else "")),
         f"training          {settings['steps']} steps, batch 1, Adam lr {settings['learning_rate']:g}, weight decay "
         f"{settings['weight_decay']:g}, lr x0.1 at 95% of the steps (anomalib's StepLR is stepped once per "
         f"{theirs['lr_scheduler_interval']} with step_size int(0.95 x steps), so its lr never decays here)",
         f"penalty images    one folder for both: {ours['penalty_pool']} (anomalib: ImageFolder over its class folder)",
         f"map quantiles     0.9 / 0.995 over the {len(settings['val'])} validation normals in both: ours on the unpadded "
-        f"{pdn_output_size_of(COMPARE_SIZE)}x{pdn_output_size_of(COMPARE_SIZE)} maps, anomalib in on_validation_start over its "
+        f"{pdn_output_size_of(settings['ours_arch']['image_size'])}x{pdn_output_size_of(settings['ours_arch']['image_size'])} maps, anomalib in on_validation_start over its "
         f"val dataloader ({theirs['n_val']} images here; its Folder default val split is half the test set) on the padded, "
         f"resized 256x256 maps",
         f"threads           torch {settings['threads']} (OMP/MKL too), MALLOC_MMAP_THRESHOLD_={MALLOC_MMAP_THRESHOLD}, each in its own subprocess",
@@ -516,7 +533,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="write settings and numbers here")
     parser.add_argument("--progress", action="store_true", help="show progress bars")
-    parser.add_argument("--child", choices=("timing", "teacher", "ours", "anomalib"), help=argparse.SUPPRESS)
+    parser.add_argument("--ours-scale", choices=("anomalib", "cpu", "smoke"), default="anomalib",
+                        help="side-by-side architecture of ours: anomalib's (256 px, width 1, C = --channels; the default) or a "
+                             "scale of params.yaml (its PDN input, width and C, with its own teacher made the same way)")
+    parser.add_argument("--child", choices=("timing", "teacher", "teacher_ours", "ours", "anomalib"), help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--name", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -543,18 +563,21 @@ def main(argv: Sequence[str] | None = None) -> None:
                                      pick(args.test, 16, 3, q), args.seed)
     smoke_steps, paper_steps = args.timing_steps or ((6, 2) if q else (12, 4))
     timing = {}
-    for scale, steps in (("smoke", smoke_steps), ("paper", paper_steps)):
+    for scale, steps in (("smoke", smoke_steps), ("cpu", smoke_steps), ("paper", paper_steps)):
         for size, letter in SIZES.items():
             timing[f"{letter} {scale}"] = {
                 "model_size": size, "scale": scale, "steps": steps, "learning_rate": defaults.training[scale].learning_rate,
-                "full_steps": defaults.training[scale].steps, "infer_batch": 8 if scale == "smoke" else (1 if q else 2),
-                "repeats": 3 if scale == "smoke" else (1 if q else 2),
+                "full_steps": defaults.training[scale].steps, "infer_batch": 8 if scale != "paper" else (1 if q else 2),
+                "repeats": 3 if scale != "paper" else (1 if q else 2),
             }  # fmt: skip
     settings = {
         "data": os.path.relpath(folder), "threads": args.threads, "seed": args.seed, "progress": args.progress,
         "steps": args.steps or (4 if q else 20), "channels": args.channels, "learning_rate": args.lr,
         "weight_decay": defaults.training["smoke"].weight_decay, "teacher": args.teacher,
         "distill_steps": args.distill_steps, "distill_batch": args.distill_batch,
+        "ours_scale": args.ours_scale,
+        "ours_arch": ({"image_size": COMPARE_SIZE, "width": 1.0, "channels": args.channels} if args.ours_scale == "anomalib"
+                      else defaults.architecture[args.ours_scale].model_dump()),
         "train": train, "val": val, "test": test, "timing": timing,
         "timing_train": train[:4], "timing_val": val[: 1 if q else 2], "timing_test": test,
     }  # fmt: skip
@@ -574,6 +597,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             n_pool = write_penalty_folder(work / "penalty", COMPARE_SIZE, args.seed)
             link_dataset(work / "data", train, val, test)
             teacher = start_child("teacher", work, settings)
+            if args.ours_scale != "anomalib":
+                teacher["ours"] = start_child("teacher_ours", work, settings)
             results = {"shiftad": start_child("ours", work, settings), "anomalib": start_child("anomalib", work, settings)}
             labels = np.array([r["label"] for r in test])
             masks = load_masks(test, COMPARE_SIZE)

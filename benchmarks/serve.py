@@ -20,7 +20,6 @@ DAG first), or a folder given with --images.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import socket
 import statistics

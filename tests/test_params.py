@@ -120,8 +120,10 @@ def test_efficientad_scale_sections_override_key_by_key_and_errors_name_the_key(
 
     assert load_params([REPO / "params.yaml"]).efficientad == EfficientADParams()  # params.yaml states the schema defaults
     assert load_params([REPO / "params.yaml"]).uninformed_students == UninformedStudentsParams()
-    params = validate_params({"efficientad": {"training": {"smoke": {"steps": 10}}, "teacher": {"paper": {"batch_size": 4}}}})
-    assert params.efficientad.train.steps == 10 and params.efficientad.train.learning_rate == 1e-3
+    params = validate_params({"efficientad": {"training": {"cpu": {"steps": 10}}, "teacher": {"paper": {"batch_size": 4}}}})
+    assert params.efficientad.scale == "cpu" and params.efficientad.train.steps == 10 and params.efficientad.train.learning_rate == 1e-3
+    smoke = validate_params({"efficientad": {"scale": "smoke"}, "uninformed_students": {"scale": "smoke"}})
+    assert smoke.efficientad.train.steps == 150 and smoke.uninformed_students.train.epochs == 3  # the tests' scale is kept as it was
     assert params.efficientad.teacher.paper.batch_size == 4 and params.efficientad.teacher.paper.steps == 60000
     paper = validate_params({"efficientad": {"scale": "paper"}}).efficientad
     assert (paper.arch.image_size, paper.arch.channels, paper.train.steps, paper.train.learning_rate) == (256, 384, 70000, 1e-4)

@@ -154,6 +154,15 @@ class RoutedAEParams(Section):
     map_sigma: float = Field(4.0, ge=0)
 
 
+Scale = Literal["smoke", "cpu", "paper"]
+SCALES: tuple[str, ...] = ("smoke", "cpu", "paper")
+SCALE_MEANING = {
+    "smoke": "a test-sized run that checks the plumbing, not the method",
+    "cpu": "a measured CPU budget (benchmarks/learning_curves.py), far from the paper's training",
+    "paper": "the paper's setting (a GPU job)",
+}
+
+
 def _merge_scales(model: type[BaseModel], raw: Any, keys: tuple[str, ...]) -> Any:
     """Deep-merge the given sections of `raw` over the model's defaults (partial overrides)."""
     if not isinstance(raw, dict):
@@ -197,18 +206,19 @@ class TeacherParams(Section):
                               description="backbone stages the teacher regresses (locally aware, channel-pooled to C)")
     neighbourhood: int = Field(3, ge=1)
     smoke: TeacherTraining = TeacherTraining(steps=80, batch_size=8, learning_rate=1e-3)
+    cpu: TeacherTraining = TeacherTraining(steps=40, batch_size=8, learning_rate=1e-3)
     paper: TeacherTraining = TeacherTraining(steps=60000, batch_size=16, learning_rate=1e-4)
 
     @model_validator(mode="before")
     @classmethod
     def _over_defaults(cls, raw: Any) -> Any:
         """A partial scale section (`smoke: {steps: 10}`) overrides the defaults key by key."""
-        return _merge_scales(cls, raw, ("smoke", "paper"))
+        return _merge_scales(cls, raw, SCALES)
 
 
 class ScaledDetectorParams(Section):
-    """A detector with a `smoke` (labelled CPU-sized) and a `paper` scale: `architecture` and
-    `training` hold both, partial overrides merge over the defaults key by key."""
+    """A detector trained at one of the SCALES (smoke, cpu, paper): `architecture` and `training`
+    hold every scale, partial overrides merge over the defaults key by key."""
 
     @model_validator(mode="before")
     @classmethod
@@ -216,30 +226,32 @@ class ScaledDetectorParams(Section):
         return _merge_scales(cls, raw, ("architecture", "training"))
 
     @model_validator(mode="after")
-    def _both_scales(self) -> "ScaledDetectorParams":
+    def _every_scale(self) -> "ScaledDetectorParams":
         for key in ("architecture", "training"):
-            missing = {"smoke", "paper"} - set(getattr(self, key))
+            missing = set(SCALES) - set(getattr(self, key))
             if missing:
-                raise ValueError(f"{key}: needs both scales, missing {sorted(missing)}")
+                raise ValueError(f"{key}: needs every scale ({', '.join(SCALES)}), missing {sorted(missing)}")
         return self
 
 
 class EfficientADParams(ScaledDetectorParams):
-    """EfficientAD (S or M). `scale: smoke` is a labelled CPU-sized run; `paper` is the paper's
-    setting (a GPU job)."""
+    """EfficientAD (S or M) at one of the SCALES: `cpu` (the default DAG's), `smoke` (tests) or
+    `paper` (a GPU job)."""
 
-    scale: Literal["smoke", "paper"] = "smoke"
+    scale: Scale = "cpu"
     model_size: Literal["small", "medium"] = Field("small", description="PDN-S (EfficientAD-S) | PDN-M (EfficientAD-M)")
     device: Literal["auto", "cpu", "cuda"] = Field("cpu", description="cpu (the default: the same numbers on every machine) | cuda | auto = CUDA when present")
     penalty_images: str = Field("default", description="default (scikit-image photos + procedural images, never the fitted categories) | path/to/folder (ImageNet, Imagenette)")
     hard_quantile: float = Field(0.999, gt=0, lt=1, description="hard feature loss: mean of the differences at or above this quantile")
     map_quantiles: list[float] = Field(default_factory=lambda: [0.9, 0.995], min_length=2, max_length=2,
                                        description="validation-map quantiles mapped to 0 and 0.1")
-    architecture: dict[Literal["smoke", "paper"], EfficientADArchitecture] = Field(default_factory=lambda: {
+    architecture: dict[Scale, EfficientADArchitecture] = Field(default_factory=lambda: {
         "smoke": EfficientADArchitecture(image_size=128, width=0.25, channels=64),
+        "cpu": EfficientADArchitecture(image_size=192, width=0.125, channels=64),
         "paper": EfficientADArchitecture(image_size=256, width=1.0, channels=384)})
-    training: dict[Literal["smoke", "paper"], EfficientADTraining] = Field(default_factory=lambda: {
+    training: dict[Scale, EfficientADTraining] = Field(default_factory=lambda: {
         "smoke": EfficientADTraining(steps=150, learning_rate=1e-3),
+        "cpu": EfficientADTraining(steps=300, learning_rate=1e-3),
         "paper": EfficientADTraining(steps=70000, learning_rate=1e-4)})
     teacher: TeacherParams = TeacherParams()
     scoring_batch: int = Field(8, ge=1, description="images per forward pass when scoring")
@@ -315,26 +327,29 @@ class USTeacherParams(Section):
                               description="backbone stages, each average-pooled and concatenated: the descriptor decoded to (512 for Lite0 blocks.5 + blocks.6, ResNet-18 layer4)")
     compactness_weight: float = Field(1.0, ge=0, description="loss = distillation MSE + this x compactness")
     smoke: USTeacherTraining = USTeacherTraining(patches=4096, epochs=8, learning_rate=3e-3, backbone_input=64)
+    cpu: USTeacherTraining = USTeacherTraining(patches=4096, epochs=8, learning_rate=3e-3, backbone_input=64)
     paper: USTeacherTraining = USTeacherTraining(patches=20000, epochs=200, learning_rate=2e-4, backbone_input=224)
 
     @model_validator(mode="before")
     @classmethod
     def _over_defaults(cls, raw: Any) -> Any:
-        return _merge_scales(cls, raw, ("smoke", "paper"))
+        return _merge_scales(cls, raw, SCALES)
 
 
 class UninformedStudentsParams(ScaledDetectorParams):
-    """Uninformed Students (Bergmann et al., CVPR 2020). `scale: smoke` is a labelled CPU-sized
-    run; `paper` is the paper's setting (a GPU job)."""
+    """Uninformed Students (Bergmann et al., CVPR 2020) at one of the SCALES: `cpu` (the default
+    DAG's), `smoke` (tests) or `paper` (a GPU job)."""
 
-    scale: Literal["smoke", "paper"] = "smoke"
+    scale: Scale = "cpu"
     device: Literal["auto", "cpu", "cuda"] = Field("cpu", description="cpu (the default: the same numbers on every machine) | cuda | auto = CUDA when present")
     students: int = Field(3, ge=2, description="M: students per patch size (their spread is the uncertainty)")
-    architecture: dict[Literal["smoke", "paper"], USArchitecture] = Field(default_factory=lambda: {
+    architecture: dict[Scale, USArchitecture] = Field(default_factory=lambda: {
         "smoke": USArchitecture(patch_sizes=[17], image_size=64, width=0.125, descriptor_dim=64),
+        "cpu": USArchitecture(patch_sizes=[17], image_size=64, width=0.125, descriptor_dim=64),
         "paper": USArchitecture(patch_sizes=[33], image_size=256, width=1.0, descriptor_dim=128)})
-    training: dict[Literal["smoke", "paper"], USStudentTraining] = Field(default_factory=lambda: {
+    training: dict[Scale, USStudentTraining] = Field(default_factory=lambda: {
         "smoke": USStudentTraining(epochs=3, learning_rate=1e-3),
+        "cpu": USStudentTraining(epochs=6, learning_rate=1e-3),
         "paper": USStudentTraining(epochs=25, learning_rate=1e-4)})
     teacher: USTeacherParams = USTeacherParams()
     scoring_batch: int = Field(8, ge=1, description="images per forward pass when scoring")

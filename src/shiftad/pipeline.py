@@ -108,6 +108,16 @@ def fewshot_score_files(params: Params, seeds: list[int]) -> list[str]:
     ]
 
 
+TRAINED_DETECTORS = ("efficientad", "uninformed_students")  # trained at a scale (params: <detector>.scale)
+
+
+def training_inputs(params: Params) -> list[str]:
+    """The reference seed's per-class clean models of the trained detectors: the report reads
+    their training histories (how far from converged each ran)."""
+    return [path for d in params.detectors if d in TRAINED_DETECTORS
+            for path in model_inputs(params, d, "per_class", "clean", params.reference_seed)]
+
+
 def kshot_files(params: Params) -> list[str]:
     return [f"results/kshot/{d}/{c}.csv" for d in params.few_shot.detectors for c in params.categories]
 

@@ -21,7 +21,7 @@ TINY = {"image_size": 64, "width": 0.125, "channels": 16}
 
 
 def tiny_params(**teacher):
-    return validate_params({"efficientad": {"architecture": {"smoke": TINY}, "training": {"smoke": {"steps": 20}},
+    return validate_params({"efficientad": {"scale": "smoke", "architecture": {"smoke": TINY}, "training": {"smoke": {"steps": 20}},
                                             "teacher": {"smoke": {"steps": 6, "batch_size": 4, **teacher}}}})
 
 
@@ -201,6 +201,15 @@ def test_fit_ranks_an_obvious_defect_above_normal_images(images, fitted):
     mask = np.zeros((96, 96), bool)
     mask[30:60, 30:60] = True
     assert scores.maps[3][mask].mean() > scores.maps[3][~mask].mean()
+
+
+def test_the_training_history_holds_interval_means_up_to_the_last_step(fitted):
+    history = fitted.training_["history"]
+    steps = [h["step"] for h in history]
+    every = max(1, fitted.steps // 20)
+    assert every > 1 and steps == sorted(set(range(every, fitted.steps + 1, every)) | {fitted.steps})
+    for entry in history:  # each entry is the mean over its interval's steps: the total is still the sum of its parts
+        assert entry["loss"] == pytest.approx(entry["hard"] + entry["penalty"] + entry["ae"] + entry["st_ae"], abs=1e-5)
 
 
 def test_quantiles_come_from_validation_maps_and_score_is_the_unpadded_max(images, fitted):

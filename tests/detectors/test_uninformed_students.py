@@ -22,7 +22,7 @@ TINY = {"patch_sizes": [17, 33], "image_size": 64, "width": 0.125, "descriptor_d
 
 
 def tiny_params(**teacher):
-    return validate_params({"uninformed_students": {"architecture": {"smoke": TINY},
+    return validate_params({"uninformed_students": {"scale": "smoke", "architecture": {"smoke": TINY},
                                                     "teacher": {"smoke": {"patches": 128, "epochs": 2, "batch_size": 32, "backbone_input": 32, **teacher}}}})
 
 
@@ -152,7 +152,7 @@ def test_distillation_lowers_the_distillation_loss(images, lite0_available):
     from shiftad.components.offline_images import skimage_photos
     from shiftad.distill import distill_patch_teachers
 
-    params = validate_params({"uninformed_students": {"architecture": {"smoke": {"image_size": 64, "descriptor_dim": 16}},
+    params = validate_params({"uninformed_students": {"scale": "smoke", "architecture": {"smoke": {"image_size": 64, "descriptor_dim": 16}},
                                                       "teacher": {"compactness_weight": 0.0, "smoke": {"patches": 512, "epochs": 4, "batch_size": 32,
                                                                                                        "backbone_input": 32}}}})
     _, facts = distill_patch_teachers(list(skimage_photos().values())[:6], params)
@@ -271,8 +271,8 @@ def test_the_teacher_can_distil_from_its_own_backbone_and_a_missing_weights_file
 
     photo = [np.random.default_rng(0).integers(0, 255, (80, 80, 3), dtype=np.uint8)]
     own = {"backbone": "resnet18", "layers": ["layer4"], "smoke": {"patches": 64, "epochs": 1, "batch_size": 32}}
-    _, facts = distill_patch_teachers(photo, validate_params({"uninformed_students": {"teacher": {**own, "weights": "none"}}}))
+    _, facts = distill_patch_teachers(photo, validate_params({"uninformed_students": {"scale": "smoke", "teacher": {**own, "weights": "none"}}}))
     assert facts["backbone"] == "resnet18" and facts["per_patch_size"]["17"]["target_dim"] == 512  # ResNet-18's descriptor, as the paper's
     missing = tmp_path / "resnet18.safetensors"
     with pytest.raises((BackboneWeightsError, ParamsError), match=rf"{missing.name}: backbone weights file not found \(params key uninformed_students\.teacher\.weights\)"):
-        distill_patch_teachers(photo, validate_params({"uninformed_students": {"teacher": {**own, "weights": str(missing)}}}))
+        distill_patch_teachers(photo, validate_params({"uninformed_students": {"scale": "smoke", "teacher": {**own, "weights": str(missing)}}}))

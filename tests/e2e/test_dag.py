@@ -119,7 +119,12 @@ def check_efficientad(project: Path, categories) -> None:
     detectors = pd.read_csv(project / "report/tables/detectors.csv")
     row = detectors[detectors["detector"] == "efficientad"].iloc[0]
     assert row["scale"] == "smoke" and "SMOKE SCALE" in row["notes"] and "penalty images" in row["notes"]
-    assert "Smoke scale" in (project / "report/index.md").read_text()
+    page = (project / "report/index.md").read_text()
+    assert "Scale per detector:" in page and "efficientad smoke" in page  # the headline caption names every detector's scale
+    training = pd.read_csv(project / "report/tables/training.csv")  # the tidy histories: tiny.yaml trains 30 steps
+    steps = training[training["detector"] == "efficientad"]
+    assert set(steps["category"]) == set(categories) and (steps["planned"] == 30).all() and steps["progress"].max() == 30
+    assert (project / "report/figures/training_loss.png").is_file()
 
 
 def check_uninformed_students(project: Path, categories) -> None:

@@ -1,4 +1,4 @@
-from shiftad.pipeline import kshot_files
+from shiftad.pipeline import kshot_files, training_inputs
 
 # The DAG's last rule: tables, figures, gallery and report/index.html.
 rule report:
@@ -13,6 +13,7 @@ rule report:
         heatmaps="results/heatmaps",
         notebooks="report/notebooks",
         kshot=kshot_files(P),
+        training=training_inputs(P),
         code=local(source_files("src/shiftad/report", "src/shiftad/results.py")),
     output:
         tables=directory("report/tables"),

@@ -234,7 +234,7 @@ class EfficientAD(Detector):
         self.teacher_mean_, self.teacher_std_ = channel_statistics(outputs)
         categories = sorted({r.category for r in records})
         pool = PenaltyPool.build(self.penalty_images, categories, self.image_size, self.seed)
-        start, history = time.perf_counter(), []
+        start, history, running = time.perf_counter(), [], {}
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)  # the student's and autoencoder's initial weights, dropout, jitter
             generator = torch.Generator().manual_seed(self.seed)
@@ -258,9 +258,13 @@ class EfficientAD(Detector):
                 loss.backward()
                 optimiser.step()
                 decay.step()
+                for name, value in (("loss", loss), ("hard", loss_hard), ("penalty", loss_penalty), ("ae", loss_ae), ("st_ae", loss_stae)):
+                    running[name] = running.get(name, 0.0) + value.item()
                 if step % max(1, self.steps // 20) == 0 or step == self.steps:
-                    history.append({"step": step, "loss": round(loss.item(), 6), "hard": round(loss_hard.item(), 6),
-                                    "penalty": round(loss_penalty.item(), 6), "ae": round(loss_ae.item(), 6), "st_ae": round(loss_stae.item(), 6)})
+                    # the mean over the steps since the last entry: one batch-1 step's loss is too noisy to read convergence from
+                    count = step - (history[-1]["step"] if history else 0)
+                    history.append({"step": step, **{name: round(total / count, 6) for name, total in running.items()}})
+                    running = {}
         self.student_, self.ae_ = student.eval().requires_grad_(False), ae.eval().requires_grad_(False)
         local, global_ = self._maps_of(val)
         low, high = self.map_quantiles

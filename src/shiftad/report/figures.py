@@ -38,7 +38,7 @@ from shiftad.io import atomic_path  # noqa: E402
 
 __all__ = [
     "CAPTIONS", "FIGURE_CAPTIONS", "TRUTH_COLORS", "anomalous_shares", "confusion_figure", "curves_figure",
-    "defect_size_figure", "defect_type_figure", "gallery_figure", "kshot_figure", "palette", "recovery_figure", "robustness_figure", "routing_figure",
+    "defect_size_figure", "defect_type_figure", "gallery_figure", "kshot_figure", "palette", "recovery_figure", "robustness_figure", "routing_figure", "training_figure",
     "save_figure", "score_distributions_figure", "shift_effects_figure",
 ]
 
@@ -63,6 +63,12 @@ CAPTIONS: dict[str, str] = {
         "Image AUROC against the number K of clean training images in the memory bank (log scale), per detector: "
         "one line per category (mean over seeded draws of the K images, whiskers ± sd over draws) and the macro mean "
         "in black; thresholds from validation images, metrics on the test images."
+    ),
+    "training_figure": (
+        "Training loss of each trained detector's per-class clean models (reference seed), log scale, one line per "
+        "category, against its steps or epochs, with the scale's share of the paper's training in the title; a loss "
+        "still falling at the end means the detector stopped far from converged, so its AUROCs are a budget's, "
+        "not the method's (benchmarks/learning_curves.py measures AUROC against training length)."
     ),
     "recovery_figure": (
         "Few-shot adaptation under shift, the clean model's memory bank plus the patches of K shifted normal training "
@@ -773,6 +779,34 @@ def kshot_figure(kshot: pd.DataFrame, metric: str = "image_auroc") -> Figure:
         ax.set_title(detector, fontsize=10)
         ax.set_xlabel("K (clean training images)")
         ax.set_ylabel(_metric_label(metric))
+        ax.legend(fontsize=8, framealpha=0.85)
+    fig.suptitle(title)
+    return fig
+
+
+def training_figure(training: pd.DataFrame) -> Figure:
+    """Training loss against steps (EfficientAD) or epochs (Uninformed Students), one panel per
+    trained detector, one line per category; the title says what share of the paper's training
+    the scale is."""
+    title = "Training of the trained detectors: how far from converged"
+    frame = _select(training, ("detector", "scale", "category", "unit", "progress", "loss", "planned", "paper"))
+    if frame.empty:
+        return _no_data(title)
+    detectors = _ordered(frame["detector"])
+    categories = sorted(_ordered(frame["category"]))
+    color = palette(categories)
+    fig, axes = _grid(len(detectors), 2, (5.2, 3.9))
+    for ax, detector in zip(axes, detectors):
+        panel = frame[frame["detector"].astype(str) == detector]
+        first = panel.iloc[0]
+        for category in categories:
+            curve = panel[panel["category"].astype(str) == category].sort_values("progress")
+            ax.plot(curve["progress"], curve["loss"], marker=".", lw=1.3, color=color[category], label=category)
+        ax.set_yscale("log")
+        ax.set_xlabel(f"{first['unit']} (the paper trains {int(first['paper']):,})")
+        ax.set_ylabel("training loss")
+        ax.set_title(f"{detector}, {first['scale']} scale: {int(first['planned']):,} {first['unit']}s "
+                     f"= {first['planned'] / first['paper']:.2%} of the paper's", fontsize=9)
         ax.legend(fontsize=8, framealpha=0.85)
     fig.suptitle(title)
     return fig

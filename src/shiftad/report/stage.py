@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from shiftad.io import atomic_dir, write_text
 from shiftad.parallel import process_pool
-from shiftad.params import Params
+from shiftad.params import SCALE_MEANING, Params
 from shiftad.paths import PREDICTIONS_DIR, REPORT_DIR
 from shiftad.results import load_results
 from shiftad.pipeline import REGIMES
@@ -114,14 +114,16 @@ def run_report_stage(params: Params, progress: bool = True) -> Path:
         boot = f"stratified bootstrap over test images, {params.statistics.n_resamples} resamples"
         main = intervals[intervals["scenario"].isin(scenario_order)]  # few-shot runs: their own section
         detectors = T.detectors_table(params)
-        smoke = detectors.loc[detectors["scale"] == "smoke", "detector"].tolist()
-        smoke_note = f" Smoke scale (a labelled CPU-sized run, not the paper's setting): {', '.join(smoke)}." if smoke else ""
+        scales = dict(zip(detectors["detector"], detectors["scale"]))
+        meanings = {s: SCALE_MEANING.get(s, "the method as published, on the offline backbone") for s in dict.fromkeys(scales.values())}
+        scale_note = (" Scale per detector: " + ", ".join(f"{d} {s}" for d, s in scales.items()) + " ("
+                      + "; ".join(f"{s}: {m}" for s, m in meanings.items()) + ").")
         seeds = params.seeds
         seed_note = (f" [CI] is the test-set uncertainty of the reference run (training seed {seeds[0]}); ± is the sd of the macro "
                      f"mean over {len(seeds)} training seeds ({', '.join(map(str, seeds))}): the training-seed uncertainty."
                      if len(seeds) > 1 else f" One training seed ({seeds[0]}): no across-seed spread (set seeds: [0, 1, 2]).")
         table("Headline", "headline", T.headline_table(main, scenario_order, HEADLINE_METRICS),
-              f"Macro mean over categories [{level} CI; {boot}].{seed_note} Thresholds were chosen on validation images only.{smoke_note}",
+              f"Macro mean over categories [{level} CI; {boot}].{seed_note} Thresholds were chosen on validation images only.{scale_note}",
               main[main["category"] == "mean"])
         data = T.data_table(scenarios, scenario_order)
         excluded = int(data.iloc[:, -1].sum()) if data.columns[-1].startswith("anomalous, empty") else 0
@@ -132,8 +134,13 @@ def run_report_stage(params: Params, progress: bool = True) -> Path:
               "only): they count in image metrics and are left out of pixel metrics, not treated as normal pixels."
               if excluded else "Every anomalous test image with a mask has defect pixels."))
         table("Detectors", "detectors", detectors,
-              "The detectors as run: scale and setting (smoke-scale rows are labelled and are not comparable with the papers' "
-              "numbers), teachers and penalty images where a method uses them.")
+              "The detectors as run: scale and setting (rows of trained detectors below the paper's scale carry the scale's "
+              "name and are not comparable with the papers' numbers), teachers and penalty images where a method uses them.")
+        training = T.training_frame(params)
+        if not training.empty:
+            table("Training", "training", T.training_table(training),
+                  "The trained detectors' length of training beside the paper's, and the macro-mean share by which the "
+                  "training loss still fell over its last quarter (per-class clean models, reference seed).", training)
         for metric in HEADLINE_METRICS:
             table("Per category", f"category_{metric}", T.category_table(main, scenario_order, metric),
                   f"{T.METRIC_NAMES[metric]} per category [{level} CI].", main[main["metric"] == metric])
@@ -201,6 +208,8 @@ def run_report_stage(params: Params, progress: bool = True) -> Path:
                             f"{T.METRIC_NAMES[metric]}: {F.CAPTIONS['recovery_figure']}")
         if not kshot.empty:
             figures.add("K-shot curves", "kshot_image_auroc", F.kshot_figure, (kshot,), F.CAPTIONS["kshot_figure"])
+        if not training.empty:
+            figures.add("Training", "training_loss", F.training_figure, (training,), F.CAPTIONS["training_figure"])
         if shift_scenarios:
             main_comparisons = comparisons[[not _is_fewshot(a, all_runs) for a in comparisons["a"]]] if not comparisons.empty else comparisons
             for metric in HEADLINE_METRICS:
@@ -268,7 +277,7 @@ def run_report_stage(params: Params, progress: bool = True) -> Path:
              "independently. F1 intervals hold the validation threshold fixed (it is not re-chosen inside the bootstrap). "
              "Paired comparisons reuse the same resamples for both sides; p-values (from the bootstrap standard error) are "
              "Holm-adjusted within each family.")
-    order = ["Data", "Headline", "Detectors", "Per category", "Comparisons", "Shift effects", "Few-shot adaptation", "K-shot curves", "Routing", "Robustness", "Curves", "Score distributions",
+    order = ["Data", "Headline", "Detectors", "Training", "Per category", "Comparisons", "Shift effects", "Few-shot adaptation", "K-shot curves", "Routing", "Robustness", "Curves", "Score distributions",
              "Breakdowns", "Error analysis", "Heatmap galleries"]
     sections = [Section("Overview", [Text(intro)])]
     for name in order:

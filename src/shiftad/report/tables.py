@@ -286,9 +286,62 @@ def routing_table(accuracy: pd.DataFrame, intervals: pd.DataFrame, comparisons: 
     return pd.DataFrame(rows)
 
 
+def scale_label(scale: str) -> str:
+    """The Detectors table's label of a trained detector's scale (every scale but the paper's)."""
+    from shiftad.params import SCALE_MEANING
+
+    return "" if scale == "paper" else f"; {scale.upper()} SCALE ({SCALE_MEANING[scale]}): not comparable with the paper's numbers"
+
+
+def training_frame(params: Params, root: Path = Path(".")) -> pd.DataFrame:
+    """The training histories of the trained detectors' per-class clean models (reference seed),
+    from each model's meta.json: one row per detector, category and logged step (EfficientAD) or
+    epoch (Uninformed Students, the mean over its students), with the scale's and the paper's
+    length of training."""
+    from shiftad.io import read_json
+    from shiftad.pipeline import TRAINED_DETECTORS, model_path
+
+    rows = []
+    for detector in (d for d in params.detectors if d in TRAINED_DETECTORS):
+        p = getattr(params, detector)
+        unit, planned, paper = (("step", p.train.steps, p.training["paper"].steps) if detector == "efficientad"
+                                else ("epoch", p.train.epochs, p.training["paper"].epochs))
+        for category in params.categories:
+            meta_file = root / model_path(detector, "per_class", "clean", category, params.reference_seed) / "meta.json"
+            history = read_json(meta_file)["training"]["history"]
+            if detector == "efficientad":
+                points = [(h["step"], h["loss"]) for h in history]
+            else:  # {"p17_s0": [{"epoch": 1, "loss": ...}, ...], ...}: the mean over the students
+                epochs = pd.DataFrame([h for student in history.values() for h in student]).groupby("epoch")["loss"].mean()
+                points = list(epochs.items())
+            rows += [{"detector": detector, "scale": p.scale, "category": category, "unit": unit, "progress": int(x), "loss": float(loss),
+                      "planned": planned, "paper": paper} for x, loss in points]
+    return pd.DataFrame(rows, columns=["detector", "scale", "category", "unit", "progress", "loss", "planned", "paper"])
+
+
+def training_table(training: pd.DataFrame) -> pd.DataFrame:
+    """Per trained detector: its length of training beside the paper's, and how much the loss
+    still fell over the last quarter of it (macro mean over categories): a loss still falling
+    means a detector stopped far from converged."""
+    rows = []
+    for detector, frame in training.groupby("detector", sort=False):
+        first = frame.iloc[0]
+        drops = []
+        for _, curve in frame.groupby("category"):
+            curve = curve.sort_values("progress")
+            late = curve[curve["progress"] >= 0.75 * first["planned"]]
+            if len(late) >= 2 and late["loss"].iloc[0] > 0:
+                drops.append(1 - late["loss"].iloc[-1] / late["loss"].iloc[0])
+        rows.append({"detector": detector, "scale": first["scale"], "trained": f"{first['planned']:,} {first['unit']}s",
+                     "paper": f"{first['paper']:,} {first['unit']}s", "share of the paper's": f"{first['planned'] / first['paper']:.2%}",
+                     "loss drop over the last quarter": f"{sum(drops) / len(drops):.1%}" if drops else "–"})
+    return pd.DataFrame(rows)
+
+
 def detectors_table(params: Params) -> pd.DataFrame:
     """One row per detector: the scale it ran at and what it was trained with, from params.
-    Smoke-scale rows are labelled as such: they are not comparable with the papers' numbers."""
+    Rows of trained detectors below the paper's scale are labelled with the scale's name: they
+    are not comparable with the papers' numbers."""
     rows = []
     for name in params.detectors:
         row = {"detector": name, "scale": "full", "setting": "", "notes": ""}
@@ -305,7 +358,7 @@ def detectors_table(params: Params) -> pd.DataFrame:
                       else f"teacher weights from {p.teacher.source}")
             pool = ("penalty images: scikit-image photos + procedural images (fitted categories left out)"
                     if p.penalty_images == "default" else f"penalty images: folder {p.penalty_images}")
-            row["notes"] = f"{source}; {pool}" + ("; SMOKE SCALE: not comparable with the paper's numbers" if p.scale == "smoke" else "")
+            row["notes"] = f"{source}; {pool}" + scale_label(p.scale)
         elif name == "uninformed_students":
             p = params.uninformed_students
             arch, train, teacher, paper = p.arch, p.train, p.teacher_training, p.architecture["paper"]
@@ -318,7 +371,7 @@ def detectors_table(params: Params) -> pd.DataFrame:
             row["notes"] = (f"teachers distilled from {teacher_backbone} {' + '.join(p.teacher.layers)} (pooled descriptor of the "
                             f"patch, {teacher.patches:,} patches × {teacher.epochs} epochs, compactness weight {p.teacher.compactness_weight:g}); "
                             "uncertainty maps (students' variance) in the gallery"
-                            + ("; SMOKE SCALE: not comparable with the paper's numbers" if p.scale == "smoke" else ""))
+                            + scale_label(p.scale))
         elif name == "knn":
             row["setting"] = f"{params.knn.shots or 'all'} shots per category, k = {params.knn.k}, {params.knn.distance}"
         elif name == "routed_ae":
