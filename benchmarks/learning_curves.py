@@ -270,7 +270,8 @@ def draw_figure(results: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), layout="constrained")
+    ringed = False
     for (detector, data), marker in zip(sorted({(r["detector"], r["data"]) for r in results}), "osD^v<>"):
         rows = [r for r in results if (r["detector"], r["data"]) == (detector, data)]
         name = f"{detector} / {'default' if data == 'default' else Path(data).name}"
@@ -278,14 +279,15 @@ def draw_figure(results: list[dict[str, Any]], path: Path) -> None:
             ax.scatter([r["fit_s_total"] for r in rows], [r[metric] for r in rows], marker=marker, label=name)
             chosen = [r for r in rows if r["set"] == {f"{detector}.scale": "cpu"}]  # the default DAG's scale
             ax.scatter([r["fit_s_total"] for r in chosen], [r[metric] for r in chosen], s=160, facecolors="none",
-                       edgecolors="black", linewidths=1.2, label="the cpu scale" if chosen and metric == "image_auroc" else None)
+                       edgecolors="black", linewidths=1.2, label=None if ringed or not chosen else "the cpu scale")
+            ringed = ringed or bool(chosen)
             for r in rows:
                 ax.annotate(label(r), (r["fit_s_total"], r[metric]), fontsize=6, alpha=0.8)
     from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     for ax, metric in zip(axes, ("image AUROC (macro)", "pixel AUROC (macro)")):
         ax.set_xscale("log")
-        ax.set_xticks([15, 30, 60, 120, 240, 480, 960])
+        ax.set_xticks([15, 30, 60, 120, 240, 480, 960, 1920])
         ax.xaxis.set_major_formatter(ScalarFormatter())
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("fit seconds, every class (1 thread)")
@@ -296,7 +298,7 @@ def draw_figure(results: list[dict[str, Any]], path: Path) -> None:
     for ax, goal in zip(axes, (0.80, 0.90)):
         ax.axhline(goal, color="tab:red", lw=0.8, ls="--")
         ax.annotate(f"goal {goal:.2f}", (ax.get_xlim()[0], goal), fontsize=7, color="tab:red", va="bottom")
-    axes[0].legend(fontsize=7, loc="upper right")
+    fig.legend(*axes[0].get_legend_handles_labels(), fontsize=8, loc="outside lower center", ncol=5)
     fig.savefig(path, dpi=110)
     print(f"figure -> {path}")
 
