@@ -155,7 +155,7 @@ class RoutedAEParams(Section):
 
 
 Scale = Literal["smoke", "cpu", "paper"]
-SCALES: tuple[str, ...] = ("smoke", "cpu", "paper")
+SCALES: tuple[str, ...] = get_args(Scale)
 SCALE_MEANING = {
     "smoke": "a test-sized run that checks the plumbing, not the method",
     "cpu": "a measured CPU budget (benchmarks/learning_curves.py), far from the paper's training",

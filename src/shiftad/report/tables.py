@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from shiftad.io import write_text
-from shiftad.params import Params
+from shiftad.params import SCALE_MEANING, Params
 
 METRIC_NAMES = {
     "image_auroc": "image AUROC", "image_auprc": "image AUPRC", "f1": "F1", "pixel_auroc": "pixel AUROC", "aupro": "AU-PRO",
@@ -288,8 +288,6 @@ def routing_table(accuracy: pd.DataFrame, intervals: pd.DataFrame, comparisons: 
 
 def scale_label(scale: str) -> str:
     """The Detectors table's label of a trained detector's scale (every scale but the paper's)."""
-    from shiftad.params import SCALE_MEANING
-
     return "" if scale == "paper" else f"; {scale.upper()} SCALE ({SCALE_MEANING[scale]}): not comparable with the paper's numbers"
 
 
