@@ -8,6 +8,7 @@ and the report's table and figure functions, so a notebook and the report show t
 from __future__ import annotations
 
 import logging
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -67,9 +68,6 @@ def execute_notebook(task: tuple[str, str, dict, str]) -> str:
     import papermill
     from nbconvert import HTMLExporter
     import nbformat
-
-    import tempfile
-
     from traitlets.config import Config
 
     source, executed, parameters, cwd = task

@@ -259,11 +259,11 @@ class EfficientAD(Detector):
                 optimiser.step()
                 decay.step()
                 for name, value in (("loss", loss), ("hard", loss_hard), ("penalty", loss_penalty), ("ae", loss_ae), ("st_ae", loss_stae)):
-                    running[name] = running.get(name, 0.0) + value.item()
+                    running[name] = running.get(name, 0.0) + value.detach()  # no .item() per step: no device sync
                 if step % max(1, self.steps // 20) == 0 or step == self.steps:
                     # the mean over the steps since the last entry: one batch-1 step's loss is too noisy to read convergence from
                     count = step - (history[-1]["step"] if history else 0)
-                    history.append({"step": step, **{name: round(total / count, 6) for name, total in running.items()}})
+                    history.append({"step": step, **{name: round(total.item() / count, 6) for name, total in running.items()}})
                     running = {}
         self.student_, self.ae_ = student.eval().requires_grad_(False), ae.eval().requires_grad_(False)
         local, global_ = self._maps_of(val)
