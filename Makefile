@@ -7,10 +7,12 @@ CORES ?= 2
 
 .PHONY: install run test clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	# the corruption reference (tests/test_corruptions.py): without its opencv-python, which would clash with the headless OpenCV here
+	$(BIN)/pip install --quiet --no-deps imagecorruptions==1.1.2
 	touch $(STAMP)
 
 install: $(STAMP)

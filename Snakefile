@@ -1,4 +1,4 @@
-# shiftad DAG: data -> split -> shift -> features (frozen networks, once per image) -> (distill-teacher) -> fit -> score (+ fewshot) -> evaluate -> robustness -> statistics
+# shiftad DAG: data -> split -> shift (one job per shift domain) -> features (frozen networks, once per image) -> (distill-teacher) -> fit -> score (+ fewshot) -> evaluate -> robustness -> statistics
 # -> notebooks -> report; kshot (learning curves) feeds the report; export writes a bundle per
 # fitted model (after evaluate: the bundles carry the validation thresholds).
 # Rules only call the `shiftad` CLI; every number lives in params.yaml.
@@ -7,7 +7,7 @@
 from pathlib import Path
 
 from shiftad.params import validate_params
-from shiftad.pipeline import (DOMAINS, bundle_dirs, data_outputs, feature_inputs, image_inputs, source_files, storage_root, splits_input,
+from shiftad.pipeline import (all_splits_inputs, bundle_dirs, data_outputs, feature_inputs, image_inputs, source_files, storage_root, splits_input,
                               teacher_source_inputs, untracked, user_image_inputs)
 
 configfile: "params.yaml"

@@ -87,10 +87,12 @@ def estimate(params) -> dict[str, float]:
     def stage(name: str) -> Work:
         return work.setdefault(name, Work())
 
-    # Each detector: per seed, 2 training domains, per-class (one model per category) + global (all pooled).
-    # A model scores val + test of both domains: per class its own category, global every category.
-    fits_per_image = 2 * n_seeds * 2  # domains x seeds x (per-class + global: each train image is fitted twice)
-    scores_per_image = 2 * n_seeds * 2 * 2  # models (domains) x seeds x regimes x data domains
+    # Each detector: per seed, every fitted domain (params fit_domains), per-class (one model per
+    # category) + global (all pooled). A model scores val + test of the data domains of its pairs
+    # (Params.scored_pairs): per class its own category, global every category.
+    n_fit, n_pairs = len(params.fit_domains), len(params.scored_pairs())
+    fits_per_image = n_fit * n_seeds * 2  # domains x seeds x (per-class + global: each train image is fitted twice)
+    scores_per_image = n_pairs * n_seeds * 2  # (model, data) domain pairs x seeds x regimes
     for detector in params.detectors:
         if detector in ("patchcore", "padim", "routed_ae", "knn"):
             section = getattr(params, detector)
@@ -104,12 +106,12 @@ def estimate(params) -> dict[str, float]:
                 bank = {c: train[c] * patches * section.coreset_ratio for c in categories}
                 total_bank = sum(bank.values())
                 search = sum((val[c] + test[c]) * patches * (bank[c] + total_bank) for c in categories)
-                stage("patchcore: kNN search").add(2 * channels * search * 2 * n_seeds * 2)
+                stage("patchcore: kNN search").add(2 * channels * search * n_pairs * n_seeds)
             if detector == "knn":
                 bank = {c: (train[c] if section.shots == 0 else min(section.shots, train[c])) * patches for c in categories}
                 total_bank = sum(bank.values())
                 search = sum((val[c] + test[c]) * patches * (bank[c] + total_bank) for c in categories)
-                stage("knn: kNN search").add(2 * channels * search * 2 * n_seeds * 2)
+                stage("knn: kNN search").add(2 * channels * search * n_pairs * n_seeds)
             if detector == "padim":  # per position: covariance (fit) and Mahalanobis (score), d = n_features
                 d = section.n_features
                 stage("padim: Gaussians").add(patches * d * d * 2 * (sum(train.values()) * fits_per_image + scored * scores_per_image))
@@ -123,7 +125,7 @@ def estimate(params) -> dict[str, float]:
             t, s, a = (forward_flops(m, image) for m in (teacher, student, ae))
             # a step: teacher forward, student + autoencoder trained on the image, student on a penalty image
             per_step = t + TRAIN_STEP * (s + a) + TRAIN_STEP * s
-            models = (len(categories) + 1) * 2 * n_seeds
+            models = (len(categories) + 1) * n_fit * n_seeds
             stage("efficientad: training").add(per_step * steps * p.train.batch_size * models)
             stage("efficientad: scoring").add((t + s + a) * scored * scores_per_image)
             tt = p.teacher_training
@@ -137,7 +139,7 @@ def estimate(params) -> dict[str, float]:
                 net = PatchNet(patch, arch.descriptor_dim, arch.width)
                 dense = forward_flops(lambda x: net.dense(x), image)
                 single = forward_flops(net, torch.rand(1, 3, patch, patch))
-                train_images = sum(train.values()) * 2 * n_seeds * 2  # per-class + global models see every image
+                train_images = sum(train.values()) * n_fit * n_seeds * 2  # per-class + global models see every image
                 stage("uninformed_students: students").add(
                     (dense + TRAIN_STEP * p.students * dense) * train_images * p.training[p.scale].epochs)
                 stage("uninformed_students: scoring").add((1 + p.students) * dense * scored * scores_per_image)
@@ -158,7 +160,7 @@ def main() -> None:
     parser.add_argument("--config", default=str(ROOT / "config/mvtec_full.yaml"))
     parser.add_argument("--tflops", type=float, default=40.0,
                         help="assumed sustained TFLOP/s of one GPU (default 40: about a quarter of an A100's dense TF32 peak)")
-    parser.add_argument("--jobs", type=int, default=686, help="jobs of the dry run (README)")
+    parser.add_argument("--jobs", type=int, default=651, help="jobs of the dry run (README)")
     parser.add_argument("--job-overhead-s", type=float, default=60.0,
                         help="fixed GPU-held seconds per job: container start, imports, CUDA init, image reading")
     args = parser.parse_args()

@@ -79,3 +79,117 @@ def test_adaptation_images_are_nested_and_seeded(data):
     assert set(r.path for r in four) <= set(r.path for r in train)
     with pytest.raises(Exception, match="few_shot.adaptation_k"):
         fewshot.adaptation_images(train, 7, seed=0, category="tex")
+
+
+def test_align_rows_moves_each_channel_onto_the_source_statistics():
+    from shiftad.detectors.memory_bank import PatchRows
+
+    rng = np.random.default_rng(0)
+    source_rows = rng.normal(2.0, 3.0, size=(5, 16, 8)).astype(np.float32)
+    target_rows = (rng.normal(0.0, 1.0, size=(4, 16, 8)) * np.linspace(0.5, 4, 8) - 7).astype(np.float32)
+    source, target = fewshot.channel_statistics(source_rows), fewshot.channel_statistics(target_rows)
+    aligned = fewshot.align_rows(PatchRows(target_rows, (4, 4)), target, source)
+    mean, sd = fewshot.channel_statistics(aligned.rows)
+    np.testing.assert_allclose(mean, source[0], atol=1e-4)
+    np.testing.assert_allclose(sd, source[1], rtol=1e-4)
+    assert aligned.grid == (4, 4)
+
+
+@pytest.fixture(scope="module")
+def darker_domain(tmp_path_factory, data):
+    """A darker camera: every image of the target domain ×0.6."""
+    from PIL import Image
+
+    train, val, test = data
+    folder = tmp_path_factory.mktemp("dark")
+
+    def darker(records, name):
+        (folder / name).mkdir()
+        out = []
+        for r in records:
+            path = folder / name / f"dark_{r.path.split('/')[-1]}"
+            Image.fromarray((np.asarray(Image.open(r.path)) * 0.6).astype(np.uint8)).save(path)
+            out.append(dataclasses.replace(r, path=str(path)))
+        return out
+
+    return {("tex", "train"): darker(train, "t"), ("tex", "val"): darker(val, "v"), ("tex", "test"): darker(test, "x")}
+
+
+def _adapted(monkeypatch, tmp_path, data, darker_domain, method):
+    from shiftad.io import load_npz
+    from shiftad.paths import scores_file
+
+    train, val, test = data
+    clean = {("tex", "train"): train, ("tex", "val"): val, ("tex", "test"): test}
+    monkeypatch.setattr(fewshot, "domain_view", lambda domain: FakeView(clean if domain == "clean" else darker_domain))
+    monkeypatch.chdir(tmp_path)
+    params = validate_params({"categories": ["tex"], "domains": {"dark": {"recipe": "camera_change"}}, "fit_domains": ["clean"],
+                              "few_shot": {"adaptation_k": [0, 4]}, "image_size": 64})
+    model = FewShotKNN.from_params(params).fit(train)
+    model.progress = False
+    before = model.score(test).image_scores
+    fewshot.adapt_and_score(params, model, "knn", "per_class", ["tex"], 0, "dark", [method])
+    k0, k4 = (load_npz(scores_file("knn", "per_class", f"{method}_k{k}", "dark", "test", "tex", 0)) for k in (0, 4))
+    np.testing.assert_allclose(k0["image_scores"], model.score(darker_domain[("tex", "test")]).image_scores, rtol=1e-6)  # K = 0: unadapted
+    np.testing.assert_array_equal(model.score(test).image_scores, before)  # the shared clean network and bank are untouched
+    assert k4["maps"].shape == k0["maps"].shape
+    return params, model, before, k0, k4
+
+
+def test_feature_align_uses_unlabelled_target_normals_and_lowers_the_shifted_normals_scores(monkeypatch, tmp_path, data, darker_domain):
+    """Aligning the darker domain's patch features with K of its unlabelled normals brings its
+    normal test images' scores back toward the clean ones; K = 0 is the unadapted model."""
+    _, model, before, k0, k4 = _adapted(monkeypatch, tmp_path, data, darker_domain, "feature_align")
+    normal = np.array([r.label == 0 for r in data[2]])
+    gap = k0["image_scores"][normal].mean() - before[normal].mean()
+    assert gap > 0  # the darker camera raises the normal images' scores ...
+    assert k4["image_scores"][normal].mean() - before[normal].mean() < 0.75 * gap  # ... 4 unlabelled normals win back over a quarter (42%)
+    assert int(k4["memory_bank_size"]) == model.memory_bank_.shape[0]  # the bank is the clean one
+
+
+def test_adabn_runs_the_network_on_the_target_normals_statistics_and_the_bank_on_the_clean_ones(monkeypatch, tmp_path, data, darker_domain):
+    import torch
+
+    from shiftad.data.images import read_image
+
+    params, model, before, k0, k4 = _adapted(monkeypatch, tmp_path, data, darker_domain, "adabn")
+    assert not np.allclose(k4["image_scores"], k0["image_scores"])
+    # the statistics are the images' own: the first batch norm's running mean is its input's channel mean over them
+    images = [read_image(r.path) for r in darker_domain[("tex", "train")][:4]]
+    network = fewshot.adabn_network(model, images)
+    first = next(m for m in network.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))
+    seen = []
+    hook = first.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0]))
+    network.train()  # a pass in train mode only to capture the input; the statistics were set before
+    with torch.no_grad():
+        network(model.prepare_batch(images))
+    hook.remove()
+    np.testing.assert_allclose(first.running_mean.numpy(), seen[0].mean(dim=(0, 2, 3)).numpy(), rtol=1e-4, atol=1e-5)
+    # the source side: the clean bank rebuilt on the clean images' own statistics
+    source = fewshot.adabn_source_model(params, model, ["tex"])
+    assert source.memory_bank_.shape == model.memory_bank_.shape and not np.allclose(source.memory_bank_, model.memory_bank_)
+
+
+def test_the_coreset_curve_trades_bank_size_for_time_on_every_domain(monkeypatch, tmp_path, data, darker_domain):
+    from shiftad.detectors.patchcore import PatchCore
+
+    train, val, test = data
+    clean = {("tex", "train"): train, ("tex", "val"): val, ("tex", "test"): test}
+    monkeypatch.setattr(kshot, "domain_view", lambda domain: FakeView(clean if domain == "clean" else darker_domain))
+    monkeypatch.setattr(kshot, "KSHOT_DIR", tmp_path)
+    params = validate_params({"categories": ["tex"], "domains": {"dark": {"recipe": "camera_change"}}, "fit_domains": ["clean"],
+                              "few_shot": {"coreset_ratios": [0.25, 0.05]}, "image_size": 64})
+    model = PatchCore(image_size=64, coreset_ratio=0.1)
+    model.progress = False
+    table = kshot.coreset_curve(params, model, "patchcore", "tex")
+    assert list(table["coreset_ratio"].unique()) == [0.05, 0.25] and set(table["test_domain"]) == {"clean", "dark"}
+    banks = table.groupby("coreset_ratio")["memory_bank_size"].first()
+    patches = len(train) * 8 * 8  # an 8 x 8 grid per image at 64 px
+    assert banks[0.05] == pytest.approx(0.05 * patches, abs=1) and banks[0.25] == pytest.approx(0.25 * patches, abs=1)
+    assert table["image_auroc"].between(0, 1).all() and (table["ms_per_image"] > 0).all()
+    assert model.coreset_ratio == 0.1  # the model is left as it came
+    assert (tmp_path / "patchcore" / "coreset_tex.csv").is_file()
+    knn = FewShotKNN.from_params(params)
+    knn.progress = False
+    single = kshot.coreset_curve(params, knn, "knn", "tex")  # keeps every patch: one point
+    assert list(single["coreset_ratio"].unique()) == [1.0]

@@ -13,9 +13,10 @@ def test_repository_params_are_valid_and_match_schema_defaults_where_set():
     params = load_params([REPO / "params.yaml"])
     assert params.dataset.source == "synthetic"
     assert params.detectors == ["patchcore", "padim", "knn", "routed_ae", "efficientad", "uninformed_students"]
-    assert list(params.scenarios) == ["clean", "shift_no_adaptation", "shift_threshold_only", "shift_adapted", "shift_fewshot"]
+    assert list(params.scenarios) == ["clean", "no_adaptation", "threshold_only", "refit", "fewshot", "feature_align", "adabn"]
     assert params.few_shot.detectors == ["patchcore", "knn"] and params.threshold_rule("knn") == "percentile"
-    assert params.scenarios["shift_adapted"].model == "shift" and params.scenarios["shift_threshold_only"].threshold == "shift"
+    assert params.scenarios["refit"].model == "target" and params.scenarios["threshold_only"].threshold == "target"
+    assert params.fit_domains == ["clean", "camera_change"]
 
 
 def test_error_names_the_nested_key():
@@ -58,7 +59,7 @@ def test_missing_file_and_bad_yaml_name_the_file(tmp_path: Path):
         load_params([bad])
 
 
-def test_scenario_domain_must_be_clean_or_shift():
+def test_scenario_domain_must_be_clean_a_shift_domain_or_target():
     with pytest.raises(ParamsError, match=r"scenarios\.x\.test"):
         validate_params({"scenarios": {"x": {"model": "clean", "threshold": "clean", "test": "night"}}})
 
@@ -96,14 +97,14 @@ def test_few_shot_detectors_default_to_the_memory_bank_detectors_listed():
 
 
 def test_fewshot_scenario_expands_to_one_run_per_k_for_memory_bank_detectors_only():
-    params = validate_params({"scenarios": {"clean": {}, "few": {"model": "fewshot", "threshold": "shift", "test": "shift"}},
-                              "few_shot": {"adaptation_k": [4, 0, 2]}})
+    params = validate_params({"scenarios": {"clean": {}, "few": {"model": "fewshot", "threshold": "target", "test": "target"}},
+                              "domains": {"shift": {"recipe": "mvtec_shift"}}, "fit_domains": ["clean"], "few_shot": {"adaptation_k": [4, 0, 2]}})
     runs = params.scenario_runs("knn")
-    assert list(runs) == ["clean", "few_k0", "few_k2", "few_k4"]
-    assert runs["few_k2"].k == 2 and runs["few_k2"].model_key == "fewshot_k2" and runs["few_k2"].group == "few"
+    assert list(runs) == ["clean", "shift_few_k0", "shift_few_k2", "shift_few_k4"]
+    assert runs["shift_few_k2"].k == 2 and runs["shift_few_k2"].model_key == "fewshot_k2" and runs["shift_few_k2"].group == "shift_few"
     assert list(params.scenario_runs("padim")) == ["clean"]
     with pytest.raises(ParamsError, match=r"scenarios\.bad: model fewshot"):
-        validate_params({"scenarios": {"bad": {"model": "fewshot", "threshold": "clean", "test": "shift"}}})
+        validate_params({"scenarios": {"bad": {"model": "fewshot", "threshold": "clean", "test": "target"}}})
 
 
 def test_routed_autoencoders_need_validation_normals():

@@ -42,6 +42,24 @@ class UncertainDetector(Detector):
         pass
 
 
+ONE_DOMAIN = {"domains": {"shift": {"recipe": "mvtec_shift"}}, "fit_domains": ["clean", "shift"]}
+
+
+def test_the_score_stage_scores_the_pairs_the_scenarios_and_fitted_domains_name(tmp_path, monkeypatch):
+    records = texture_records(tmp_path / "images", 2, size=16, category="c")
+    split = {"train": [], "val": [ImageRecord(r.path, "c", 0, "good", None, "val") for r in records],
+             "test": [ImageRecord(r.path, "c", 0, "good", None, "test") for r in records]}
+    monkeypatch.setattr(score_stage, "domain_view", lambda domain: SplitView({"c": split}))
+    monkeypatch.setattr(score_stage, "load_detector", lambda name, folder, params: UncertainDetector())
+    monkeypatch.chdir(tmp_path)
+    params = validate_params({"categories": ["c"], "domains": {"a": {"recipe": "mvtec_shift"}, "b": {"recipe": "corruption", "corruption": "contrast"}},
+                              "fit_domains": ["clean", "a"]})
+    assert params.scored_pairs() == [("clean", "clean"), ("clean", "a"), ("clean", "b"), ("a", "clean"), ("a", "a")]
+    score_stage.run_score_stage(params, "uncertain", "per_class", None, "c", 0, progress=False)
+    written = sorted(p.parent.parent.name for p in Path("results/scores").rglob("test/c.npz"))
+    assert written == ["a_on_a", "a_on_clean", "clean_on_a", "clean_on_b", "clean_on_clean"]  # no model fitted on b, no a-on-b
+
+
 def test_the_score_stage_writes_each_extra_map(tmp_path, monkeypatch):
     records = texture_records(tmp_path / "images", 3, size=16, category="c")
     split = {"train": [], "val": [ImageRecord(r.path, "c", 0, "good", None, "val") for r in records],
@@ -49,7 +67,7 @@ def test_the_score_stage_writes_each_extra_map(tmp_path, monkeypatch):
     monkeypatch.setattr(score_stage, "domain_view", lambda domain: SplitView({"c": split}))
     monkeypatch.setattr(score_stage, "load_detector", lambda name, folder, params: UncertainDetector())
     monkeypatch.chdir(tmp_path)
-    score_stage.run_score_stage(validate_params({"categories": ["c"]}), "uncertain", "per_class", "clean", "c", 0, progress=False)
+    score_stage.run_score_stage(validate_params({"categories": ["c"], **ONE_DOMAIN}), "uncertain", "per_class", "clean", "c", 0, progress=False)
     saved = load_npz(scores_file("uncertain", "per_class", "clean", "shift", "test", "c", 0))
     assert {"maps", "extra_map_uncertainty"} <= set(saved)
     assert saved["extra_map_uncertainty"].dtype == np.float32 and saved["extra_map_uncertainty"].shape == saved["maps"].shape == (3, 16, 16)
@@ -66,7 +84,7 @@ def test_one_score_job_uses_each_per_class_model_on_its_own_category_and_the_glo
     loaded = []
     monkeypatch.setattr(score_stage, "load_detector", lambda name, folder, params: loaded.append(Path(folder).name) or UncertainDetector())
     monkeypatch.chdir(tmp_path)
-    params = validate_params({"categories": ["c", "d"]})
+    params = validate_params({"categories": ["c", "d"], **ONE_DOMAIN})
     score_stage.run_score_stage(params, "uncertain", "per_class", "clean", None, 0, progress=False)
     assert loaded == ["c", "d"]  # each category's own model, once
     score_stage.run_score_stage(params, "uncertain", "global", "shift", None, 0, progress=False)

@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 
 from shiftad.errors import ShiftadError
 from shiftad.params import RULE_NAMES, Params, load_params
-from shiftad.pipeline import DOMAINS, GLOBAL_CATEGORY, REGIMES, RUNTIMES, TEACHER_DETECTORS
+from shiftad.pipeline import GLOBAL_CATEGORY, REGIMES, RUNTIMES, TEACHER_DETECTORS
 
 log = logging.getLogger("shiftad")
 
@@ -81,9 +81,11 @@ def cmd_split(params: Params, args: argparse.Namespace) -> None:
 def cmd_shift(params: Params, args: argparse.Namespace) -> None:
     from shiftad.shift import run_shift_stage
 
-    content = run_shift_stage(params, progress=not args.quiet)
-    log.info("shifted %d images (severity %s, %s)", sum(len(v) for c in content["categories"].values() for v in c.values()),
-             content["severity"], ", ".join(content["families"]))
+    for domain in [args.domain] if args.domain else list(params.domains):
+        content = run_shift_stage(params, domain, progress=not args.quiet)
+        settings = {k: content[k] for k in ("corruption", "severity", "families", "jitter") if k in content}
+        log.info("domain %s (%s): %d images, %s", domain, content["recipe"],
+                 sum(len(v) for c in content["categories"].values() for v in c.values()), settings)
 
 
 def cmd_features(params: Params, args: argparse.Namespace) -> None:
@@ -101,13 +103,14 @@ def cmd_distill_teacher(params: Params, args: argparse.Namespace) -> None:
 def cmd_fit(params: Params, args: argparse.Namespace) -> None:
     from shiftad.fit import run_fit_stage
 
-    run_fit_stage(params, args.detector, args.regime, args.domain, args.category, _training_seed(params, args), progress=not args.quiet)
+    run_fit_stage(params, args.detector, args.regime, params.check_fit_domain(args.domain), args.category, _training_seed(params, args), progress=not args.quiet)
 
 
 def cmd_score(params: Params, args: argparse.Namespace) -> None:
     from shiftad.score import run_score_stage
 
-    run_score_stage(params, args.detector, args.regime, args.model, args.category, _training_seed(params, args), progress=not args.quiet)
+    model = params.check_fit_domain(args.model) if args.model else None
+    run_score_stage(params, args.detector, args.regime, model, args.category, _training_seed(params, args), progress=not args.quiet)
 
 
 def cmd_evaluate(params: Params, args: argparse.Namespace) -> None:
@@ -169,7 +172,7 @@ def cmd_export(params: Params, args: argparse.Namespace) -> None:
         raise ShiftadError("export --out: names one bundle; give --regime and --domain with it")
     onnx_files: dict = {}  # one ONNX export per feature network, copied into every bundle that runs it
     for regime in [args.regime] if args.regime else REGIMES:
-        for domain in [args.domain] if args.domain else DOMAINS:
+        for domain in [params.check_fit_domain(args.domain)] if args.domain else params.fit_domains:
             path = export_bundle(params, args.detector, regime, domain, args.out or bundle_dir(args.detector, regime, domain),
                                  onnx_files=onnx_files)
             log.info("%s: bundle of %s/%s/%s", path, args.detector, regime, domain)
@@ -219,7 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("check-params", cmd_check_params, "validate params.yaml (and overrides) and exit")
     add("data", cmd_data, "generate / download / scan the data set and write data/processed/manifest.json")
     add("split", cmd_split, "write seeded train/val/test splits to data/processed/splits.json")
-    add("shift", cmd_shift, "write the MVTec-Shift copy of every split to data/shifted/ and data/processed/shifted_splits.json")
+    shift = add("shift", cmd_shift, "write a shift domain's copy of every split (params `domains`: mvtec_shift, camera_change or corruption "
+                "recipe) to data/domains/<domain>/ and data/processed/domains/<domain>.json")
+    shift.add_argument("--domain", help="this shift domain only (default: every one in turn)")
     features = add("features", cmd_features, "run each frozen network of the study (PatchCore, PaDiM, kNN, routed AE) once over every image "
                    "it will see and store the outputs in results/features/<set>/<spec>/ (later jobs look them up)")
     features.add_argument("--spec", help="only this network (its spec id, the folder name; default: every one)")
@@ -231,13 +236,13 @@ def build_parser() -> argparse.ArgumentParser:
     fit = add("fit", cmd_fit, "fit a detector's models of one regime and training domain (every category, or --category)")
     fit.add_argument("--detector", required=True)
     fit.add_argument("--regime", required=True, choices=REGIMES)
-    fit.add_argument("--domain", required=True, choices=DOMAINS, help="domain of the training images")
+    fit.add_argument("--domain", required=True, help="domain of the training images (one of params fit_domains)")
     fit.add_argument("--category", help=f"only this category's model (or '{GLOBAL_CATEGORY}', the global model); default: every model of the regime")
     fit.add_argument("--seed", type=int, help="training seed, one of params' seeds (default: the first)")
     score = add("score", cmd_score, "score the val and test images of every domain with a regime's fitted models (per class: each its own category; global: every category)")
     score.add_argument("--detector", required=True)
     score.add_argument("--regime", required=True, choices=REGIMES)
-    score.add_argument("--model", choices=DOMAINS, help="only the models fitted on this domain (default: both domains' models)")
+    score.add_argument("--model", help="only the models fitted on this domain (default: the models of every domain in fit_domains)")
     score.add_argument("--category", help=f"only this category's model (or '{GLOBAL_CATEGORY}', the global model); default: every model of the regime")
     score.add_argument("--seed", type=int, help="the model's training seed, one of params' seeds (default: the first)")
     add("evaluate", cmd_evaluate, "thresholds from val, metrics on test, per-image records and heatmaps")
@@ -261,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
                  "one per regime and domain of a detector (results/bundles/<detector>/<regime>/<domain>), or the one of --regime and --domain")
     export.add_argument("--detector", required=True)
     export.add_argument("--regime", choices=REGIMES, help="only this regime's bundles")
-    export.add_argument("--domain", choices=DOMAINS, help="only this training domain's bundles")
+    export.add_argument("--domain", help="only this training domain's bundles (one of params fit_domains)")
     export.add_argument("--out", help="bundle folder to write (one bundle: with --regime and --domain; default results/bundles/...)")
     predict = add("predict", cmd_predict, "inspect images with a bundle: JSON record + heatmap overlay per image, a summary line")
     predict.add_argument("--bundle", required=True)

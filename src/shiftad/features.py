@@ -30,10 +30,10 @@ from shiftad.detectors.base import batched, iter_image_batches
 from shiftad.errors import ShiftadError
 from shiftad.io import atomic_dir, write_json
 from shiftad.params import Params
-from shiftad.pipeline import DOMAINS, FEATURES_DIR, feature_spec, feature_specs, store_spec
+from shiftad.pipeline import FEATURES_DIR, domain_feature_splits, feature_spec, feature_specs, store_spec
 from shiftad.robustness import condition_settings, shifted_test_images, sweep_conditions
 from shiftad.shift import ShiftSettings
-from shiftad.split import SPLIT_NAMES, domain_view
+from shiftad.split import domain_view
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +46,13 @@ ImageBatches = Callable[[int], Iterator[list[np.ndarray]]]  # batch size -> the 
 
 def image_sets(params: Params, feature_set: str) -> Iterator[tuple[str, int, ImageBatches]]:
     """(shard name, number of images, its images in batches). study: every split of every
-    category in both domains, read from disk; robustness: every condition of the severity sweep,
+    category in every domain that a stage reads (`domain_feature_splits`), read from disk; robustness: every condition of the severity sweep,
     its shifted test images made in memory (again for each network: a sweep may not fit in memory)."""
     if feature_set == "study":
-        for domain in DOMAINS:
+        for domain, splits in domain_feature_splits(params).items():
             view = domain_view(domain)
             for category in params.categories:
-                for split in SPLIT_NAMES:
+                for split in splits:
                     records = view.get(category, split)
                     yield f"{domain}_{category}_{split}", len(records), partial(iter_image_batches, records)
         return

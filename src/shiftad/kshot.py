@@ -43,6 +43,10 @@ def kshot_file(detector: str, category: str):
     return KSHOT_DIR / detector / f"{category}.csv"
 
 
+def coreset_file(detector: str, category: str):
+    return KSHOT_DIR / detector / f"coreset_{category}.csv"
+
+
 def kshot_images(n_train: int, k: int, seed: int, draw: int, category: str) -> np.ndarray:
     """Indices into the category's train list: K distinct images, a function of (seed, draw, K, category)."""
     rng = np.random.default_rng([seed, draw, k, zlib.crc32(category.encode())])
@@ -79,7 +83,54 @@ def run_kshot_stage(params: Params, detector: str, progress: bool = True) -> pd.
     if not isinstance(model, PatchBankDetector):
         raise ParamsError(f"few_shot.detectors: '{detector}' is not a memory-bank detector")
     model.progress = progress
-    return pd.concat([kshot_category(params, model, detector, category) for category in params.categories], ignore_index=True)
+    tables = [kshot_category(params, model, detector, category) for category in params.categories]
+    for category in params.categories:
+        coreset_curve(params, model, detector, category)
+    return pd.concat(tables, ignore_index=True)
+
+
+def coreset_curve(params: Params, model: PatchBankDetector, detector: str, category: str) -> pd.DataFrame:
+    """The memory-bank size trade-off: the model fitted on every train image of the category at
+    each ratio of `few_shot.coreset_ratios` (PatchCore's greedy coreset; a detector that keeps
+    every patch has one point, ratio 1), image AUROC on the test images of every domain (no
+    threshold needed) and inference ms per image (search + maps, timed on up to 16 clean test
+    images, plus the network's time per image). Written to results/kshot/<detector>/coreset_<category>.csv."""
+    thins = hasattr(model, "coreset_ratio") and not model.keeps_every_patch
+    ratios = list(params.few_shot.coreset_ratios) if thins else [1.0]
+    views = {d: domain_view(d) for d in params.data_domains}
+    with model.clock() as clock:
+        train_rows = model.patch_rows(views["clean"].get(category, "train"), None)
+        tests = {d: (v.get(category, "test"), model.patch_rows(v.get(category, "test"), None)) for d, v in views.items()}
+    per_image_seconds = clock.seconds / max(1, len(train_rows) + sum(len(r) for _, r in tests.values()))
+    original = getattr(model, "coreset_ratio", None)
+    rows = []
+    try:
+        for ratio in ratios:
+            if thins:
+                model.coreset_ratio = ratio
+            begin = time.perf_counter()
+            model.fit_rows(train_rows)
+            fit_seconds = time.perf_counter() - begin
+            timed = tests["clean"][1].take(range(min(16, len(tests["clean"][1]))))
+            begin = time.perf_counter()
+            model.score_rows(timed)
+            ms_per_image = 1000 * ((time.perf_counter() - begin) / max(len(timed), 1) + per_image_seconds)
+            for domain, (records, rows_of) in tests.items():
+                labels = np.array([r.label for r in records])
+                scores = model.score_rows(rows_of, maps=False).image_scores
+                auroc = image_metrics(scores, labels, float("inf"))["image_auroc"]
+                rows.append({"detector": detector, "category": category, "coreset_ratio": ratio, "test_domain": domain,
+                             "image_auroc": auroc, "memory_bank_size": int(model.memory_bank_.shape[0]),
+                             "fit_seconds": fit_seconds, "ms_per_image": ms_per_image})
+            log.info("coreset %s/%s ratio %g: bank %d, clean AUROC %.3f, %.1f ms/image", detector, category, ratio,
+                     model.memory_bank_.shape[0], rows[-len(tests)]["image_auroc"], ms_per_image)
+    finally:
+        if thins:
+            model.coreset_ratio = original
+    table = pd.DataFrame(rows)
+    with atomic_path(coreset_file(detector, category)) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6g")
+    return table
 
 
 def kshot_category(params: Params, model: PatchBankDetector, detector: str, category: str) -> pd.DataFrame:

@@ -36,20 +36,20 @@ def data_overview(root: str | Path = ".") -> pd.DataFrame:
     return frame.groupby(["category", "split", "defect_type"]).size().unstack("split", fill_value=0).reset_index()
 
 
-def examples_figure(category: str, n: int = 4, root: str | Path = "."):
-    """Test images of one category, clean (top row) and shifted (bottom row), defect outlined in red."""
+def examples_figure(category: str, n: int = 4, root: str | Path = ".", domains: list[str] = ()):
+    """Test images of one category, clean (top row) and in each shift domain (a row each), defect outlined in red."""
     import matplotlib.pyplot as plt
     import numpy as np
 
     from shiftad.data.images import read_image, read_mask
     from shiftad.split import domain_view
 
-    clean = domain_view("clean").get(category, "test")
-    shifted = domain_view("shift").get(category, "test")
+    rows = [("clean", domain_view("clean").get(category, "test"))] + [(d, domain_view(d).get(category, "test")) for d in domains]
+    clean = rows[0][1]
     picked = [i for i, r in enumerate(clean) if r.is_anomalous][: (n + 1) // 2] + [i for i, r in enumerate(clean) if not r.is_anomalous][: n // 2]
-    fig, axes = plt.subplots(2, len(picked), figsize=(2.4 * len(picked), 5.2), squeeze=False)
-    for column, i in enumerate(picked):
-        for row, (name, records) in enumerate((("clean", clean), ("shifted", shifted))):
+    fig, axes = plt.subplots(len(rows), len(picked), figsize=(2.4 * len(picked), 2.6 * len(rows)), squeeze=False)
+    for row, (name, records) in enumerate(rows):
+        for column, i in enumerate(picked):
             ax = axes[row][column]
             record = records[i]
             ax.imshow(read_image(record.path))
@@ -57,8 +57,8 @@ def examples_figure(category: str, n: int = 4, root: str | Path = "."):
                 ax.contour(read_mask(record.mask_path).astype(np.uint8), levels=[0.5], colors="red", linewidths=1)
             ax.set_title(f"{name}: {record.defect_type}", fontsize=8)
             ax.set_xticks([]), ax.set_yticks([])
-    axes[0][0].set_ylabel("clean"), axes[1][0].set_ylabel("shifted")
-    fig.suptitle(f"{category}: clean test images and their shifted copies (defects outlined in red)")
+        axes[row][0].set_ylabel(name)
+    fig.suptitle(f"{category}: clean test images and their copies in each shift domain (defects outlined in red)")
     fig.tight_layout()
     return fig
 

@@ -382,17 +382,19 @@ class FewShotParams(Section):
     detectors: list[Literal["patchcore", "knn"]] | None = Field(None, description="default: every memory-bank detector in `detectors`")
     kshot: list[PositiveK] = Field(default_factory=lambda: [1, 2, 4, 8, 16, 32], min_length=1, description="training images per K-shot fit")
     kshot_seeds: int = Field(3, ge=1, description="draws of the K images per K (seeds 0..n-1 offset by the global seed)")
+    coreset_ratios: list[Annotated[float, Field(gt=0, le=1)]] = Field(default_factory=lambda: [0.01, 0.05, 0.1, 0.25], min_length=1,
+                                                                       description="the memory-bank size trade-off (kshot stage, PatchCore)")
     adaptation_k: list[AdaptationK] = Field(default_factory=lambda: [0, 1, 2, 4, 8, 16], min_length=1,
                                             description="shifted normal train images added to the clean bank")
 
-    @field_validator("kshot", "adaptation_k", "detectors")
+    @field_validator("kshot", "adaptation_k", "coreset_ratios", "detectors")
     @classmethod
     def _sorted_unique(cls, values: list | None) -> list | None:
         if values is None:
             return None
         if len(set(values)) != len(values):
             raise ValueError(f"values repeat in {values}")
-        return sorted(values) if values and isinstance(values[0], int) else values
+        return sorted(values) if values and isinstance(values[0], (int, float)) else values
 
 
 ShiftFamily = Literal["geometric", "photometric", "illumination"]
@@ -427,37 +429,94 @@ class ThresholdParams(Section):
     std_multiplier: float = Field(3, gt=0)
 
 
+CorruptionName = Literal["brightness", "contrast", "defocus_blur", "gaussian_noise"]
+DomainRecipe = Literal["mvtec_shift", "camera_change", "corruption"]
+DOMAIN_RECIPES: tuple[str, ...] = get_args(DomainRecipe)
+CLEAN = "clean"  # the data set itself: always a domain, never in `domains`
+# Adaptations of the clean memory-bank model to K normal train images of a shift domain, one
+# run per K in few_shot.adaptation_k: fewshot = the K images' patches added to the bank;
+# feature_align = the domain's patch features re-standardised per channel (mean, sd of the K
+# images' patches) onto the clean train images' statistics; adabn = the frozen network's
+# batch-norm statistics re-estimated on the K images (AdaBN). The last two are label-free: the
+# normals need no labels and the bank is unchanged.
+ADAPTATIONS = ("fewshot", "feature_align", "adabn")
+TARGET = "target"  # a scenario template's placeholder: each shift domain in turn
+
+
+class DomainParams(Section):
+    """A shift domain: how its copy of every split is made from the clean images (shiftad.shift)."""
+
+    # mvtec_shift: an independent random change per image (the `shift:` section's ranges);
+    # camera_change: one change per category, shared by every image of every split, plus
+    # per-image jitter; corruption: a published common corruption (imagecorruptions' values)
+    recipe: DomainRecipe
+    severity: int | None = Field(None, ge=1, le=5, description="1..5; default: shift.severity (mvtec_shift, camera_change), 3 (corruption)")
+    families: list[ShiftFamily] | None = Field(None, min_length=1, description="default: shift.families (mvtec_shift, camera_change)")
+    jitter: float = Field(0.2, ge=0, le=1, description="camera_change: every continuous setting moves this fraction of the way "
+                                                       "toward an independent per-image draw")
+    corruption: CorruptionName | None = Field(None, description="corruption: its name")
+
+    @model_validator(mode="after")
+    def _recipe_fields(self) -> "DomainParams":
+        if self.recipe == "corruption" and self.corruption is None:
+            raise ValueError("recipe corruption needs `corruption` (one of brightness, contrast, defocus_blur, gaussian_noise)")
+        if self.recipe != "corruption" and self.corruption is not None:
+            raise ValueError(f"`corruption` is for recipe corruption, not {self.recipe}")
+        if self.recipe == "corruption" and self.families is not None:
+            raise ValueError("`families` is for recipes mvtec_shift and camera_change, not corruption")
+        return self
+
+
+DomainName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$")]
+
+
+def default_domains() -> dict[str, "DomainParams"]:
+    return {"mvtec_shift": DomainParams(recipe="mvtec_shift"), "camera_change": DomainParams(recipe="camera_change")}
+
+
 class ScenarioParams(Section):
-    # fewshot: the clean model's memory bank plus K shifted normal train images, one run per
-    # K in few_shot.adaptation_k (memory-bank detectors only)
-    model: Literal["clean", "shift", "fewshot"] = "clean"
-    threshold: Literal["clean", "shift"] = "clean"
-    test: Literal["clean", "shift"] = "clean"
+    # A domain name (clean or a key of `domains`), or `target`: the template becomes one
+    # scenario per shift domain (<domain>_<name>; with model: target, per domain in
+    # fit_domains). model fewshot / feature_align: the clean model adapted to K normal train
+    # images of the target domain (ADAPTATIONS), one run per K in few_shot.adaptation_k
+    # (memory-bank detectors only).
+    model: str = CLEAN
+    threshold: str = CLEAN
+    test: str = CLEAN
+    targets: list[str] | None = Field(None, min_length=1, description="the shift domains `target` stands for (default: every one)")
+    detectors: list[DetectorName] | None = Field(None, min_length=1, description="the detectors it runs for, of those it applies to "
+                                                                                 "(default: every one; adaptations: few_shot.detectors)")
 
 
 @dataclass(frozen=True)
 class ScenarioRun:
-    """One concrete scenario: a params scenario, or one K of a fewshot scenario."""
+    """One concrete scenario: a params scenario for one target domain, or one K of a fewshot one."""
 
-    name: str  # the params name, or <name>_k<K> for a fewshot run
-    group: str  # the params scenario name
-    model: str  # clean | shift | fewshot
+    name: str  # <domain>_<template> (or the template name when it names its domains), + _k<K> for a fewshot run
+    group: str  # the run without its K: the fewshot runs of one domain share it
+    model: str  # a domain name or an adaptation (fewshot, feature_align)
     threshold: str
     test: str
-    k: int | None = None  # shifted normals added to the clean bank (fewshot only)
+    k: int | None = None  # target-domain normals the clean model adapts to (adaptations only)
+    template: str = ""  # the params scenario name
+    domain: str | None = None  # the shift domain the template was expanded for (None: no target)
 
     @property
     def model_key(self) -> str:
-        """The score files' model name: clean, shift, or fewshot_k<K>."""
-        return f"fewshot_k{self.k}" if self.model == "fewshot" else self.model
+        """The score files' model name: a domain, or <adaptation>_k<K>."""
+        return f"{self.model}_k{self.k}" if self.model in ADAPTATIONS else self.model
 
 
-# The study's four scenarios: which model, which threshold, which test set.
+# The study's scenarios, templates over the shift domains: which model, which threshold, which test set
+# (params.yaml limits the adaptations to some domains and detectors, for the DAG's time budget).
 DEFAULT_SCENARIOS = {
-    "clean": ScenarioParams(model="clean", threshold="clean", test="clean"),
-    "shift_no_adaptation": ScenarioParams(model="clean", threshold="clean", test="shift"),
-    "shift_threshold_only": ScenarioParams(model="clean", threshold="shift", test="shift"),
-    "shift_adapted": ScenarioParams(model="shift", threshold="shift", test="shift"),
+    "clean": ScenarioParams(model=CLEAN, threshold=CLEAN, test=CLEAN),
+    "no_adaptation": ScenarioParams(model=CLEAN, threshold=CLEAN, test=TARGET),
+    "threshold_only": ScenarioParams(model=CLEAN, threshold=TARGET, test=TARGET),
+    "refit": ScenarioParams(model=TARGET, threshold=TARGET, test=TARGET),
+    "fewshot": ScenarioParams(model="fewshot", threshold=TARGET, test=TARGET),
+    "feature_align": ScenarioParams(model="feature_align", threshold=TARGET, test=TARGET),
+    "adabn": ScenarioParams(model="adabn", threshold=TARGET, test=TARGET),
 }
 
 
@@ -585,6 +644,11 @@ class Params(Section):
     uninformed_students: UninformedStudentsParams = UninformedStudentsParams()
     few_shot: FewShotParams = FewShotParams()
     shift: ShiftParams = ShiftParams()
+    # The shift domains by name (clean, the data set itself, is always there): each a recipe
+    # for a copy of every split (data/domains/<name>/). Models are fitted on the domains of
+    # fit_domains; every model of a fitted domain scores every domain's val and test images.
+    domains: dict[DomainName, DomainParams] = Field(default_factory=default_domains, min_length=1)
+    fit_domains: list[str] = Field(default_factory=lambda: [CLEAN, "camera_change"], min_length=1)
     scenarios: dict[str, ScenarioParams] = Field(default_factory=lambda: dict(DEFAULT_SCENARIOS), min_length=1)
     evaluation: EvaluationParams = EvaluationParams()
     robustness: RobustnessParams = RobustnessParams()
@@ -598,6 +662,17 @@ class Params(Section):
     # a cluster fits the categories side by side. The models and their folders are the same.
     fit_jobs: Literal["per_regime", "per_model"] = "per_regime"
     resources: ResourcesParams = ResourcesParams()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_nulls(cls, raw: Any) -> Any:
+        """`domains: {brightness: null}` (or a scenario set to null) drops that entry: an override
+        file merges into params.yaml key by key, so null is how it removes one."""
+        if isinstance(raw, dict):
+            for key in ("domains", "scenarios"):
+                if isinstance(raw.get(key), dict):
+                    raw = {**raw, key: {k: v for k, v in raw[key].items() if v is not None}}
+        return raw
 
     @model_validator(mode="before")
     @classmethod
@@ -639,23 +714,79 @@ class Params(Section):
                           ("uninformed_students", "standardises its scores")):
             if name in self.detectors and self.split.policy == "ratios" and self.split.ratios.val == 0:
                 raise ValueError(f"split.ratios.val: {name} {why} on validation normal images; give val a share > 0")
+        reserved = {CLEAN, TARGET, *ADAPTATIONS} & set(self.domains)
+        if reserved:
+            raise ValueError(f"domains: {sorted(reserved)} are reserved names ({CLEAN}, {TARGET}, {', '.join(ADAPTATIONS)}); rename that domain")
+        known = [CLEAN, *self.domains]
+        unknown = [d for d in self.fit_domains if d not in known]
+        if unknown or CLEAN not in self.fit_domains or len(set(self.fit_domains)) != len(self.fit_domains):
+            raise ValueError(f"fit_domains: {self.fit_domains} must hold '{CLEAN}' and names of `domains` ({', '.join(self.domains)}), "
+                             f"once each{f'; unknown: {unknown}' if unknown else ''}")
         for name, scenario in self.scenarios.items():
-            if scenario.model == "fewshot" and (scenario.threshold, scenario.test) != ("shift", "shift"):
-                raise ValueError(f"scenarios.{name}: model fewshot adapts to the shift, so threshold and test must be 'shift'")
+            for field, allowed in (("model", [*self.fit_domains, TARGET, *ADAPTATIONS]), ("threshold", [*known, TARGET]), ("test", [*known, TARGET])):
+                value = getattr(scenario, field)
+                if value not in allowed:
+                    raise ValueError(f"scenarios.{name}.{field}: '{value}' is none of {allowed}"
+                                     + (" (a model needs its domain in fit_domains)" if field == "model" and value in known else ""))
+            unknown = [d for d in scenario.targets or [] if d not in self.domains]
+            if unknown:
+                raise ValueError(f"scenarios.{name}.targets: {unknown} are not shift domains ({', '.join(self.domains)})")
+            if scenario.targets is not None and TARGET not in (scenario.model, scenario.threshold, scenario.test):
+                raise ValueError(f"scenarios.{name}.targets: the scenario names no '{TARGET}' for them to stand for")
+            if scenario.model in ADAPTATIONS and (scenario.threshold, scenario.test) != (TARGET, TARGET):
+                raise ValueError(f"scenarios.{name}: model {scenario.model} adapts to each shift domain, so threshold and test must be '{TARGET}'")
         return self
 
+    @property
+    def data_domains(self) -> list[str]:
+        """Every domain: clean, then the shift domains in params order."""
+        return [CLEAN, *self.domains]
+
     def scenario_runs(self, detector: str | None = None) -> dict[str, "ScenarioRun"]:
-        """The concrete scenarios, by name: a fewshot scenario becomes one run per K
-        (`<name>_k<K>`), for the detectors in few_shot.detectors (all of them when
-        `detector` is None)."""
-        runs: dict[str, ScenarioRun] = {}
+        """The concrete scenarios, by name. A template with `target` becomes one run per shift
+        domain, `<domain>_<template>` (model: target only for the domains in fit_domains); a
+        fewshot / feature_align template one run per domain and K (`<domain>_<template>_k<K>`), for the
+        detectors in few_shot.detectors (all of them when `detector` is None)."""
+        fixed: dict[str, ScenarioRun] = {}
+        by_domain: dict[str, dict[str, ScenarioRun]] = {d: {} for d in self.domains}  # runs grouped by domain, templates in order
         for name, s in self.scenarios.items():
-            if s.model != "fewshot":
-                runs[name] = ScenarioRun(name, name, s.model, s.threshold, s.test)
-            elif detector is None or detector in self.few_shot.detectors:
-                for k in self.few_shot.adaptation_k:
-                    runs[f"{name}_k{k}"] = ScenarioRun(f"{name}_k{k}", name, s.model, s.threshold, s.test, k)
+            if detector is not None and s.detectors is not None and detector not in s.detectors:
+                continue
+            fields = (s.model, s.threshold, s.test)
+            if TARGET not in fields:
+                fixed[name] = ScenarioRun(name, name, *fields, template=name)
+                continue
+            for domain in s.targets or self.domains:
+                if s.model == TARGET and domain not in self.fit_domains:
+                    continue
+                model, threshold, test = (domain if f == TARGET else f for f in fields)
+                group, runs = f"{domain}_{name}", by_domain[domain]
+                if model not in ADAPTATIONS:
+                    runs[group] = ScenarioRun(group, group, model, threshold, test, template=name, domain=domain)
+                elif detector is None or detector in self.few_shot.detectors:
+                    for k in self.few_shot.adaptation_k:
+                        runs[f"{group}_k{k}"] = ScenarioRun(f"{group}_k{k}", group, model, threshold, test, k, template=name, domain=domain)
+        runs = dict(fixed)
+        for domain_runs in by_domain.values():
+            runs.update(domain_runs)
         return runs
+
+    def scored_pairs(self) -> list[tuple[str, str]]:
+        """(model domain, data domain) pairs the score stage runs, on val and test images: those
+        the scenarios name (model on its threshold's and its test's domain) and every fitted
+        domain's models on every fitted domain (the cross-shift matrix's rows and columns)."""
+        pairs = [(m, d) for m in self.fit_domains for d in self.fit_domains]
+        for run in self.scenario_runs().values():
+            if run.model not in ADAPTATIONS:
+                pairs += [(run.model, run.threshold), (run.model, run.test)]
+        order = {d: i for i, d in enumerate(self.data_domains)}
+        return sorted(set(pairs), key=lambda pair: (order[pair[0]], order[pair[1]]))
+
+    def check_fit_domain(self, domain: str) -> str:
+        if domain not in self.fit_domains:
+            raise ParamsError(f"fit_domains: models are fitted on {self.fit_domains}, not '{domain}'; add it there "
+                              f"(domains: {', '.join(self.data_domains)})")
+        return domain
 
     @property
     def reference_seed(self) -> int:

@@ -8,8 +8,8 @@ from typing import Iterable
 RAW_DIR = Path("data/raw")
 MANIFEST = Path("data/processed/manifest.json")
 SPLITS = Path("data/processed/splits.json")
-SHIFTED_DIR = Path("data/shifted")
-SHIFTED_SPLITS = Path("data/processed/shifted_splits.json")
+DOMAINS_DIR = Path("data/domains")  # `shiftad shift --domain D`: the images of shift domain D under data/domains/D/
+DOMAIN_SPLITS_DIR = Path("data/processed/domains")  # ... and their records, data/processed/domains/D.json
 MODELS_DIR = Path("results/models")
 SCORES_DIR = Path("results/scores")
 METRICS_DIR = Path("results/metrics")
@@ -38,17 +38,30 @@ def model_dir(detector: str, regime: str, domain: str, category: str, seed: int)
 
 
 def domain_splits_file(domain: str) -> Path:
-    return SPLITS if domain == "clean" else SHIFTED_SPLITS
+    """The records of a domain's splits: clean = splits.json (paths into the manifest), a shift domain its own file."""
+    return SPLITS if domain == "clean" else DOMAIN_SPLITS_DIR / f"{domain}.json"
+
+
+def domain_images_dir(domain: str) -> Path:
+    """Where the shift stage writes a shift domain's images."""
+    return DOMAINS_DIR / domain
 
 
 def robustness_file(detector: str, category: str) -> Path:
     return ROBUSTNESS_DIR / detector / f"{category}.npz"
 
 
+def is_adapted_model(model_key: str) -> bool:
+    """An adapted model's key, `<adaptation>_k<K>` (fewshot_k8, feature_align_k4), not a domain."""
+    import re
+
+    return re.fullmatch(r"(fewshot|feature_align|adabn)_k\d+", model_key) is not None
+
+
 def scores_file(detector: str, regime: str, model_domain: str, data_domain: str, split: str, category: str, seed: int) -> Path:
     """Scores of the `model_domain` model (training seed `seed`) on the `data_domain` images of one
-    split and category (`fewshot_k<K>`: the clean bank plus K shifted normals, under results/fewshot/)."""
-    root = FEWSHOT_DIR if model_domain.startswith("fewshot_k") else SCORES_DIR
+    split and category (`<adaptation>_k<K>`: the clean model adapted to K normals of `data_domain`, under results/fewshot/)."""
+    root = FEWSHOT_DIR if is_adapted_model(model_domain) else SCORES_DIR
     return root / detector / regime / seed_folder(seed) / f"{model_domain}_on_{data_domain}" / split / f"{category}.npz"
 
 

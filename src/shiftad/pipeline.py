@@ -9,7 +9,6 @@ from shiftad.params import Params
 from shiftad.paths import MANIFEST, bundle_dir, domain_splits_file, model_dir, scores_file, teacher_dir
 
 REGIMES = ("per_class", "global")  # one model per category / one model on all categories pooled
-DOMAINS = ("clean", "shift")
 GLOBAL_CATEGORY = "all"  # the global model's folder name (params refuse a category called so)
 SCORED_SPLITS = ("val", "test")
 RUNTIMES = ("torch", "onnx")  # what runs a bundle's feature network in predict / serve
@@ -81,33 +80,73 @@ def model_inputs(params: Params, detector: str, regime: str, domain: str, seed: 
 
 def splits_input(domain: str) -> list[str]:
     """The files a domain's split view reads: clean = the manifest + splits.json (records and
-    their split), shift = shifted_splits.json (it holds its records)."""
+    their split), a shift domain its data/processed/domains/<domain>.json (it holds its records)."""
     files = [domain_splits_file(domain).as_posix()]
     return [MANIFEST.as_posix(), *files] if domain == "clean" else files
 
 
+def all_splits_inputs(params: Params) -> list[str]:
+    """The split views of every domain (clean and each shift domain)."""
+    return [f for d in params.data_domains for f in splits_input(d)]
+
+
+def domain_feature_splits(params: Params) -> dict[str, list[str]]:
+    """The splits of each domain some stage runs a model on: val and test of every domain
+    (scoring), train of the fitted domains (fits) and of the few-shot domains (their K normals)."""
+    training = set(params.fit_domains) | set(fewshot_domains(params))
+    return {d: (["train"] if d in training else []) + list(SCORED_SPLITS) for d in params.data_domains}
+
+
+def model_score_files(params: Params, detector: str, regime: str, seed: int | str) -> list[str]:
+    """What one score job writes: its regime's models on every scored (model, data) domain pair
+    (wildcards: detector, regime and seed may be Snakemake patterns such as "{detector}")."""
+    return [scores_file(detector, regime, m, x, split, c, seed).as_posix()
+            for (m, x), split, c in product(params.scored_pairs(), SCORED_SPLITS, params.categories)]
+
+
 def score_files(params: Params, seeds: list[int] | None = None) -> list[str]:
-    """Every model scores every data domain's val and test images once (shift_on_clean too:
-    how an adapted model does on clean data); plus the few-shot adapted banks' scores. Of
-    every training seed, or of `seeds` (statistics reads the reference seed's only)."""
+    """Every score file of the study: the fitted models on their domain pairs
+    (`Params.scored_pairs`), plus the few-shot adapted banks' scores. Of every training seed, or
+    of `seeds` (statistics reads the reference seed's only)."""
     seeds = params.seeds if seeds is None else seeds
-    files = [
-        scores_file(d, r, m, x, split, c, s).as_posix()
-        for d, r, m, x, split, c, s in product(params.detectors, REGIMES, DOMAINS, DOMAINS, SCORED_SPLITS, params.categories, seeds)
-    ]
-    return files + fewshot_score_files(params, seeds)
+    files = [f for d, r, s in product(params.detectors, REGIMES, seeds) for f in model_score_files(params, d, r, s)]
+    return files + fewshot_outputs(params, seeds)
 
 
-def fewshot_score_files(params: Params, seeds: list[int]) -> list[str]:
-    """Score files of the few-shot adapted banks (none when no scenario has model: fewshot)."""
-    if not any(s.model == "fewshot" for s in params.scenarios.values()):
+def fewshot_outputs(params: Params, seeds: list[int]) -> list[str]:
+    """The few-shot stage's output folders (one per memory-bank detector, regime and seed; a
+    detector's adaptations are the scenarios that run for it, so their files differ by detector)."""
+    if not any(fewshot_score_files(params, d, "per_class", 0) for d in params.few_shot.detectors):
         return []
-    return [
-        scores_file(d, r, f"fewshot_k{k}", "shift", split, c, s).as_posix()
-        for d, r, k, split, c, s in product(params.few_shot.detectors, REGIMES, params.few_shot.adaptation_k, SCORED_SPLITS, params.categories, seeds)
-    ]
+    return [f"{FEWSHOT_DIR_NAME}/{d}/{r}/seed{s}" for d, r, s in product(params.few_shot.detectors, REGIMES, seeds)]
 
 
+def adaptations(params: Params, detector: str | None = None) -> dict[str, list[str]]:
+    """Per shift domain (params order), the adaptations (fewshot, feature_align, adabn) its
+    scenarios run (for `detector`; None: for any detector)."""
+    from shiftad.params import ADAPTATIONS
+
+    runs = params.scenario_runs(detector).values()
+    found = {d: [a for a in ADAPTATIONS if any(r.model == a and r.domain == d for r in runs)] for d in params.domains}
+    return {d: methods for d, methods in found.items() if methods}
+
+
+def fewshot_domains(params: Params) -> list[str]:
+    """The shift domains some adaptation scenario adapts to, in params order (their train images are read)."""
+    return list(adaptations(params))
+
+
+def fewshot_score_files(params: Params, detector: str, regime: str, seed: int | str) -> list[str]:
+    """Score files of one few-shot job: the clean model adapted to K normals of each domain by each
+    of its adaptations (the scenarios that run for `detector`), on that domain."""
+    if detector not in params.few_shot.detectors:
+        return []
+    return [scores_file(detector, regime, f"{method}_k{k}", x, split, c, seed).as_posix()
+            for x, methods in adaptations(params, detector).items() for method in methods
+            for k, split, c in product(params.few_shot.adaptation_k, SCORED_SPLITS, params.categories)]
+
+
+FEWSHOT_DIR_NAME = "results/fewshot"
 TRAINED_DETECTORS = ("efficientad", "uninformed_students")  # trained at a scale (params: <detector>.scale)
 
 
@@ -119,12 +158,12 @@ def training_inputs(params: Params) -> list[str]:
 
 
 def kshot_files(params: Params) -> list[str]:
-    return [f"results/kshot/{d}/{c}.csv" for d in params.few_shot.detectors for c in params.categories]
+    return [f"results/kshot/{d}/{prefix}{c}.csv" for d in params.few_shot.detectors for prefix in ("", "coreset_") for c in params.categories]
 
 
 def bundle_dirs(params: Params) -> list[str]:
-    """One bundle per fitted model of the reference seed (detector × regime × domain)."""
-    return [bundle_dir(d, r, m).as_posix() for d, r, m in product(params.detectors, REGIMES, DOMAINS)]
+    """One bundle per fitted model of the reference seed (detector × regime × fitted domain)."""
+    return [bundle_dir(d, r, m).as_posix() for d, r, m in product(params.detectors, REGIMES, params.fit_domains)]
 
 
 def export_inputs(params: Params, detector: str, regime: str, domain: str) -> list[str]:
@@ -164,14 +203,18 @@ def teacher_params(params: Params, detector: str) -> dict:
 GENERATED_SOURCES = ("synthetic", "mvtec")  # data sources whose images the data stage writes (under dataset.root)
 
 
-def image_inputs(params: Params, domains) -> list[str]:
+def image_inputs(params: Params, domains: list[str] | None = None) -> list[str]:
     """The image folders a rule reads: the data set's (written by the data stage for synthetic
-    and MVTec data; the user's own folder, a local input, for folder / CSV data) and, for the
-    shifted domain, data/shifted. Declared, so a job that shares no filesystem gets them."""
+    and MVTec data; the user's own folder, a local input, for folder / CSV data) and each shift
+    domain's data/domains/<domain> (`domains`: default every domain). Declared, so a job that
+    shares no filesystem gets them."""
     from snakemake.io import local
 
+    from shiftad.paths import domain_images_dir
+
     root = params.dataset.root if params.dataset.source in GENERATED_SOURCES else local(params.dataset.root)
-    return [root] + (["data/shifted"] if "shift" in domains else [])
+    domains = params.data_domains if domains is None else domains
+    return [root] + [domain_images_dir(d).as_posix() for d in domains if d != "clean"]
 
 
 def user_image_inputs(params: Params) -> list[str]:

@@ -13,7 +13,7 @@ import pandas as pd
 from shiftad.io import read_json
 from shiftad.paths import KSHOT_DIR, METRICS_DIR, PR_DIR, PREDICTIONS_DIR, ROC_DIR, STATISTICS_DIR, parse_curve_file
 
-STATISTICS_TABLES = ("intervals", "comparisons", "breakdowns", "robustness", "errors")
+STATISTICS_TABLES = ("intervals", "comparisons", "breakdowns", "robustness", "errors", "cross_shift")
 
 
 def read_curves(folder: Path) -> pd.DataFrame:
@@ -43,9 +43,11 @@ class Results:
     breakdowns: pd.DataFrame
     robustness: pd.DataFrame
     errors: pd.DataFrame
+    cross_shift: pd.DataFrame  # each fitted domain's models on every scored domain: image AUROC with CIs
     roc: pd.DataFrame
     pr: pd.DataFrame
     kshot: pd.DataFrame  # K-shot learning curves, one row per detector, category, K and draw (empty without)
+    coreset: pd.DataFrame  # memory-bank size trade-off, one row per detector, category, coreset ratio and test domain
     routing: pd.DataFrame  # where routing detectors sent the test images (evaluate; empty without one)
 
     def predictions(self, root: Path = Path(".")) -> pd.DataFrame:
@@ -56,7 +58,7 @@ def load_results(root: str | Path = ".") -> Results:
     root = Path(root)
     stats = {name: pd.read_csv(root / STATISTICS_DIR / f"{name}.csv") for name in STATISTICS_TABLES}
     return Results(scenarios=pd.read_csv(root / METRICS_DIR / "scenarios.csv"), roc=read_curves(root / ROC_DIR),
-                   pr=read_curves(root / PR_DIR), kshot=read_kshot(root / KSHOT_DIR),
+                   pr=read_curves(root / PR_DIR), kshot=read_kshot(root / KSHOT_DIR), coreset=read_coreset(root / KSHOT_DIR),
                    routing=read_routing(root / METRICS_DIR / "routing.csv"), **stats)
 
 
@@ -68,5 +70,12 @@ def read_routing(path: Path) -> pd.DataFrame:
 
 def read_kshot(folder: Path) -> pd.DataFrame:
     """Every K-shot table (`results/kshot/<detector>/<category>.csv`), stacked."""
-    files = sorted(folder.glob("*/*.csv")) if folder.is_dir() else []
+    files = sorted(f for f in folder.glob("*/*.csv") if not f.name.startswith("coreset_")) if folder.is_dir() else []
     return pd.concat([pd.read_csv(f) for f in files], ignore_index=True) if files else pd.DataFrame()
+
+
+def read_coreset(folder: Path) -> pd.DataFrame:
+    """Every memory-bank size trade-off (`results/kshot/<detector>/coreset_<category>.csv`), stacked."""
+    files = sorted(folder.glob("*/coreset_*.csv")) if folder.is_dir() else []
+    frames = [pd.read_csv(f, dtype={"category": str, "test_domain": str}) for f in files]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

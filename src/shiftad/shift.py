@@ -82,7 +82,7 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -93,9 +93,11 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 from tqdm import tqdm
 
+from shiftad.corruptions import corrupt
 from shiftad.data.images import read_image, read_mask
 from shiftad.data.records import ImageRecord
 from shiftad.io import atomic_dir
+from shiftad.errors import ParamsError
 from shiftad.params import Params
 
 FAMILIES = ("geometric", "photometric", "illumination")
@@ -275,9 +277,28 @@ def _reflect_margin(geometric: dict[str, Any], height: int, width: int) -> int:
     return min(margin, min(height, width) - 1)  # reflect padding must stay below the size
 
 
+def covering_zoom(rotation_deg: float, translate_px: list[float], size: tuple[int, int]) -> float:
+    """The least zoom at which a rotated and translated frame samples only pixels inside the
+    image (one pixel kept clear for the bilinear footprint): no padding, no mirrored band."""
+    height, width = size
+    angle = math.radians(rotation_deg)
+    cos, sin = abs(math.cos(angle)), abs(math.sin(angle))
+    reach_x, reach_y = width / 2 + abs(translate_px[0]), height / 2 + abs(translate_px[1])
+    return max((reach_x * cos + reach_y * sin) / (width / 2 - 1), (reach_x * sin + reach_y * cos) / (height / 2 - 1), 1.0)
+
+
+def _pose(x: torch.Tensor, geometric: dict[str, Any], is_mask: bool) -> torch.Tensor:
+    """The camera-change pose: rotate, translate and zoom about the centre, the zoom large
+    enough that every output pixel comes from inside the image (`covering_zoom`)."""
+    return F.affine(x, angle=geometric["rotation_deg"], translate=list(geometric["translate_px"]), scale=geometric["zoom"],
+                    shear=[0.0, 0.0], interpolation=InterpolationMode.NEAREST if is_mask else InterpolationMode.BILINEAR)
+
+
 def _warp(x: torch.Tensor, geometric: dict[str, Any]) -> torch.Tensor:
     """Rotate, translate, crop and resize back; an Image is resampled bilinearly, a Mask by nearest."""
     is_mask = isinstance(x, tv_tensors.Mask)
+    if "zoom" in geometric:
+        return _pose(x, geometric, is_mask)
     height, width = x.shape[-2:]
     margin = _reflect_margin(geometric, height, width)
     x = F.pad(x, [margin], padding_mode="reflect")
@@ -324,6 +345,9 @@ def apply_shift(image: np.ndarray, mask: np.ndarray | None, drawn: dict[str, Any
     if image.shape != (*size, 3) or (mask is not None and mask.shape != size):
         shape = "" if mask is None else f" / mask {mask.shape}"
         raise ValueError(f"shift drawn for size {size}, got image {image.shape}{shape}")
+    if drawn.get("corruption"):
+        c = drawn["corruption"]
+        return corrupt(image, c["name"], c["severity"], c["noise_seed"]), None if mask is None else mask > 0
     x = _image_tensor(image)
     m = None if mask is None else _mask_tensor(mask)
     if drawn["geometric"]:
@@ -370,7 +394,68 @@ def _save_png(path: Path, array: np.ndarray) -> None:
     Image.fromarray(array).save(path)
 
 
-def _shift_one(record: ImageRecord, stem: str, rng: np.random.Generator, settings: ShiftSettings,
+# A domain recipe's per-image draw: (record's generator, image size, defect mask or None,
+# category, image index) -> the drawn dict `apply_shift` applies.
+Drawer = Callable[[np.random.Generator, tuple[int, int], "np.ndarray | None", str], dict[str, Any]]
+
+
+def mvtec_shift_drawer(settings: ShiftSettings) -> Drawer:
+    """MVTec-Shift: an independent change per image (`draw_shift`)."""
+    return lambda rng, size, mask, category: draw_shift(rng, settings, size, mask)
+
+
+def _blend(shared: Any, own: Any, jitter: float) -> Any:
+    """`shared` moved `jitter` of the way toward `own`, for the continuous settings (floats and
+    lists of them) the two draws share; integers, names and seeds stay shared."""
+    if isinstance(shared, dict) and isinstance(own, dict) and shared.get("kind") == own.get("kind"):
+        return {k: _blend(v, own.get(k), jitter) if k in own else v for k, v in shared.items()}
+    if isinstance(shared, float) and isinstance(own, float):
+        return _r((1 - jitter) * shared + jitter * own, 5)
+    if isinstance(shared, list) and isinstance(own, list) and len(shared) == len(own) and all(isinstance(v, float) for v in shared):
+        return [_blend(a, b, jitter) for a, b in zip(shared, own)]
+    return shared
+
+
+def _camera_pose(geometric: dict[str, Any], size: tuple[int, int]) -> dict[str, Any]:
+    """A drawn pose as the camera-change recipe applies it: no crop box; the covering zoom times
+    the crop's zoom (1 / sqrt(crop area scale))."""
+    zoom = covering_zoom(geometric["rotation_deg"], geometric["translate_px"], size) / math.sqrt(geometric["crop_scale"])
+    return {"rotation_deg": geometric["rotation_deg"], "translate_px": geometric["translate_px"], "zoom": _r(zoom, 5)}
+
+
+def camera_change_drawer(settings: ShiftSettings, jitter: float, seed: int, domain: str) -> Drawer:
+    """Camera change: one draw per category, shared by every image of every split (the same
+    uniform variables at each image's size), every continuous setting moved `jitter` of the way
+    toward the image's own draw; its noise seed is the image's. The pose zooms instead of
+    padding (`_camera_pose`). A pose that would hide every defect pixel gets new per-image draws,
+    at most MAX_ATTEMPTS, then keeps the category's change without the pose."""
+
+    def draw(rng: np.random.Generator, size: tuple[int, int], mask: np.ndarray | None, category: str) -> dict[str, Any]:
+        shared = sample_shift(np.random.default_rng([seed, zlib.crc32(domain.encode()), zlib.crc32(category.encode())]), settings, size)
+        for _ in range(MAX_ATTEMPTS):
+            own = sample_shift(rng, settings, size)
+            drawn = _blend(shared, own, jitter)
+            if drawn["photometric"]:  # the blur is the camera's (shared); the noise each exposure's own
+                drawn["photometric"]["blur_sigma_px"] = shared["photometric"]["blur_sigma_px"]
+                drawn["photometric"]["noise_seed"] = own["photometric"]["noise_seed"]
+            if drawn["geometric"]:
+                drawn["geometric"] = _camera_pose(drawn["geometric"], size)
+            if _keeps_defect(mask, drawn):
+                return drawn
+        drawn["geometric"] = None
+        return drawn
+
+    return draw
+
+
+def corruption_drawer(name: str, severity: int) -> Drawer:
+    """A published common corruption at one severity (shiftad.corruptions); masks unchanged."""
+    return lambda rng, size, mask, category: {"size": [int(size[0]), int(size[1])], "geometric": None, "photometric": None,
+                                              "illumination": None,
+                                              "corruption": {"name": name, "severity": severity, "noise_seed": int(rng.integers(2**31))}}
+
+
+def _shift_one(record: ImageRecord, stem: str, rng: np.random.Generator, drawer: Drawer,
                write_to: Path, named_as: Path) -> dict[str, Any]:
     """Shift one image (and mask), write it under `write_to`, return its record named under `named_as`."""
     image = read_image(record.path)
@@ -378,7 +463,7 @@ def _shift_one(record: ImageRecord, stem: str, rng: np.random.Generator, setting
     mask = None
     if record.mask_path is not None:
         mask = read_mask(record.mask_path, expected_size=(size[1], size[0]), image_path=record.path)
-    drawn = draw_shift(rng, settings, size, mask if record.is_anomalous else None)
+    drawn = drawer(rng, size, mask if record.is_anomalous else None, record.category)
     shifted, shifted_mask = apply_shift(image, mask, drawn)
     _save_png(write_to / "images" / f"{stem}_shifted.png", shifted)
     mask_path = None
@@ -390,43 +475,81 @@ def _shift_one(record: ImageRecord, stem: str, rng: np.random.Generator, setting
     return {**shifted_record.to_dict(), "source_path": record.path, "shift": drawn}
 
 
-def shift_dataset(records_by_split: dict[str, dict[str, list[ImageRecord]]], settings: ShiftSettings, seed: int,
-                  out_root: Path, progress: bool = True) -> dict[str, Any]:
+def shift_dataset(records_by_split: dict[str, dict[str, list[ImageRecord]]], settings: ShiftSettings | Drawer, seed: int,
+                  out_root: Path, progress: bool = True, image_seed: Callable[[int], Any] | None = None,
+                  desc: str = "shift") -> dict[str, Any]:
     """Write the shifted copy of {category: {split: [records]}} under `out_root` (replacing it).
 
-    Returns the content of `shifted_splits.json`: the settings and, per category and split,
-    the shifted records (image path, mask path or None, the record's other fields, the
-    source image path and the drawn shift) in the order given.
+    `settings`: MVTec-Shift's settings, or any recipe's `Drawer`. Image i draws from
+    ``np.random.default_rng(image_seed(i))`` (default: ``seed + i``). Returns the content of
+    the domain's JSON: per category and split, the shifted records (image path, mask path or
+    None, the record's other fields, the source image path and the drawn shift) in the order given.
     """
     out_root = Path(out_root)
+    drawer = mvtec_shift_drawer(settings) if isinstance(settings, ShiftSettings) else settings
+    image_seed = image_seed or (lambda index: seed + index)
     jobs = _jobs(records_by_split)
     categories: dict[str, dict[str, list]] = {
         c: {s: [] for s in SPLITS if s in records_by_split[c]} for c in sorted(records_by_split)
     }
     with atomic_dir(out_root) as tmp:
-        for index, (category, split, record, stem) in enumerate(tqdm(jobs, desc="shift", unit="img", disable=not progress)):
-            rng = np.random.default_rng(seed + index)
-            entry = _shift_one(record, stem, rng, settings, tmp / category / split, out_root / category / split)
+        for index, (category, split, record, stem) in enumerate(tqdm(jobs, desc=desc, unit="img", disable=not progress)):
+            rng = np.random.default_rng(image_seed(index))
+            entry = _shift_one(record, stem, rng, drawer, tmp / category / split, out_root / category / split)
             categories[category][split].append(entry)
-    return {
-        "seed": seed,
-        "severity": settings.severity,
-        "families": sorted(settings.families),
-        "illumination_probability": settings.illumination_probability,
-        "illumination_sigma_px": settings.illumination_sigma_px,
-        "categories": categories,
-    }
+    content: dict[str, Any] = {"seed": seed}
+    if isinstance(settings, ShiftSettings):
+        content.update({"severity": settings.severity, "families": sorted(settings.families),
+                        "illumination_probability": settings.illumination_probability,
+                        "illumination_sigma_px": settings.illumination_sigma_px})
+    return {**content, "categories": categories}
 
 
-def run_shift_stage(params: Params, progress: bool = True) -> dict[str, Any]:
-    """The shift stage: shifted copies of every split under data/shifted/, listed in shifted_splits.json."""
+def domain_settings(params: Params, domain: str) -> ShiftSettings:
+    """The shift ranges of an mvtec_shift or camera_change domain: params `shift`, with the
+    domain's own severity and families where it sets them."""
+    recipe = params.domains[domain]
+    settings = params.shift.model_dump()
+    if recipe.severity is not None:
+        settings["severity"] = recipe.severity
+    if recipe.families is not None:
+        settings["families"] = recipe.families
+    return ShiftSettings(**settings)
+
+
+def run_shift_stage(params: Params, domain: str, progress: bool = True) -> dict[str, Any]:
+    """The shift stage for one shift domain: its copy of every split under data/domains/<domain>/,
+    listed in data/processed/domains/<domain>.json."""
     from shiftad.io import write_json
-    from shiftad.paths import SHIFTED_DIR, SHIFTED_SPLITS
+    from shiftad.paths import domain_images_dir, domain_splits_file
     from shiftad.split import SPLIT_NAMES, SplitView
 
+    if domain not in params.domains:
+        raise ParamsError(f"--domain: '{domain}' is not a shift domain of params `domains` ({', '.join(params.domains)})")
+    recipe = params.domains[domain]
     view = SplitView.clean()
     records_by_split = {c: {s: view.get(c, s) for s in SPLIT_NAMES} for c in view.categories}
-    settings = ShiftSettings(**params.shift.model_dump())
-    content = shift_dataset(records_by_split, settings, params.seed, SHIFTED_DIR, progress=progress)
-    write_json(SHIFTED_SPLITS, content)
+    description: dict[str, Any] = {"domain": domain, "recipe": recipe.recipe}
+    if recipe.recipe == "mvtec_shift":  # seed + i per image: the same images as before domains were named
+        settings = domain_settings(params, domain)
+        drawer, image_seed = mvtec_shift_drawer(settings), None
+    else:
+        salt = zlib.crc32(domain.encode())
+        image_seed = lambda index: [params.seed, salt, index]  # noqa: E731  (each domain its own streams)
+        if recipe.recipe == "camera_change":
+            settings = domain_settings(params, domain)
+            drawer = camera_change_drawer(settings, recipe.jitter, params.seed, domain)
+            description["jitter"] = recipe.jitter
+        else:
+            settings = None
+            drawer = corruption_drawer(recipe.corruption, recipe.severity or 3)
+            description.update({"corruption": recipe.corruption, "severity": recipe.severity or 3})
+    content = shift_dataset(records_by_split, settings if recipe.recipe == "mvtec_shift" else drawer, params.seed,
+                            domain_images_dir(domain), progress=progress, image_seed=image_seed, desc=f"shift {domain}")
+    if settings is not None:
+        description.update({"severity": settings.severity, "families": sorted(settings.families),
+                            "illumination_probability": settings.illumination_probability,
+                            "illumination_sigma_px": settings.illumination_sigma_px})
+    content = {**content, **description}
+    write_json(domain_splits_file(domain), content)
     return content

@@ -23,7 +23,7 @@ from shiftad.data.records import ImageRecord, read_manifest
 from shiftad.errors import DataError
 from shiftad.io import read_json, write_json
 from shiftad.params import Params
-from shiftad.paths import MANIFEST, SHIFTED_SPLITS, SPLITS
+from shiftad.paths import MANIFEST, SPLITS, domain_splits_file
 
 SPLIT_NAMES = ("train", "val", "test")
 
@@ -108,7 +108,7 @@ class SplitView:
         return cls({c: {s: [records[p] for p in paths] for s, paths in parts.items()} for c, parts in lists.items()})
 
     @classmethod
-    def shifted(cls, shifted_splits: Path = SHIFTED_SPLITS) -> "SplitView":
+    def shifted(cls, shifted_splits: Path) -> "SplitView":
         content = read_json(shifted_splits)
         return cls({c: {s: shifted_records(content, c, s) for s in parts} for c, parts in content["categories"].items()})
 
@@ -128,9 +128,11 @@ def shifted_records(shifted_splits: dict[str, Any], category: str, split: str) -
 
 
 def domain_view(domain: str) -> SplitView:
-    """The images of a domain: `clean` (manifest + splits.json) or `shift` (shifted_splits.json)."""
+    """The images of a domain: `clean` (manifest + splits.json) or a shift domain (data/processed/domains/<domain>.json)."""
     if domain == "clean":
         return SplitView.clean()
-    if domain == "shift":
-        return SplitView.shifted()
-    raise ValueError(f"unknown domain '{domain}' (clean or shift)")
+    path = domain_splits_file(domain)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no images of domain '{domain}'; run `shiftad shift --domain {domain}` "
+                                "(or the whole DAG), or drop the domain from params `domains`")
+    return SplitView.shifted(path)

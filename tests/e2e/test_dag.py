@@ -44,7 +44,8 @@ def run(args: list[str], cwd: Path) -> str:
     return result.stdout + result.stderr
 
 
-SCENARIOS = ["clean", "shift_adapted", "shift_no_adaptation", "shift_threshold_only"]
+DOMAINS = ["mvtec_shift", "camera_change", "gaussian_noise"]  # tiny.yaml: one domain per recipe; camera_change is fitted and adapted to
+SCENARIOS = ["clean", "camera_change_refit"] + [f"{d}_{s}" for d in DOMAINS for s in ("no_adaptation", "threshold_only")]
 FEWSHOT_K = [0, 1, 4]  # tiny.yaml few_shot.adaptation_k
 MEMORY_BANK = ("patchcore", "knn")
 
@@ -53,11 +54,15 @@ def check_outputs(project: Path, categories=("brick", "widget"), detectors=("pad
     manifest = {r["path"]: r for r in json.loads((project / "data/processed/manifest.json").read_text())["records"]}
     splits = json.loads((project / "data/processed/splits.json").read_text())["categories"]
     assert sorted(splits) == sorted(categories)
-    shifted = json.loads((project / "data/processed/shifted_splits.json").read_text())["categories"]
-    for category, parts in shifted.items():
-        for split, entries in parts.items():
-            assert [e["source_path"] for e in entries] == splits[category][split]
-            assert all((project / e["path"]).is_file() and "shifted" in e["path"] for e in entries)
+    for domain in DOMAINS:
+        content = json.loads((project / f"data/processed/domains/{domain}.json").read_text())
+        assert content["domain"] == domain
+        for category, parts in content["categories"].items():
+            for split, entries in parts.items():
+                assert [e["source_path"] for e in entries] == splits[category][split]
+                assert all((project / e["path"]).is_file() and f"data/domains/{domain}/" in e["path"] for e in entries)
+    assert json.loads((project / "data/processed/domains/gaussian_noise.json").read_text())["corruption"] == "gaussian_noise"
+    shifted = json.loads((project / "data/processed/domains/camera_change.json").read_text())["categories"]
     for parts in splits.values():
         assert parts["train"] and not any(manifest[p]["label"] for p in parts["train"])
         assert any(manifest[p]["label"] for p in parts["val"]), "f1_max needs anomalies in val"
@@ -67,23 +72,33 @@ def check_outputs(project: Path, categories=("brick", "widget"), detectors=("pad
     own_rules = {"knn": "percentile", "routed_ae": "mean_std"}  # the methods' own defaults
     assert (table["threshold_rule"] == table["detector"].map(own_rules).fillna("f1_max")).all()
     # every detector x regime x scenario x category, once; few-shot runs (one per K) for memory-bank detectors
-    runs_per_regime = sum(4 + (len(FEWSHOT_K) if d in MEMORY_BANK else 0) for d in detectors)
+    label_free = 2 * len(FEWSHOT_K)  # feature_align and adabn on camera_change, PatchCore only (params.yaml)
+    runs_per_regime = sum(len(SCENARIOS) + (len(FEWSHOT_K) if d in MEMORY_BANK else 0)
+                          + (label_free if d == "patchcore" else 0) for d in detectors)
     assert len(table) == runs_per_regime * 2 * len(categories)
-    fewshot_names = [f"shift_fewshot_k{k}" for k in FEWSHOT_K]
+    fewshot_names = [f"camera_change_fewshot_k{k}" for k in FEWSHOT_K]
+    if "patchcore" in detectors:
+        fewshot_names += [f"camera_change_{m}_k{k}" for m in ("feature_align", "adabn") for k in FEWSHOT_K]
     assert sorted(table["scenario"].unique()) == sorted(SCENARIOS + fewshot_names) and sorted(table["regime"].unique()) == ["global", "per_class"]
     check_few_shot(project, table, categories, [d for d in detectors if d in MEMORY_BANK])
-    shifted_rows = table[table["test_domain"] == "shift"]
+    shifted_rows = table[table["test_domain"] != "clean"]
     assert (shifted_rows["shift_severity"] == 3).all() and table.loc[table["test_domain"] == "clean", "shift_severity"].isna().all()
-    # threshold-only reuses the no-adaptation scores: same ranking, threshold from shifted val
-    a = table[table["scenario"] == "shift_no_adaptation"].set_index(["detector", "regime", "category"])
-    b = table[table["scenario"] == "shift_threshold_only"].set_index(["detector", "regime", "category"])
-    pd.testing.assert_series_equal(a["image_auroc"], b["image_auroc"])
+    recipes = shifted_rows.groupby("test_domain")["shift_recipe"].first().to_dict()
+    assert recipes == {"mvtec_shift": "mvtec_shift", "camera_change": "camera_change", "gaussian_noise": "corruption"}
+    # threshold-only reuses the no-adaptation scores: same ranking, threshold from the domain's val
+    for domain in DOMAINS:
+        a = table[table["scenario"] == f"{domain}_no_adaptation"].set_index(["detector", "regime", "category"])
+        b = table[table["scenario"] == f"{domain}_threshold_only"].set_index(["detector", "regime", "category"])
+        pd.testing.assert_series_equal(a["image_auroc"], b["image_auroc"])
+        assert (b["threshold_domain"] == domain).all() and (a["threshold_domain"] == "clean").all()
     effects = pd.read_csv(project / "results/metrics/shift_effects.csv")
     mean = effects[(effects["category"] == "mean") & (effects["metric"] == "image_auroc")]
-    assert len(mean) == len(detectors) * 2
-    assert (mean["degradation"] - (mean["clean"] - mean["shift_no_adaptation"])).abs().max() < 1e-5  # CSV keeps 6 digits
+    assert len(mean) == len(detectors) * 2 * len(DOMAINS)
+    assert (mean["degradation"] - (mean["clean"] - mean["no_adaptation"])).abs().max() < 1e-5  # CSV keeps 6 digits
+    assert mean.loc[mean["domain"] == "camera_change", "recovery_refit"].notna().all()
+    assert mean.loc[mean["domain"] == "mvtec_shift", "recovery_refit"].isna().all()  # not in fit_domains
     for category in categories:
-        records = json.loads((project / f"results/predictions/{detectors[-1]}/per_class/shift_adapted/{category}.json").read_text())
+        records = json.loads((project / f"results/predictions/{detectors[-1]}/per_class/camera_change_refit/{category}.json").read_text())
         assert len(records) == len(shifted[category]["test"])
         for record in records:
             assert set(record) == {"filename", "ground_truth", "prediction", "correct"}  # (no routed_category: not a router)
@@ -91,7 +106,7 @@ def check_outputs(project: Path, categories=("brick", "widget"), detectors=("pad
     assert len(list((project / "results/plots/roc").glob("*.csv"))) == len(table)  # one curve per run and category
     assert len(list((project / "results/plots/pr").glob("*.csv"))) == len(table)
     summary = json.loads((project / "results/metrics/summary.json").read_text())
-    assert 0 <= summary[detectors[-1]]["global"]["shift_adapted"]["image_auroc"] <= 1
+    assert 0 <= summary[detectors[-1]]["global"]["camera_change_refit"]["image_auroc"] <= 1
     check_statistics(project, table, categories, detectors)
     check_report(project, detectors)
     check_bundles(project, table, categories, detectors)
@@ -136,7 +151,7 @@ def check_uninformed_students(project: Path, categories) -> None:
         meta = json.loads((project / f"results/models/uninformed_students/{regime}/clean/seed0/{name}/meta.json").read_text())
         assert meta["scale"] == "smoke" and meta["teacher"]["seconds"] == teacher["seconds"] and meta["training"]["n_val_normals"] > 0
         assert meta["standardisation"]["17"]["e_std"] > 0 and meta["standardisation"]["17"]["v_std"] > 0
-    scores = np.load(project / f"results/scores/uninformed_students/per_class/seed0/clean_on_shift/test/{categories[0]}.npz")
+    scores = np.load(project / f"results/scores/uninformed_students/per_class/seed0/clean_on_mvtec_shift/test/{categories[0]}.npz")
     assert scores["extra_map_uncertainty"].shape == scores["maps"].shape
     records = json.loads((project / f"results/predictions/uninformed_students/per_class/clean/{categories[0]}.json").read_text())
     assert records and all((project / r["prediction"]["extra_heatmaps"]["uncertainty"]).is_file() for r in records)
@@ -162,7 +177,7 @@ def check_routing(project: Path, table: pd.DataFrame, categories) -> None:
     for name in ("tables/routing.md", "tables/routing.csv", "figures/routing_routed_ae.png"):
         assert (project / "report" / name).is_file(), name
     assert "AUROC predicted routing" in (project / "report/tables/routing.md").read_text()
-    for model in ("clean", "shift"):
+    for model in ("clean", "camera_change"):
         thresholds = json.loads((project / f"results/models/routed_ae/global/{model}/seed0/all/thresholds.json").read_text())
         assert sorted(thresholds["categories"]) == sorted(categories)
     scores = {c: np.load(project / f"results/scores/routed_ae/global/seed0/clean_on_clean/test/{c}.npz") for c in categories}
@@ -183,7 +198,7 @@ def check_bundles(project: Path, table: pd.DataFrame, categories, detectors) -> 
     test scores and uses the threshold validation chose (torch exactly, ONNX Runtime closely)."""
     for detector in detectors:
         for regime in ("per_class", "global"):
-            for domain in ("clean", "shift"):
+            for domain in ("clean", "camera_change"):  # fit_domains
                 meta = json.loads((project / f"results/bundles/{detector}/{regime}/{domain}/bundle.json").read_text())
                 assert meta["categories"] == list(categories)
                 # export chooses thresholds from the validation scores itself: the same as the evaluate stage's
@@ -214,18 +229,30 @@ def check_bundles(project: Path, table: pd.DataFrame, categories, detectors) -> 
 
 
 def check_few_shot(project: Path, table: pd.DataFrame, categories, detectors) -> None:
-    fewshot = table[table["scenario_group"] == "shift_fewshot"]
-    assert sorted(fewshot["k"].unique()) == FEWSHOT_K and set(fewshot["detector"]) == set(detectors)
-    # K = 0 is the clean bank with the shifted-val threshold: threshold only, to the last digit
-    k0 = fewshot[fewshot["k"] == 0].set_index(["detector", "regime", "category"])
-    only = table[table["scenario"] == "shift_threshold_only"].set_index(["detector", "regime", "category"]).loc[k0.index]
-    pd.testing.assert_series_equal(k0["image_auroc"], only["image_auroc"])
-    pd.testing.assert_series_equal(k0["threshold"], only["threshold"])
+    for domain in ["camera_change"]:  # params.yaml: the adaptations target camera_change
+        fewshot = table[table["scenario_group"] == f"{domain}_fewshot"]
+        assert sorted(fewshot["k"].unique()) == FEWSHOT_K and set(fewshot["detector"]) == set(detectors)
+        assert (fewshot["test_domain"] == domain).all()
+        # K = 0 is the clean bank with the domain's val threshold: threshold only, to the last digit
+        k0 = fewshot[fewshot["k"] == 0].set_index(["detector", "regime", "category"])
+        only = table[table["scenario"] == f"{domain}_threshold_only"].set_index(["detector", "regime", "category"]).loc[k0.index]
+        pd.testing.assert_series_equal(k0["image_auroc"], only["image_auroc"])
+        pd.testing.assert_series_equal(k0["threshold"], only["threshold"])
+    if "patchcore" in detectors:  # the label-free adaptations: K = 0 is threshold only too; the bank stays the clean one
+        only = table[(table["scenario"] == "camera_change_threshold_only") & (table["detector"] == "patchcore")].set_index(["regime", "category"])
+        for method in ("feature_align", "adabn"):
+            runs = table[table["scenario_group"] == f"camera_change_{method}"]
+            assert set(runs["detector"]) == {"patchcore"} and sorted(runs["k"].unique()) == FEWSHOT_K
+            k0 = runs[runs["k"] == 0].set_index(["regime", "category"])
+            pd.testing.assert_series_equal(k0["image_auroc"], only.loc[k0.index, "image_auroc"])
+            sizes = {int(np.load(project / f"results/fewshot/patchcore/per_class/seed0/{method}_k{k}_on_camera_change/test/{categories[0]}.npz")
+                             ["memory_bank_size"]) for k in FEWSHOT_K}
+            assert len(sizes) == 1
     for detector in detectors:
         grid = json.loads((project / f"results/models/{detector}/per_class/clean/seed0/{categories[0]}/meta.json").read_text())["feature_grid"]
         patches = int(np.prod(grid))  # one image's patches (blocks.2 of Lite0: 12 x 12 at 96 px)
         for regime, covered in (("per_class", 1), ("global", len(categories))):
-            sizes = {k: int(np.load(project / f"results/fewshot/{detector}/{regime}/seed0/fewshot_k{k}_on_shift/test/{categories[0]}.npz")["memory_bank_size"])
+            sizes = {k: int(np.load(project / f"results/fewshot/{detector}/{regime}/seed0/fewshot_k{k}_on_camera_change/test/{categories[0]}.npz")["memory_bank_size"])
                      for k in FEWSHOT_K}
             assert sizes[4] - sizes[0] == 4 * patches * covered and sizes[1] - sizes[0] == patches * covered  # exactly their patches
     for detector in detectors:
@@ -255,6 +282,19 @@ def check_statistics(project: Path, table: pd.DataFrame, categories, detectors) 
     assert set(robustness["family"]) == {"geometric", "photometric", "illumination"}
     breakdowns = pd.read_csv(stats / "breakdowns.csv")
     assert {"defect_type", "defect_size"} == set(breakdowns["breakdown"])
+    cross = pd.read_csv(stats / "cross_shift.csv")
+    assert set(zip(cross["model_domain"], cross["test_domain"])) == {("clean", d) for d in ["clean", *DOMAINS]} | {
+        ("camera_change", "clean"), ("camera_change", "camera_change")}
+    mean = cross[cross["category"] == "mean"].set_index(["detector", "regime", "model_domain", "test_domain"])["image_auroc"]
+    same = intervals[(intervals["category"] == "mean") & (intervals["metric"] == "image_auroc")].set_index(["detector", "regime", "scenario"])["estimate"]
+    for detector in detectors:  # the matrix's cells are the scenarios' numbers where both exist
+        assert mean[(detector, "per_class", "clean", "camera_change")] == pytest.approx(same[(detector, "per_class", "camera_change_no_adaptation")], abs=1e-6)
+        assert mean[(detector, "global", "camera_change", "camera_change")] == pytest.approx(same[(detector, "global", "camera_change_refit")], abs=1e-6)
+    if "patchcore" in detectors:
+        coreset = pd.concat([pd.read_csv(project / f"results/kshot/patchcore/coreset_{c}.csv") for c in categories])
+        assert sorted(coreset["coreset_ratio"].unique()) == [0.01, 0.05, 0.1, 0.25] and set(coreset["test_domain"]) == {"clean", *DOMAINS}
+        banks = coreset.groupby("coreset_ratio")["memory_bank_size"].mean()
+        assert banks.is_monotonic_increasing and coreset["image_auroc"].between(0, 1).all()
     headline = json.loads((stats / "headline.json").read_text())
     value = headline[detectors[-1]]["per_class"]["clean"]["image_auroc"]
     assert value["ci_low"] <= value["value"] <= value["ci_high"]
@@ -268,12 +308,26 @@ def check_report(project: Path, detectors) -> None:
                  "tables/comparisons.tex", "tables/robustness.md", f"figures/curves_{detectors[-1]}_per_class.png",
                  f"figures/curves_{detectors[-1]}_per_class.pdf", "figures/robustness_image_auroc.png",
                  "figures/shift_effects_image_auroc.pdf", f"figures/scores_{detectors[-1]}_global.png",
-                 "tables/kshot.md", "tables/kshot_categories.csv", "tables/fewshot_recovery.tex", "figures/kshot_image_auroc.png",
-                 "figures/fewshot_recovery_image_auroc.png", "figures/fewshot_recovery_aupro.pdf",
+                 "tables/kshot.md", "tables/kshot_categories.csv", "tables/fewshot_recovery_camera_change.tex", "figures/kshot_image_auroc.png",
+                 "figures/fewshot_recovery_camera_change_image_auroc.png", "figures/fewshot_recovery_camera_change_aupro.pdf",
+                 "figures/adaptation_camera_change_image_auroc.png", "tables/cross_shift.md", "figures/cross_shift_per_class.png",
+                 "tables/coreset.csv", "figures/coreset_tradeoff.png",
+                 "tables/domains.md", "tables/domain_recovery.csv",
                  f"figures/gallery_{detectors[-1]}_per_class_clean.png", "notebooks/04_shift_analysis.html",
                  "notebooks/05_statistics.ipynb"):
         assert (report / name).is_file(), name
     assert "\\toprule" in (report / "tables/headline.tex").read_text()
+    headline = pd.read_csv(report / "tables/headline.csv")
+    assert {"clean", *(f"{d}_no_adaptation" for d in DOMAINS)} <= set(headline["scenario"])  # every domain in the headline
+    recovery = pd.read_csv(report / "tables/domain_recovery.csv")
+    assert set(recovery["domain"]) == set(DOMAINS)
+    refit = recovery[(recovery["step"] == "refit")]
+    assert set(refit["domain"]) == {"camera_change"}  # the only fitted shift domain
+    row = recovery[(recovery["step"] == "refit") & (recovery["detector"] == detectors[-1])].iloc[0]
+    none = recovery[(recovery["domain"] == row["domain"]) & (recovery["detector"] == row["detector"]) & (recovery["regime"] == row["regime"])]
+    clean, lost = (float(none.loc[none["step"] == s, "estimate"].iloc[0]) for s in ("clean", "no adaptation"))
+    if clean - lost >= 0.02:
+        assert row["recovered"] == pytest.approx((row["estimate"] - lost) / (clean - lost), rel=1e-4)  # the CSV keeps 6 digits
     page = (report / "index.html").read_text()
     assert check_links(report / "index.html") == []
     assert "://" not in page.replace("http://www.w3.org", "")  # self-contained: relative links only
@@ -296,7 +350,7 @@ def check_page_renders(page: Path, png: Path) -> None:
     assert dark.mean() > 0.01 and dark[:400].any() and dark[1500:].any(), "the page looks blank"
 
 
-DATA_FILES = ["data/processed/manifest.json", "data/processed/splits.json", "data/processed/shifted_splits.json"]
+DATA_FILES = ["data/processed/manifest.json", "data/processed/splits.json", *(f"data/processed/domains/{d}.json" for d in DOMAINS)]
 
 
 @pytest.fixture(scope="module")
@@ -314,7 +368,7 @@ def test_snakemake_runs_the_whole_study(tiny_study):
     assert [f.parent.parent.name for f in features] == ["robustness", "study"]  # one network for PatchCore, PaDiM, kNN, routed AE
     for detector in ("patchcore", "padim"):
         logs = [*(tiny_study / "logs/score").glob(f"{detector}_*.log"), tiny_study / f"logs/robustness/{detector}.log"]
-        assert len(logs) == 3  # one scoring job per regime (both domains' models), one sweep
+        assert len(logs) == 3  # one scoring job per regime (every fitted domain's models), one sweep
         for log in logs:  # every frozen-network batch came from the store, the sweep's images too
             uses = re.findall(rf"{detector}: \d+ images' features from the store, (\d+) through the network", log.read_text())
             assert uses and set(uses) == {"0"}, (log, uses)
@@ -342,7 +396,7 @@ def test_snakemakes_report_and_the_page(tiny_study, tmp_path):
 
 def test_one_seed_gives_identical_data(tiny_study):
     before = {name: (tiny_study / name).read_bytes() for name in DATA_FILES}
-    shifted_image = next((tiny_study / "data/shifted").rglob("*.png"))
+    shifted_image = next((tiny_study / "data/domains/camera_change").rglob("*.png"))
     image_bytes = shifted_image.read_bytes()
     run([str(BIN / "snakemake"), "--cores", "2", "--configfile", "tiny.yaml", "--forcerun", "data", "--until", "shift"], tiny_study)
     assert {name: (tiny_study / name).read_bytes() for name in DATA_FILES} == before
@@ -444,11 +498,11 @@ def test_dvc_repro_two_seeds_remote_round_trip_and_reruns_only_what_a_patchcore_
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     status = run([str(BIN / "dvc"), "status", "--json"], project)
     changed = set(json.loads(status[status.index("{"):]))
-    fits = {f"fit@patchcore-{r}-{d}-{seed}" for r in ("per_class", "global") for d in ("clean", "shift") for seed in (0, 1)}
+    fits = {f"fit@patchcore-{r}-{d}-{seed}" for r in ("per_class", "global") for d in ("clean", "camera_change") for seed in (0, 1)}
     assert changed == fits | {"kshot@patchcore"}, changed  # later stages follow once fit's outputs change
     manifest_mtime = (project / "data/processed/manifest.json").stat().st_mtime_ns
     log = run([str(BIN / "dvc"), "repro"], project)
-    for stage in ("data", "split", "shift"):
+    for stage in ("data", "split", *(f"shift@{d}" for d in DOMAINS)):
         assert f"Stage '{stage}' didn't change, skipping" in log, stage
     scores = {f"score@patchcore-{r}-{seed}" for r in ("per_class", "global") for seed in (0, 1)}
     fewshot = {f"fewshot@patchcore-{r}-{seed}" for r in ("per_class", "global") for seed in (0, 1)}

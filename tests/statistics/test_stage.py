@@ -11,25 +11,41 @@ from shiftad.statistics.multiple import holm
 from shiftad.statistics.stage import RunData, _error_rows, add_holm, category_seed, comparison_pairs, size_group
 
 
+ONE_DOMAIN = {"domains": {"shift": {"recipe": "mvtec_shift"}}, "fit_domains": ["clean", "shift"]}  # runs named shift_<template>
+NO_FEWSHOT = {"clean": {}, "no_adaptation": {"test": "target"}, "threshold_only": {"threshold": "target", "test": "target"},
+              "refit": {"model": "target", "threshold": "target", "test": "target"}}
+
+
 def test_comparison_families_cover_detectors_regimes_and_scenarios():
-    pairs = comparison_pairs(validate_params({"detectors": ["patchcore", "padim"]}))
+    pairs = comparison_pairs(validate_params({"detectors": ["patchcore", "padim"], **ONE_DOMAIN, "scenarios": NO_FEWSHOT}))
     families = {f for f, _, _ in pairs}
     assert families == {"detector", "regime", "scenario", "adaptation"}
     assert ("detector", ("patchcore", "per_class", "clean"), ("padim", "per_class", "clean")) in pairs
-    assert ("regime", ("padim", "per_class", "shift_adapted"), ("padim", "global", "shift_adapted")) in pairs
+    assert ("regime", ("padim", "per_class", "shift_refit"), ("padim", "global", "shift_refit")) in pairs
     # every shift scenario against clean; every adaptation against no adaptation
     assert ("scenario", ("patchcore", "global", "shift_no_adaptation"), ("patchcore", "global", "clean")) in pairs
-    assert ("adaptation", ("patchcore", "global", "shift_adapted"), ("patchcore", "global", "shift_no_adaptation")) in pairs
+    assert ("adaptation", ("patchcore", "global", "shift_refit"), ("patchcore", "global", "shift_no_adaptation")) in pairs
     assert not any(a == b for _, a, b in pairs)
     assert len(pairs) == 8 + 8 + 12 + 8
 
 
+def test_adaptation_is_measured_against_no_adaptation_on_the_same_domain():
+    domains = {"mvtec_shift": {"recipe": "mvtec_shift"}, "camera_change": {"recipe": "camera_change"},
+               "brightness": {"recipe": "corruption", "corruption": "brightness"}}
+    pairs = comparison_pairs(validate_params({"detectors": ["padim"], "scenarios": NO_FEWSHOT, "domains": domains,
+                                              "fit_domains": ["clean", "camera_change"]}))
+    adaptation = {(a[2], b[2]) for f, a, b in pairs if f == "adaptation"}
+    assert ("camera_change_refit", "camera_change_no_adaptation") in adaptation
+    assert ("brightness_threshold_only", "brightness_no_adaptation") in adaptation
+    assert all(a.split("_")[0] == b.split("_")[0] for a, b in adaptation)  # never across domains
+
+
 def test_few_shot_runs_are_compared_with_no_adaptation_and_across_memory_bank_detectors():
-    scenarios = {"clean": {}, "shift_no_adaptation": {"test": "shift"}, "few": {"model": "fewshot", "threshold": "shift", "test": "shift"}}
-    params = validate_params({"detectors": ["patchcore", "padim", "knn"], "scenarios": scenarios, "few_shot": {"adaptation_k": [0, 2]}})
+    scenarios = {"clean": {}, "no_adaptation": {"test": "target"}, "few": {"model": "fewshot", "threshold": "target", "test": "target"}}
+    params = validate_params({"detectors": ["patchcore", "padim", "knn"], **ONE_DOMAIN, "scenarios": scenarios, "few_shot": {"adaptation_k": [0, 2]}})
     pairs = comparison_pairs(params)
-    assert ("adaptation", ("knn", "global", "few_k2"), ("knn", "global", "shift_no_adaptation")) in pairs
-    assert ("detector", ("patchcore", "per_class", "few_k0"), ("knn", "per_class", "few_k0")) in pairs
+    assert ("adaptation", ("knn", "global", "shift_few_k2"), ("knn", "global", "shift_no_adaptation")) in pairs
+    assert ("detector", ("patchcore", "per_class", "shift_few_k0"), ("knn", "per_class", "shift_few_k0")) in pairs
     assert not any("few" in a[2] and f in ("scenario", "regime") and a[0] == "padim" for f, a, _ in pairs)
     assert not any(f == "scenario" and "few" in a[2] for f, a, _ in pairs)  # recovery is measured against no adaptation
     assert not any(a[0] == "padim" and "few" in a[2] or b[0] == "padim" and "few" in b[2] for _, a, b in pairs)
@@ -109,7 +125,7 @@ def test_wald_p_value_from_the_bootstrap_standard_error():
 def test_tests_that_compare_a_run_with_itself_are_left_out_and_repeats_listed_once():
     from shiftad.statistics.stage import _comparison_rows, drop_duplicate_tests
 
-    params = validate_params({})
+    params = validate_params(ONE_DOMAIN)
     a, b = ("patchcore", "per_class", "shift_threshold_only"), ("patchcore", "per_class", "shift_no_adaptation")
     est = {m: 0.5 for m in ("image_auroc", "image_auprc", "f1", "pixel_auroc", "aupro")}
     diffs = {m: np.zeros(10) for m in est}
@@ -122,3 +138,33 @@ def test_tests_that_compare_a_run_with_itself_are_left_out_and_repeats_listed_on
     kept = drop_duplicate_tests(table)
     assert sorted(kept["metric"]) == sorted(list(est) + ["f1"])  # 5 + the second f1
     assert "signature" not in kept
+
+
+def test_the_cross_shift_matrix_covers_every_scored_pair_with_sklearn_aurocs(tmp_path, monkeypatch):
+    from sklearn.metrics import roc_auc_score
+
+    from shiftad.io import save_npz
+    from shiftad.paths import scores_file
+    from shiftad.statistics.stage import cross_shift_rows
+
+    monkeypatch.chdir(tmp_path)
+    params = validate_params({"detectors": ["padim"], "categories": ["a", "b"], **ONE_DOMAIN,
+                              "statistics": {"n_resamples": 200}})
+    rng = np.random.default_rng(0)
+    expected = {}
+    for regime in ("per_class", "global"):
+        for model, test in params.scored_pairs():
+            for category in ("a", "b"):
+                labels = np.array([0] * 8 + [1] * 6)
+                scores = rng.normal(size=14) + labels * rng.uniform(0, 2)
+                save_npz(scores_file("padim", regime, model, test, "test", category, 0), image_scores=scores, labels=labels,
+                         paths=np.array([f"{i}.png" for i in range(14)]))
+                expected[(regime, model, test, category)] = roc_auc_score(labels, scores)
+    table = cross_shift_rows(params, {"a": 1, "b": 2})
+    assert set(zip(table["model_domain"], table["test_domain"])) == set(params.scored_pairs()) == {
+        ("clean", "clean"), ("clean", "shift"), ("shift", "clean"), ("shift", "shift")}
+    for row in table[table["category"] != "mean"].itertuples():
+        assert row.image_auroc == pytest.approx(expected[(row.regime, row.model_domain, row.test_domain, row.category)])
+        assert row.ci_low <= row.image_auroc <= row.ci_high
+    mean = table[table["category"] == "mean"].set_index(["regime", "model_domain", "test_domain"])["image_auroc"]
+    assert mean[("global", "shift", "clean")] == pytest.approx(np.mean([expected[("global", "shift", "clean", c)] for c in "ab"]))

@@ -1,11 +1,11 @@
-from shiftad.pipeline import DOMAINS, score_files, splits_input
+from shiftad.pipeline import score_files
 
 
 rule evaluate:
     input:
-        images=image_inputs(P, ["clean", "shift"]),
+        images=image_inputs(P),
         scores=score_files(P),
-        splits=[splits_input(d) for d in DOMAINS],
+        splits=all_splits_inputs(P),
         code=local(source_files("src/shiftad/evaluate")),
     output:
         table="results/metrics/scenarios.csv",

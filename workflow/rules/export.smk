@@ -7,12 +7,12 @@ from shiftad.pipeline import bundle_dirs, export_inputs
 # against torch. One job per detector: a bundle is mostly copying.
 rule export:
     input:
-        images=image_inputs(P, ["clean", "shift"]),
-        models=lambda w: [m for r in REGIMES for d in DOMAINS for m in export_inputs(P, w.detector, r, d)],
-        splits=[splits_input(d) for d in DOMAINS],
+        images=image_inputs(P, P.fit_domains),
+        models=lambda w: [m for r in REGIMES for d in P.fit_domains for m in export_inputs(P, w.detector, r, d)],
+        splits=[f for d in P.fit_domains for f in splits_input(d)],
         code=local(source_files("src/shiftad/export.py", "src/shiftad/bundle.py", "src/shiftad/evaluate/thresholds.py")),
     output:
-        [directory(f"results/bundles/{{detector}}/{r}/{d}") for r in REGIMES for d in DOMAINS],
+        [directory(f"results/bundles/{{detector}}/{r}/{d}") for r in REGIMES for d in P.fit_domains],
     params:
         cli=untracked(PARAMS),
         root=untracked(ROOT),

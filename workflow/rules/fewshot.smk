@@ -1,18 +1,19 @@
 # Few-shot adaptation: one job per memory-bank detector and regime; each clean model plus K
-# shifted normal train images (every K) scores the shifted val and test images.
-from shiftad.pipeline import SCORED_SPLITS
+# normal train images of a shift domain (every K, every few-shot domain) scores that domain's
+# val and test images.
+from shiftad.pipeline import fewshot_domains
 
 
 rule fewshot:
     input:
-        images=image_inputs(P, ["clean", "shift"]),
+        images=image_inputs(P, ["clean", *fewshot_domains(P)]),
         models=lambda w: model_inputs(P, w.detector, w.regime, "clean", w.seed),
         features=lambda w: feature_inputs(P, w.detector),
-        splits=[splits_input(d) for d in DOMAINS],
+        splits=[f for d in ["clean", *fewshot_domains(P)] for f in splits_input(d)],
         code=local(source_files("src/shiftad/fewshot.py", "src/shiftad/detectors/memory_bank.py")),
     output:
-        [f"results/fewshot/{{detector}}/{{regime}}/seed{{seed}}/fewshot_k{k}_on_shift/{split}/{c}.npz"
-         for k in P.few_shot.adaptation_k for split in SCORED_SPLITS for c in P.categories],
+        # a folder: a detector's files depend on the scenarios that run for it (Params.scenario_runs)
+        directory("results/fewshot/{detector}/{regime}/seed{seed}"),
     params:
         cli=untracked(PARAMS),
         resize=P.resize,  # masks, maps and model inputs follow it

@@ -1,11 +1,11 @@
-from shiftad.pipeline import (DOMAINS, GLOBAL_CATEGORY, REGIMES, category_flag, fit_job_name, fit_output, model_inputs, model_path,
+from shiftad.pipeline import (GLOBAL_CATEGORY, REGIMES, category_flag, fit_job_name, fit_output, model_inputs, model_path,
                               splits_input, teacher_inputs)
 
 
 wildcard_constraints:
     regime="|".join(REGIMES),
-    domain="|".join(DOMAINS),
-    model="|".join(DOMAINS),
+    domain="|".join(P.data_domains),
+    model="|".join(P.fit_domains),
     seed=r"\d+",
 
 

@@ -1,12 +1,12 @@
 # K-shot learning curves: one job per memory-bank detector (every category, clean data).
 rule kshot:
     input:
-        images=image_inputs(P, ["clean"]),
-        splits=splits_input("clean"),
+        images=image_inputs(P),
+        splits=all_splits_inputs(P),  # the coreset trade-off scores every domain's test images
         features=lambda w: feature_inputs(P, w.detector),
         code=local(source_files("src/shiftad/kshot.py", "src/shiftad/detectors", "src/shiftad/components", "src/shiftad/backbones.py")),
     output:
-        [f"results/kshot/{{detector}}/{c}.csv" for c in P.categories],
+        [f"results/kshot/{{detector}}/{c}.csv" for c in P.categories] + [f"results/kshot/{{detector}}/coreset_{c}.csv" for c in P.categories],
     params:
         cli=untracked(PARAMS),
         resize=P.resize,  # masks, maps and model inputs follow it

@@ -1,7 +1,7 @@
 # Executes notebooks/*.ipynb with papermill and converts them to HTML; a failing cell fails the rule.
 rule notebooks:
     input:
-        images=image_inputs(P, ["clean", "shift"]),
+        images=image_inputs(P),
         notebooks=local(sorted(str(p) for p in Path("notebooks").glob("*.ipynb"))),
         statistics=rules.statistics.output,
         table="results/metrics/scenarios.csv",
@@ -9,7 +9,7 @@ rule notebooks:
         roc="results/plots/roc",
         pr="results/plots/pr",
         predictions="results/predictions",
-        splits=[splits_input(d) for d in DOMAINS],
+        splits=all_splits_inputs(P),
         code=local(source_files("src/shiftad/notebooks.py", "src/shiftad/results.py", "src/shiftad/report")),
     output:
         directory("report/notebooks"),

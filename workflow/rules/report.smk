@@ -3,7 +3,7 @@ from shiftad.pipeline import kshot_files, training_inputs
 # The DAG's last rule: tables, figures, gallery and report/index.html.
 rule report:
     input:
-        images=image_inputs(P, ["clean", "shift"]),
+        images=image_inputs(P),
         table="results/metrics/scenarios.csv",
         routing="results/metrics/routing.csv",
         statistics=rules.statistics.output,

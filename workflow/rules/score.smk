@@ -1,18 +1,18 @@
-from shiftad.pipeline import TEACHER_DETECTORS
+from shiftad.pipeline import TEACHER_DETECTORS, model_score_files
 
-# One job per detector, regime and seed: the regime's clean and shifted models score the val
-# and test images of both domains (each per-class model its own category, the global model,
-# loaded once, every category). Both domains' models in one job: one process start, not two.
+# One job per detector, regime and seed: the regime's models of every fitted domain score the
+# val and test images of the domains their pairs name (Params.scored_pairs; each per-class model
+# its own category, the global model, loaded once, every category). Every domain's models in one
+# job: one process start, not several.
 rule score:
     input:
-        images=image_inputs(P, ["clean", "shift"]),
-        models=lambda w: [m for d in DOMAINS for m in model_inputs(P, w.detector, w.regime, d, w.seed)],
+        images=image_inputs(P),
+        models=lambda w: [m for d in P.fit_domains for m in model_inputs(P, w.detector, w.regime, d, w.seed)],
         features=lambda w: feature_inputs(P, w.detector),
-        splits=[splits_input(d) for d in DOMAINS],
+        splits=all_splits_inputs(P),
         code=local(source_files("src/shiftad/score.py")),
     output:
-        [f"results/scores/{{detector}}/{{regime}}/seed{{seed}}/{model}_on_{data}/{split}/{c}.npz"
-         for model in DOMAINS for data in DOMAINS for split in ("val", "test") for c in P.categories],
+        model_score_files(P, "{detector}", "{regime}", "{seed}"),
     params:
         cli=untracked(PARAMS),
         root=untracked(ROOT),

@@ -1,9 +1,9 @@
 # Bootstrap CIs, paired tests, breakdowns, robustness curves and error lists (one job).
 rule statistics:
     input:
-        images=image_inputs(P, ["clean", "shift"]),
+        images=image_inputs(P),
         scores=score_files(P, [P.reference_seed]),  # the comparisons are the reference run's; seeds.csv has the rest
-        splits=[splits_input(d) for d in DOMAINS],
+        splits=all_splits_inputs(P),
         table="results/metrics/scenarios.csv",
         seeds="results/metrics/seeds.csv",
         predictions="results/predictions",
@@ -15,6 +15,7 @@ rule statistics:
         breakdowns="results/statistics/breakdowns.csv",
         robustness="results/statistics/robustness.csv",
         errors="results/statistics/errors.csv",
+        cross_shift="results/statistics/cross_shift.csv",
         headline="results/statistics/headline.json",
     params:
         cli=untracked(PARAMS),

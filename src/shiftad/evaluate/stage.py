@@ -209,34 +209,76 @@ def summarise(table: pd.DataFrame) -> dict:
     return summary
 
 
-SHIFT_SCENARIOS = ("clean", "shift_no_adaptation", "shift_threshold_only", "shift_adapted")
 EFFECT_METRICS = ("image_auroc", "f1", "pixel_auroc", "aupro")
+EFFECT_STEPS = {"no_adaptation": ("clean", "clean"), "threshold_only": ("clean", "target"), "refit": ("target", "target")}  # (model, threshold)
 
 
-def shift_effects(table: pd.DataFrame) -> pd.DataFrame:
-    """Degradation (clean -> no adaptation) and recovery (no adaptation -> threshold only ->
-    adapted) per detector, regime and category, plus the macro mean; one row per metric."""
-    if not set(SHIFT_SCENARIOS) <= set(table["scenario"]):
+def effect_scenarios(params: Params) -> dict[str, dict[str, str]]:
+    """Per shift domain, its scenarios by step (no_adaptation, threshold_only, refit: the clean
+    model with the clean threshold, with the domain's, the domain's own model), where params have them."""
+    runs = params.scenario_runs()
+    steps: dict[str, dict[str, str]] = {}
+    for name, run in runs.items():
+        if run.k is not None or run.test == "clean":
+            continue
+        roles = ("target" if run.model == run.test else run.model, "target" if run.threshold == run.test else run.threshold)
+        for step, wanted in EFFECT_STEPS.items():
+            if roles == wanted:
+                steps.setdefault(run.test, {}).setdefault(step, name)
+    return steps
+
+
+def shift_effects(table: pd.DataFrame, params: Params) -> pd.DataFrame:
+    """Per shift domain: degradation (clean -> no adaptation) and recovery (no adaptation ->
+    threshold only, -> refit where the domain is fitted) per detector, regime and category, plus
+    the macro mean; one row per metric."""
+    clean = next((n for n, r in params.scenario_runs().items() if (r.model, r.threshold, r.test) == ("clean", "clean", "clean")), None)
+    if clean is None or clean not in set(table["scenario"]):
         return pd.DataFrame()
-    long = table[table["scenario"].isin(SHIFT_SCENARIOS)].melt(
-        id_vars=["detector", "regime", "scenario", "category"], value_vars=list(EFFECT_METRICS), var_name="metric"
-    )
-    wide = long.pivot_table(index=["detector", "regime", "metric", "category"], columns="scenario", values="value", dropna=False).reset_index()
-    macro = wide.groupby(["detector", "regime", "metric"], as_index=False)[list(SHIFT_SCENARIOS)].mean().assign(category="mean")
-    wide = pd.concat([wide, macro], ignore_index=True)
-    wide["degradation"] = wide["clean"] - wide["shift_no_adaptation"]
-    wide["recovery_threshold_only"] = wide["shift_threshold_only"] - wide["shift_no_adaptation"]
-    wide["recovery_adapted"] = wide["shift_adapted"] - wide["shift_no_adaptation"]
+    frames = []
+    for domain, steps in effect_scenarios(params).items():
+        if "no_adaptation" not in steps:
+            continue
+        names = {clean: "clean", **{name: step for step, name in steps.items()}}
+        long = table[table["scenario"].isin(names)].melt(
+            id_vars=["detector", "regime", "scenario", "category"], value_vars=list(EFFECT_METRICS), var_name="metric")
+        long["scenario"] = long["scenario"].map(names)
+        wide = long.pivot_table(index=["detector", "regime", "metric", "category"], columns="scenario", values="value", dropna=False).reset_index()
+        columns = [c for c in ("clean", *EFFECT_STEPS) if c in wide.columns]
+        macro = wide.groupby(["detector", "regime", "metric"], as_index=False)[columns].mean().assign(category="mean")
+        wide = pd.concat([wide, macro], ignore_index=True)
+        wide["degradation"] = wide["clean"] - wide["no_adaptation"]
+        for step in ("threshold_only", "refit"):
+            wide[f"recovery_{step}"] = wide[step] - wide["no_adaptation"] if step in wide.columns else np.nan
+        wide.insert(0, "domain", domain)
+        frames.append(wide)
+    if not frames:
+        return pd.DataFrame()
+    wide = pd.concat(frames, ignore_index=True)
     wide.columns.name = None
     wide["is_mean"] = wide["category"] == "mean"  # the macro row last in each block
-    return wide.sort_values(["detector", "regime", "metric", "is_mean", "category"], ignore_index=True).drop(columns="is_mean")
+    order = {d: i for i, d in enumerate(params.domains)}
+    wide["domain_order"] = wide["domain"].map(order)
+    return (wide.sort_values(["domain_order", "detector", "regime", "metric", "is_mean", "category"], ignore_index=True)
+            .drop(columns=["is_mean", "domain_order"]))
+
+
+def domain_description(params: Params, domain: str) -> dict:
+    """The columns that say what a test domain is (empty for clean)."""
+    if domain == "clean":
+        return {}
+    recipe = params.domains[domain]
+    if recipe.recipe == "corruption":
+        return {"shift_recipe": "corruption", "shift_severity": recipe.severity or 3, "shift_families": recipe.corruption}
+    return {"shift_recipe": recipe.recipe, "shift_severity": recipe.severity or params.shift.severity,
+            "shift_families": "+".join(recipe.families or params.shift.families)}
 
 
 def _row(params: Params, detector: str, regime: str, scenario: ScenarioRun, category: str, metrics: dict) -> dict:
-    shift = {"shift_severity": params.shift.severity, "shift_families": "+".join(params.shift.families)} if scenario.test == "shift" else {}
     return {"detector": detector, "regime": regime, "scenario": scenario.name, "category": category,
             "scenario_group": scenario.group, "k": scenario.k,
-            "model_domain": scenario.model, "threshold_domain": scenario.threshold, "test_domain": scenario.test, **shift, **metrics}
+            "model_domain": scenario.model, "threshold_domain": scenario.threshold, "test_domain": scenario.test,
+            **domain_description(params, scenario.test), **metrics}
 
 
 def seed_table(params: Params, seed: int, views: dict, progress: bool) -> pd.DataFrame:
@@ -275,7 +317,7 @@ def _evaluate_task(task: tuple) -> tuple:
 
 
 def run_evaluate_stage(params: Params, progress: bool = True) -> pd.DataFrame:
-    views = {domain: domain_view(domain) for domain in {s.test for s in params.scenarios.values()}}
+    views = {domain: domain_view(domain) for domain in {s.test for s in params.scenario_runs().values()}}
     runs = [(d, r, s) for d in params.detectors for r in REGIMES for s in params.scenario_runs(d).values()]
     reference = params.reference_seed  # its scores give the predictions, heatmaps and curves; every seed gives seeds.csv
     rows, routing = [], []
@@ -312,6 +354,6 @@ def run_evaluate_stage(params: Params, progress: bool = True) -> pd.DataFrame:
     write_text(METRICS_DIR / "scenarios.csv", table.to_csv(index=False, float_format="%.6g"))
     write_json(METRICS_DIR / "scenarios.json", json.loads(table.to_json(orient="records")))  # NaN -> null
     write_json(METRICS_DIR / "summary.json", summarise(table))
-    write_text(METRICS_DIR / "shift_effects.csv", shift_effects(table).to_csv(index=False, float_format="%.6g"))
+    write_text(METRICS_DIR / "shift_effects.csv", shift_effects(table, params).to_csv(index=False, float_format="%.6g"))
     write_text(METRICS_DIR / "routing.csv", pd.DataFrame(routing, columns=ROUTING_COLUMNS).to_csv(index=False))
     return table

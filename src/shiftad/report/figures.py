@@ -39,7 +39,7 @@ from shiftad.io import atomic_path  # noqa: E402
 __all__ = [
     "CAPTIONS", "FIGURE_CAPTIONS", "TRUTH_COLORS", "anomalous_shares", "confusion_figure", "curves_figure",
     "defect_size_figure", "defect_type_figure", "gallery_figure", "kshot_figure", "palette", "recovery_figure", "robustness_figure", "routing_figure", "training_figure",
-    "save_figure", "score_distributions_figure", "shift_effects_figure",
+    "save_figure", "score_distributions_figure", "shift_effects_figure", "adaptation_figure", "cross_shift_figure", "coreset_figure",
 ]
 
 CAPTIONS: dict[str, str] = {
@@ -50,6 +50,21 @@ CAPTIONS: dict[str, str] = {
     "score_distributions_figure": (
         "Test anomaly-score histograms of normal and anomalous images per category (rows) and scenario (columns), "
         "with the decision threshold chosen on validation images as a vertical line."
+    ),
+    "cross_shift_figure": (
+        "Cross-shift generalisation: macro image AUROC of the models fitted on each domain (rows; model and threshold from "
+        "it) on the test images of each domain (columns); grey where the pair is not scored (models fitted on a shift "
+        "domain score the fitted domains only); the Domains table gives the bootstrap CIs."
+    ),
+    "coreset_figure": (
+        "Memory-bank size trade-off (PatchCore's greedy coreset, every train image of a category): macro image AUROC on "
+        "the test images of each domain (clean bold) and inference milliseconds per image, against the coreset ratio."
+    ),
+    "adaptation_figure": (
+        "Every adaptation against K normal train images of the shift domain (macro mean, its bootstrap CI as a band): "
+        "fewshot adds their patches to the clean bank (labelled normals); feature_align re-standardises the domain's patch "
+        "features with their per-channel statistics and adabn re-estimates the network's batch-norm statistics on them "
+        "(both label-free); dashed: no adaptation, threshold only and refit."
     ),
     "shift_effects_figure": (
         "Macro-mean metric differences with paired-bootstrap 95% CIs: each shift scenario minus clean (degradation) "
@@ -662,10 +677,10 @@ def routing_figure(routing: pd.DataFrame, detector: str) -> Figure:
     if frame.empty:
         return _no_data(title)
     categories = sorted(set(frame["category"].astype(str)) | set(frame["routed_category"].astype(str)))
-    panels = [(test, label) for test in ("clean", "shift") for label in ("normal", "anomalous")
+    panels = [(test, label) for test in _ordered(frame["test_domain"].astype(str)) for label in ("normal", "anomalous")
               if ((frame["test_domain"] == test) & (frame["label"] == label)).any()]
     side = 1.2 + 0.45 * len(categories)
-    fig, axes = _grid(len(panels), 2, (max(3.3, side), max(3.0, side)))
+    fig, axes = _grid(len(panels), 4, (max(3.3, side), max(3.0, side)))
     for ax, (test, label) in zip(axes, panels):
         rows = frame[(frame["test_domain"] == test) & (frame["label"] == label)]
         matrix = rows.pivot_table(index="category", columns="routed_category", values="n", aggfunc="sum", fill_value=0)
@@ -812,12 +827,111 @@ def training_figure(training: pd.DataFrame) -> Figure:
     return fig
 
 
+def cross_shift_figure(cross: pd.DataFrame, domains: Sequence[str], regime: str = "per_class") -> Figure:
+    """The cross-shift matrix as heatmaps, one panel per detector: macro image AUROC of each
+    fitted domain's models (rows) on each domain's test images (columns); grey where the pair is
+    not scored. The first row is the clean model without adaptation, the diagonal each domain's own model."""
+    title = f"Cross-shift generalisation ({regime}): macro image AUROC, model and threshold from the row's domain"
+    frame = _select(cross, ("detector", "regime", "model_domain", "test_domain", "category", "image_auroc"), regime=regime)
+    frame = frame[frame["category"].astype(str) == "mean"]
+    if frame.empty:
+        return _no_data(title)
+    detectors = _ordered(frame["detector"])
+    rows = _ordered(frame["model_domain"])
+    columns = [d for d in domains if d in set(frame["test_domain"].astype(str))]
+    fig, axes = _grid(len(detectors), 3, (0.9 * len(columns) + 2.2, 0.6 * len(rows) + 1.8))
+    for ax, detector in zip(axes, detectors):
+        part = frame[frame["detector"] == detector].pivot_table(index="model_domain", columns="test_domain", values="image_auroc")
+        matrix = part.reindex(index=rows, columns=columns).to_numpy(dtype=float)
+        image = ax.imshow(np.ma.masked_invalid(matrix), cmap="RdYlGn", vmin=0.5, vmax=1.0)
+        image.cmap.set_bad("#dddddd")
+        for i in range(len(rows)):
+            for j in range(len(columns)):
+                if np.isfinite(matrix[i, j]):
+                    ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=8)
+        ax.set_xticks(range(len(columns)), columns, rotation=40, ha="right", fontsize=8)
+        ax.set_yticks(range(len(rows)), rows, fontsize=8)
+        ax.set_xlabel("test domain")
+        ax.set_title(detector, fontsize=10)
+    fig.colorbar(image, ax=list(axes), shrink=0.6, label="image AUROC")
+    fig.suptitle(title)
+    return fig
+
+
+def coreset_figure(coreset: pd.DataFrame, domains: Sequence[str]) -> Figure:
+    """The memory-bank size trade-off: macro image AUROC against the coreset ratio, one line
+    per test domain (left), and inference ms per image against it (right), per detector with a coreset."""
+    title = "Memory-bank size: image AUROC and inference time against the coreset ratio"
+    frame = _select(coreset, ("detector", "category", "coreset_ratio", "test_domain", "image_auroc", "ms_per_image"))
+    detectors = [d for d in _ordered(frame["detector"]) if frame.loc[frame["detector"] == d, "coreset_ratio"].nunique() > 1]
+    if not detectors:
+        return _no_data(title)
+    color = palette(domains)
+    fig, axes = plt.subplots(len(detectors), 2, figsize=(10, 3.6 * len(detectors)), squeeze=False)
+    for (left, right), detector in zip(axes, detectors):
+        part = frame[frame["detector"] == detector]
+        macro = part.groupby(["test_domain", "coreset_ratio"], as_index=False)["image_auroc"].mean()
+        for domain in [d for d in domains if d in set(macro["test_domain"])]:
+            line = macro[macro["test_domain"] == domain].sort_values("coreset_ratio")
+            left.plot(line["coreset_ratio"], line["image_auroc"], marker="o", lw=2.2 if domain == "clean" else 1.2,
+                      color="black" if domain == "clean" else color[domain], label=domain)
+        timing = part[part["test_domain"] == "clean"].groupby("coreset_ratio", as_index=False)["ms_per_image"].mean()
+        right.plot(timing["coreset_ratio"], timing["ms_per_image"], marker="s", color="black")
+        for ax, label in ((left, "image AUROC (macro)"), (right, "ms per image")):
+            ax.set_xscale("log")
+            ax.set_xlabel("coreset ratio")
+            ax.set_ylabel(label)
+            ax.set_title(detector, fontsize=10)
+        left.legend(fontsize=7, framealpha=0.85)
+    fig.suptitle(title)
+    return fig
+
+
+def adaptation_figure(intervals: pd.DataFrame, curves: Mapping[str, Sequence[tuple[int, str]]], metric: str = "image_auroc",
+                      domain: str = "shift") -> Figure:
+    """Every adaptation method on one shift domain against K (its unlabelled / labelled-normal
+    target images): one panel per detector and regime, one line per method (macro mean, its
+    bootstrap CI as a band); no adaptation, threshold only and refit as flat dashed references."""
+    title = f"Adaptation to {domain} against K target normals: {_metric_label(metric)}"
+    frame = _select(intervals, ("detector", "regime", "scenario", "category", "estimate", "ci_low", "ci_high"), metric=metric)
+    frame = frame[frame["category"].astype(str) == "mean"].set_index(["detector", "regime", "scenario"])
+    adapted = [m for m in curves if m not in ("no adaptation", "threshold only", "refit")]
+    panels = [(d, r) for d, r, s in frame.index if any(s == name for m in adapted for _, name in curves[m])]
+    panels = list(dict.fromkeys(panels))
+    if not panels:
+        return _no_data(title)
+    color = palette(list(curves))
+    fig, axes = _grid(len(panels), 4, (4.4, 3.6), sharey=True)
+    for ax, (detector, regime) in zip(axes, panels):
+        for method, points in curves.items():
+            ks = [k for k, _ in points]
+            cells = [frame.loc[(detector, regime, name)] if (detector, regime, name) in frame.index else None for _, name in points]
+            if all(c is None for c in cells):
+                continue
+            y = [np.nan if c is None else float(c["estimate"]) for c in cells]
+            x = np.arange(len(ks))
+            if method in adapted:
+                lo = [np.nan if c is None else float(c["ci_low"]) for c in cells]
+                hi = [np.nan if c is None else float(c["ci_high"]) for c in cells]
+                ax.fill_between(x, lo, hi, color=color[method], alpha=0.15, lw=0)
+                ax.plot(x, y, marker="o", ms=4, lw=1.8, color=color[method], label=method)
+            else:
+                ax.plot(x, y, ls="--", lw=1.2, color=color[method], label=method)
+            ax.set_xticks(x, [str(k) for k in ks])
+        ax.set_xlabel("K target normals")
+        ax.set_title(f"{detector} ({regime})", fontsize=10)
+        ax.set_ylabel(_metric_label(metric))
+        ax.legend(fontsize=7, framealpha=0.85)
+    fig.suptitle(title)
+    return fig
+
+
 def recovery_figure(intervals: pd.DataFrame, steps: Sequence[tuple[str, str]], reference: Mapping[str, str],
-                    metric: str = "image_auroc") -> Figure:
-    """Recovery under shift against the number of shifted normals added to the clean bank: one
+                    metric: str = "image_auroc", domain: str = "shift") -> Figure:
+    """Recovery on a shift domain against the number of its normals added to the clean bank: one
     panel per detector and regime; x = no adaptation, K = 0 … (few-shot), full refit; thin lines
     per category, the macro mean bold with its bootstrap CI as a band; the clean macro mean dashed."""
-    title = f"Few-shot recovery under shift: {_metric_label(metric)}"
+    title = f"Few-shot recovery on {domain}: {_metric_label(metric)}"
     frame = _select(intervals, ("detector", "regime", "scenario", "category", "estimate", "ci_low", "ci_high"), metric=metric)
     names = [s for _, s in steps]
     frame = frame[frame["scenario"].astype(str).isin(names + list(reference.values()))]

@@ -72,16 +72,42 @@ def _is_fewshot(run: str, runs: dict) -> bool:
     return scenario in runs and runs[scenario].k is not None
 
 
-def few_shot_steps(params: Params) -> tuple[list[tuple[str, str]], dict[str, str]]:
-    """The recovery curve's x axis as (label, scenario) and its reference lines (label -> scenario)."""
+def few_shot_steps(params: Params, domain: str) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    """A shift domain's recovery curve: its x axis as (label, scenario) — no adaptation, each K
+    of its few-shot runs, the full refit — and its reference lines (label -> scenario)."""
     runs = params.scenario_runs()
-    pick = lambda m, t, x: next((n for n, s in runs.items() if (s.model, s.threshold, s.test) == (m, t, x)), None)  # noqa: E731
-    fewshot = [(f"K = {s.k}", n) for n, s in runs.items() if s.k is not None]
+    pick = lambda m, t, x: next((n for n, s in runs.items() if (s.model, s.threshold, s.test, s.k) == (m, t, x, None)), None)  # noqa: E731
+    fewshot = [(f"{s.model} K = {s.k}" if s.model != "fewshot" else f"K = {s.k}", n) for n, s in runs.items()
+               if s.k is not None and s.test == domain]
     if not fewshot:
         return [], {}
-    steps = ([("no adaptation", pick("clean", "clean", "shift"))] if pick("clean", "clean", "shift") else []) + fewshot
-    steps += [("full refit", pick("shift", "shift", "shift"))] if pick("shift", "shift", "shift") else []
+    steps = ([("no adaptation", pick("clean", "clean", domain))] if pick("clean", "clean", domain) else []) + fewshot
+    steps += [("full refit", pick(domain, domain, domain))] if pick(domain, domain, domain) else []
     return steps, ({"clean": pick("clean", "clean", "clean")} if pick("clean", "clean", "clean") else {})
+
+
+def adaptation_curves(params: Params, domain: str) -> dict[str, list[tuple[int, str]]]:
+    """A shift domain's adaptation curves: per method (each adaptation, plus threshold only and
+    refit as flat references), its (K, scenario) points."""
+    runs = params.scenario_runs()
+    curves: dict[str, list[tuple[int, str]]] = {}
+    for name, run in runs.items():
+        if run.test == domain and run.k is not None:
+            curves.setdefault(run.model, []).append((run.k, name))
+    ks = sorted({k for points in curves.values() for k, _ in points})
+    for label, (model, threshold) in (("no adaptation", ("clean", "clean")), ("threshold only", ("clean", domain)), ("refit", (domain, domain))):
+        name = next((n for n, r in runs.items() if (r.model, r.threshold, r.test, r.k) == (model, threshold, domain, None)), None)
+        if name is not None and ks:
+            curves[label] = [(k, name) for k in ks]
+    return curves
+
+
+def headline_scenarios(params: Params) -> list[str]:
+    """The headline's columns: the clean scenario(s), then each shift domain's no-adaptation run
+    (what the shift costs an unadapted model); the domains' other runs have their own section."""
+    runs = params.scenario_runs()
+    return ([n for n, s in runs.items() if s.test == "clean" and s.k is None]
+            + [n for n, s in runs.items() if s.test != "clean" and (s.model, s.threshold, s.k) == ("clean", "clean", None)])
 
 
 def run_report_stage(params: Params, progress: bool = True) -> Path:
@@ -97,9 +123,11 @@ def run_report_stage(params: Params, progress: bool = True) -> Path:
     predictions = results.predictions()
     predictions = predictions[predictions["scenario"].isin(shown)]
     runs = [(d, r) for d in params.detectors for r in REGIMES]
-    shift_scenarios = [s for s in scenario_order if all_runs[s].test == "shift"]
+    shift_scenarios = [s for s in scenario_order if all_runs[s].test != "clean"]
+    headline = [s for s in headline_scenarios(params) if s in shown]
     kshot = results.kshot
-    steps, reference = few_shot_steps(params)
+    domain_steps = {d: few_shot_steps(params, d) for d in params.domains}
+    domain_steps = {d: v for d, v in domain_steps.items() if v[0]}
     tables: dict[str, list] = {}
 
     with (atomic_dir(REPORT_DIR / "tables") as tables_dir, atomic_dir(REPORT_DIR / "figures") as figures_dir,
@@ -113,6 +141,7 @@ def run_report_stage(params: Params, progress: bool = True) -> Path:
         level = f"{params.statistics.confidence:.0%}"
         boot = f"stratified bootstrap over test images, {params.statistics.n_resamples} resamples"
         main = intervals[intervals["scenario"].isin(scenario_order)]  # few-shot runs: their own section
+        top = intervals[intervals["scenario"].isin(headline)]
         detectors = T.detectors_table(params)
         scales = dict(zip(detectors["detector"], detectors["scale"]))
         meanings = {s: SCALE_MEANING.get(s, "the method as published, on the offline backbone") for s in dict.fromkeys(scales.values())}
@@ -122,9 +151,24 @@ def run_report_stage(params: Params, progress: bool = True) -> Path:
         seed_note = (f" [CI] is the test-set uncertainty of the reference run (training seed {seeds[0]}); ± is the sd of the macro "
                      f"mean over {len(seeds)} training seeds ({', '.join(map(str, seeds))}): the training-seed uncertainty."
                      if len(seeds) > 1 else f" One training seed ({seeds[0]}): no across-seed spread (set seeds: [0, 1, 2]).")
-        table("Headline", "headline", T.headline_table(main, scenario_order, HEADLINE_METRICS),
-              f"Macro mean over categories [{level} CI; {boot}].{seed_note} Thresholds were chosen on validation images only.{scale_note}",
-              main[main["category"] == "mean"])
+        table("Headline", "headline", T.headline_table(top, headline, HEADLINE_METRICS),
+              f"Macro mean over categories [{level} CI; {boot}], clean and on each shift domain without adaptation (clean model "
+              f"and threshold; the Domains section has every adaptation).{seed_note} Thresholds were chosen on validation images "
+              f"only.{scale_note}", top[top["category"] == "mean"])
+        cross = results.cross_shift
+        if not cross.empty:
+            table("Domains", "cross_shift", T.cross_shift_table(cross, params.data_domains),
+                  f"Cross-shift generalisation: macro image AUROC [{level} CI; {boot}] of the models fitted on each domain (rows; "
+                  "model and threshold from it) on each domain's test images (columns); – where the pair is not scored.", cross)
+        recovery = T.domain_recovery_table(intervals, params)
+        if not recovery.empty:
+            table("Domains", "domains", T.domains_table(params), "The shift domains: recipe, settings, and whether models are fitted on them.")
+            table("Domains", "domain_recovery", T.domain_recovery_display(recovery),
+                  f"Macro image AUROC [{level} CI] per shift domain: clean, on the domain without adaptation, with the "
+                  "threshold from the domain's validation images, with its patch features aligned to the clean statistics "
+                  "from K = 8 of its unlabelled normals (feature_align) or those normals added to the clean bank (memory-bank "
+                  "detectors), and refitted on it (fitted domains); recovered = share of the clean → no-adaptation loss an "
+                  "adaptation wins back (shown where the loss is at least 0.02).", recovery)
         data = T.data_table(scenarios, scenario_order)
         excluded = int(data.iloc[:, -1].sum()) if data.columns[-1].startswith("anomalous, empty") else 0
         table("Data", "data", data,
@@ -142,21 +186,31 @@ def run_report_stage(params: Params, progress: bool = True) -> Path:
                   "The trained detectors' length of training beside the paper's, and the macro-mean share by which the "
                   "training loss still fell over its last quarter (per-class clean models, reference seed).", training)
         for metric in HEADLINE_METRICS:
-            table("Per category", f"category_{metric}", T.category_table(main, scenario_order, metric),
-                  f"{T.METRIC_NAMES[metric]} per category [{level} CI].", main[main["metric"] == metric])
+            table("Per category", f"category_{metric}", T.category_table(top, headline, metric),
+                  f"{T.METRIC_NAMES[metric]} per category [{level} CI], clean and each shift domain without adaptation "
+                  "(every scenario: metrics.csv).", main[main["metric"] == metric])
         full = T.with_macro_mean(scenarios)[[c for c in scenarios.columns if not c.endswith("_domain") and c not in ("threshold_f1_max", "threshold_percentile", "threshold_mean_std")]]
         table("Per category", "metrics", full, "All point metrics per run and category (threshold rule, counts, timing).")
         table("Comparisons", "comparisons", T.comparisons_table(comparisons, HEADLINE_METRICS),
               "Paired comparisons of macro means on the same test images: difference A − B [CI], bootstrap p, Holm-adjusted p "
               "within each family (per-category rows and DeLong tests in the CSV).", comparisons)
-        if steps:
-            table("Few-shot adaptation", "fewshot_recovery", T.recovery_table(intervals, comparisons, steps),
-                  f"Recovery under shift by adding K shifted normal training images to the clean memory bank: macro mean [{level} CI] "
-                  "per adaptation step (threshold from shifted validation images from K = 0 on), and the paired difference "
-                  "to no adaptation [CI].", intervals[intervals["scenario"].isin([s for _, s in steps])])
-            table("Few-shot adaptation", "fewshot_recovery_categories",
+        for domain, (steps, _) in domain_steps.items():
+            table("Few-shot adaptation", f"fewshot_recovery_{domain}", T.recovery_table(intervals, comparisons, steps),
+                  f"{domain}: recovery by adding K of the domain's normal training images to the clean memory bank: macro mean "
+                  f"[{level} CI] per adaptation step (threshold from the domain's validation images from K = 0 on), and the paired "
+                  "difference to no adaptation [CI].", intervals[intervals["scenario"].isin([s for _, s in steps])])
+            table("Few-shot adaptation", f"fewshot_recovery_categories_{domain}",
                   T.recovery_table(intervals, comparisons, steps, metrics=("image_auroc", "aupro"), per_category=True),
-                  f"The recovery per category (then the macro mean): image AUROC and AU-PRO [{level} CI], paired difference to no adaptation [CI].")
+                  f"{domain}: the recovery per category (then the macro mean): image AUROC and AU-PRO [{level} CI], paired "
+                  "difference to no adaptation [CI].")
+        if not results.coreset.empty:
+            table("K-shot curves", "coreset", T.coreset_table(results.coreset, params.data_domains),
+                  "Memory-bank size trade-off: the model fitted on every train image of a category at each coreset ratio; bank "
+                  "size and inference ms per image (network + search + maps), means over categories; macro image AUROC on each "
+                  "domain's test images.", results.coreset)
+            figures_coreset = True
+        else:
+            figures_coreset = False
         if not kshot.empty:
             table("K-shot curves", "kshot", T.kshot_table(kshot),
                   "K-shot learning curves: macro mean over categories per seeded draw of the K clean training images, then "
@@ -202,12 +256,22 @@ def run_report_stage(params: Params, progress: bool = True) -> Path:
         for detector in sorted(set(results.routing["detector"])) if not results.routing.empty else []:
             figures.add("Routing", f"routing_{detector}", F.routing_figure, (results.routing, detector),
                         f"{detector}: {F.CAPTIONS['routing_figure']}")
-        if steps:
+        if not cross.empty:
+            for regime in REGIMES:
+                figures.add("Domains", f"cross_shift_{regime}", F.cross_shift_figure, (cross, params.data_domains, regime),
+                            f"{regime}: {F.CAPTIONS['cross_shift_figure']}")
+        for domain, (steps, reference) in domain_steps.items():
+            methods = adaptation_curves(params, domain)
             for metric in ("image_auroc", "aupro"):
-                figures.add("Few-shot adaptation", f"fewshot_recovery_{metric}", F.recovery_figure, (intervals, steps, reference, metric),
-                            f"{T.METRIC_NAMES[metric]}: {F.CAPTIONS['recovery_figure']}")
+                figures.add("Few-shot adaptation", f"fewshot_recovery_{domain}_{metric}", F.recovery_figure,
+                            (intervals, [s for s in steps if not s[0].startswith(("feature_align", "adabn"))], reference, metric, domain),
+                            f"{domain}, {T.METRIC_NAMES[metric]}: {F.CAPTIONS['recovery_figure']}")
+                figures.add("Few-shot adaptation", f"adaptation_{domain}_{metric}", F.adaptation_figure,
+                            (intervals, methods, metric, domain), f"{domain}, {T.METRIC_NAMES[metric]}: {F.CAPTIONS['adaptation_figure']}")
         if not kshot.empty:
             figures.add("K-shot curves", "kshot_image_auroc", F.kshot_figure, (kshot,), F.CAPTIONS["kshot_figure"])
+        if figures_coreset:
+            figures.add("K-shot curves", "coreset_tradeoff", F.coreset_figure, (results.coreset, params.data_domains), F.CAPTIONS["coreset_figure"])
         if not training.empty:
             figures.add("Training", "training_loss", F.training_figure, (training,), F.CAPTIONS["training_figure"])
         if shift_scenarios:
@@ -270,14 +334,14 @@ def run_report_stage(params: Params, progress: bool = True) -> Path:
              f"category / one global model) under {len(params.scenarios)} scenarios ({', '.join(scenario_order)}), on "
              f"{len(params.categories)} categories ({', '.join(f'{c}: {int(n)} test images, {int(a)} anomalous' for c, (n, a) in counts.iterrows())}). "
              f"Data source: {params.dataset.source}; backbone {params.backbone.name} ({params.backbone.normalisation} input scaling); "
-             f"{params.image_size} px input ({params.resize}); shift severity {params.shift.severity} "
-             f"({', '.join(params.shift.families)}).\n\n"
+             f"{params.image_size} px input ({params.resize}); shift domains: "
+             + "; ".join(f"{d} ({T.domain_summary(params, d)})" for d in params.domains) + ".\n\n"
              f"Every threshold was chosen on validation images only (rule: {params.evaluation.threshold.rule}). Intervals are "
              f"{level} percentile intervals of a {boot} (normal and anomalous counts kept); the macro mean resamples each category "
              "independently. F1 intervals hold the validation threshold fixed (it is not re-chosen inside the bootstrap). "
              "Paired comparisons reuse the same resamples for both sides; p-values (from the bootstrap standard error) are "
              "Holm-adjusted within each family.")
-    order = ["Data", "Headline", "Detectors", "Training", "Per category", "Comparisons", "Shift effects", "Few-shot adaptation", "K-shot curves", "Routing", "Robustness", "Curves", "Score distributions",
+    order = ["Data", "Headline", "Domains", "Detectors", "Training", "Per category", "Comparisons", "Shift effects", "Few-shot adaptation", "K-shot curves", "Routing", "Robustness", "Curves", "Score distributions",
              "Breakdowns", "Error analysis", "Heatmap galleries"]
     sections = [Section("Overview", [Text(intro)])]
     for name in order:

@@ -380,3 +380,100 @@ def detectors_table(params: Params) -> pd.DataFrame:
             row["setting"] = f"{params.padim.n_features} features, {' + '.join(params.padim.layers)}"
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------- shift domains
+
+MIN_LOSS = 0.02  # below this clean → no-adaptation loss a recovered share is noise
+
+
+def domain_summary(params: Params, domain: str) -> str:
+    """A shift domain in a few words: recipe and settings."""
+    recipe = params.domains[domain]
+    if recipe.recipe == "corruption":
+        return f"{recipe.corruption}, severity {recipe.severity or 3}"
+    severity = recipe.severity or params.shift.severity
+    families = "+".join(recipe.families or params.shift.families)
+    jitter = f", jitter {recipe.jitter:g}" if recipe.recipe == "camera_change" else ""
+    return f"{recipe.recipe}, severity {severity}, {families}{jitter}"
+
+
+def domains_table(params: Params) -> pd.DataFrame:
+    return pd.DataFrame([{"domain": d, "recipe": params.domains[d].recipe, "settings": domain_summary(params, d),
+                          "models fitted on it": "yes" if d in params.fit_domains else "no (evaluated only)"} for d in params.domains])
+
+
+def domain_recovery_table(intervals: pd.DataFrame, params: Params, metric: str = "image_auroc", k: int = 8) -> pd.DataFrame:
+    """Per shift domain, detector and regime: the macro `metric` [CI] at each recovery step (clean,
+    no adaptation, threshold only, few-shot with K of the domain's normals, refit) and the share of
+    the clean → no-adaptation loss each adaptation wins back. Tidy: one row per step."""
+    from shiftad.evaluate.stage import effect_scenarios
+
+    runs = params.scenario_runs()
+    clean = next((n for n, r in runs.items() if (r.model, r.threshold, r.test, r.k) == ("clean", "clean", "clean", None)), None)
+    mean = intervals[(intervals["category"] == "mean") & (intervals["metric"] == metric)].set_index(["detector", "regime", "scenario"])
+    rows = []
+    for domain, steps in effect_scenarios(params).items():
+        adapted = {model: next((n for n, r in runs.items() if r.test == domain and r.k == k and r.model == model), None)
+                   for model in ("feature_align", "adabn", "fewshot")}
+        named = {"clean": clean, "no adaptation": steps.get("no_adaptation"), "threshold only": steps.get("threshold_only"),
+                 f"feature_align K = {k} (label-free)": adapted["feature_align"], f"adabn K = {k} (label-free)": adapted["adabn"],
+                 f"few-shot K = {k}": adapted["fewshot"], "refit": steps.get("refit")}
+        for detector in params.detectors:
+            for regime in ("per_class", "global"):
+                cells = {label: mean.loc[(detector, regime, name)] for label, name in named.items()
+                         if name is not None and (detector, regime, name) in mean.index}
+                if "no adaptation" not in cells or "clean" not in cells:
+                    continue
+                loss = float(cells["clean"]["estimate"] - cells["no adaptation"]["estimate"])
+                for label, cell in cells.items():
+                    gain = float(cell["estimate"] - cells["no adaptation"]["estimate"])
+                    recovered = gain / loss if label not in ("clean", "no adaptation") and loss >= MIN_LOSS else float("nan")
+                    rows.append({"domain": domain, "detector": detector, "regime": regime, "step": label, "scenario": named[label],
+                                 "metric": metric, "estimate": float(cell["estimate"]), "ci_low": float(cell["ci_low"]),
+                                 "ci_high": float(cell["ci_high"]), "loss": loss, "recovered": recovered})
+    return pd.DataFrame(rows)
+
+
+def domain_recovery_display(recovery: pd.DataFrame) -> pd.DataFrame:
+    """One row per domain, detector and regime; one column per step ([CI], and the recovered share)."""
+    rows = []
+    for (domain, detector, regime), group in recovery.groupby(["domain", "detector", "regime"], sort=False):
+        row = {"domain": domain, "detector": detector, "regime": regime}
+        for r in group.itertuples():
+            cell = ci_cell(r.estimate, r.ci_low, r.ci_high)
+            row[r.step] = cell if math.isnan(r.recovered) else f"{cell} ({r.recovered:.0%})"
+        rows.append(row)
+    display = pd.DataFrame(rows)
+    columns = ["domain", "detector", "regime"] + [c for c in display.columns if c not in ("domain", "detector", "regime")]
+    return display[columns].fillna("–")
+
+
+def cross_shift_table(cross: pd.DataFrame, domains: list[str]) -> pd.DataFrame:
+    """Macro image AUROC [CI] per detector, regime and model domain (rows) on each test domain
+    (columns, in `domains` order); – where that pair is not scored."""
+    mean = cross[cross["category"] == "mean"]
+    rows = []
+    for (detector, regime, model), group in mean.groupby(["detector", "regime", "model_domain"], sort=False):
+        cells = group.set_index("test_domain")
+        row = {"detector": detector, "regime": regime, "model and threshold from": model}
+        for domain in domains:
+            row[domain] = ci_cell(*cells.loc[domain, ["image_auroc", "ci_low", "ci_high"]]) if domain in cells.index else "–"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def coreset_table(coreset: pd.DataFrame, domains: list[str]) -> pd.DataFrame:
+    """The memory-bank size trade-off: per detector and coreset ratio, the bank size and
+    inference ms per image (means over categories) and the macro image AUROC on each domain's
+    test images (clean and every shift domain)."""
+    rows = []
+    for (detector, ratio), group in coreset.groupby(["detector", "coreset_ratio"], sort=True):
+        clean = group[group["test_domain"] == "clean"]
+        row = {"detector": detector, "coreset ratio": f"{ratio:g}", "bank (patches)": f"{clean['memory_bank_size'].mean():,.0f}",
+               "ms / image": f"{clean['ms_per_image'].mean():.1f}"}
+        macro = group.groupby("test_domain")["image_auroc"].mean()
+        for domain in domains:
+            row[domain] = fmt(macro.get(domain, float("nan")))
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -118,9 +118,9 @@ def _source_order(records: list[ImageRecord], domain: str, category: str) -> lis
     """The clean source image of each test record (identity for clean records)."""
     if domain == "clean":
         return [r.path for r in records]
-    from shiftad.paths import SHIFTED_SPLITS
+    from shiftad.paths import domain_splits_file
 
-    entries = read_json(SHIFTED_SPLITS)["categories"][category]["test"]
+    entries = read_json(domain_splits_file(domain))["categories"][category]["test"]
     return [e["source_path"] for e in entries]
 
 
@@ -161,13 +161,14 @@ def comparison_pairs(params: Params) -> list[tuple[str, Run, Run]]:
     for d in params.detectors:
         scenarios = params.scenario_runs(d)
         clean = [n for n, s in scenarios.items() if (s.model, s.threshold, s.test) == ("clean", "clean", "clean")]
-        no_adaptation = [n for n, s in scenarios.items() if (s.model, s.threshold, s.test) == ("clean", "clean", "shift")]
-        shifted = [n for n, s in scenarios.items() if s.test == "shift"]
+        # per test domain, the clean model with the clean threshold: what adaptation is measured against
+        no_adaptation = {s.test: n for n, s in reversed(scenarios.items()) if (s.model, s.threshold) == ("clean", "clean")}
+        shifted = [n for n, s in scenarios.items() if s.test != "clean"]
         for r in REGIMES:
             if clean:  # few-shot runs are compared with no adaptation (their recovery), not with clean
                 pairs += [("scenario", (d, r, s), (d, r, clean[0])) for s in shifted if scenarios[s].k is None]
-            if no_adaptation:
-                pairs += [("adaptation", (d, r, s), (d, r, no_adaptation[0])) for s in shifted if s != no_adaptation[0]]
+            pairs += [("adaptation", (d, r, s), (d, r, no_adaptation[scenarios[s].test])) for s in shifted
+                      if scenarios[s].test in no_adaptation and s != no_adaptation[scenarios[s].test]]
     return pairs
 
 
@@ -255,6 +256,33 @@ def _error_rows(run: Run, category: str, data: RunData, k: int) -> list[dict]:
                          "threshold": test.threshold, "margin": float(test.scores[i] - test.threshold),
                          "heatmap_path": predictions.get(record.path, {}).get("prediction", {}).get("heatmap_path")})
     return rows
+
+
+def cross_shift_rows(params: Params, seeds: dict[str, int]) -> pd.DataFrame:
+    """The cross-shift matrix: image AUROC [CI] of each fitted domain's models (the row; model
+    and threshold from that domain: AUROC needs no threshold) on each domain's test images (the
+    column), per detector, regime and category plus the macro mean, for every scored pair
+    (`Params.scored_pairs`). The diagonal is each domain's own model; the clean row is no adaptation."""
+    settings = params.statistics
+    rows = []
+    for detector in params.detectors:
+        for regime in REGIMES:
+            for model, test in params.scored_pairs():
+                distributions, estimates = [], []
+                for category in params.categories:
+                    scores = load_npz(scores_file(detector, regime, model, test, "test", category, params.reference_seed))
+                    result = bootstrap_metrics(TestSet(scores=scores["image_scores"].astype(np.float64),
+                                                       labels=scores["labels"].astype(np.int64), threshold=0.0),
+                                               settings.n_resamples, settings.confidence, seed=seeds[category])
+                    distributions.append(result.distribution["image_auroc"])
+                    estimates.append(result.estimate["image_auroc"])
+                    rows.append({"detector": detector, "regime": regime, "model_domain": model, "test_domain": test, "category": category,
+                                 "image_auroc": result.estimate["image_auroc"], "ci_low": result.low["image_auroc"],
+                                 "ci_high": result.high["image_auroc"]})
+                estimate, low, high = macro(distributions, settings.confidence, estimates)
+                rows.append({"detector": detector, "regime": regime, "model_domain": model, "test_domain": test, "category": "mean",
+                             "image_auroc": estimate, "ci_low": low, "ci_high": high})
+    return pd.DataFrame(rows, columns=["detector", "regime", "model_domain", "test_domain", "category", "image_auroc", "ci_low", "ci_high"])
 
 
 def robustness_rows(params: Params, thresholds: dict, clean_results: dict, seeds: dict[str, int]) -> pd.DataFrame:
@@ -364,7 +392,7 @@ def run_statistics_stage(params: Params, progress: bool = True) -> dict[str, pd.
     thresholds = _thresholds(params)
     runs: list[Run] = [(d, r, s) for d in params.detectors for r in REGIMES for s in params.scenario_runs(d)]
     pairs = comparison_pairs(params)
-    views = {domain: domain_view(domain) for domain in {s.test for s in params.scenarios.values()}}
+    views = {domain: domain_view(domain) for domain in {s.test for s in params.scenario_runs().values()}}
     seeds = {c: category_seed(params.seed, c) for c in params.categories}
 
     interval_rows, comparison_rows, breakdown_rows, error_rows = [], [], [], []
@@ -443,7 +471,9 @@ def run_statistics_stage(params: Params, progress: bool = True) -> dict[str, pd.
     errors = pd.DataFrame(error_rows, columns=["detector", "regime", "scenario", "category", "kind", "rank", "filename", "defect_type",
                                                "score", "threshold", "margin", "heatmap_path"])
 
-    tables = {"intervals": intervals, "comparisons": comparisons, "breakdowns": breakdowns, "robustness": robustness, "errors": errors}
+    cross = cross_shift_rows(params, seeds)
+    tables = {"intervals": intervals, "comparisons": comparisons, "breakdowns": breakdowns, "robustness": robustness, "errors": errors,
+              "cross_shift": cross}
     for name, table in tables.items():
         write_text(STATISTICS_DIR / f"{name}.csv", table.to_csv(index=False, float_format="%.6g"))
     write_json(STATISTICS_DIR / "headline.json", headline(intervals))
