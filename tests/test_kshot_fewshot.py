@@ -128,7 +128,7 @@ def _adapted(monkeypatch, tmp_path, data, darker_domain, method):
     model = FewShotKNN.from_params(params).fit(train)
     model.progress = False
     before = model.score(test).image_scores
-    fewshot.adapt_and_score(params, model, "knn", "per_class", ["tex"], 0, "dark", [method])
+    fewshot.adapt_and_score(params, model, "knn", "per_class", ["tex"], 0, "dark", {method: [0, 4]})
     k0, k4 = (load_npz(scores_file("knn", "per_class", f"{method}_k{k}", "dark", "test", "tex", 0)) for k in (0, 4))
     np.testing.assert_allclose(k0["image_scores"], model.score(darker_domain[("tex", "test")]).image_scores, rtol=1e-6)  # K = 0: unadapted
     np.testing.assert_array_equal(model.score(test).image_scores, before)  # the shared clean network and bank are untouched
@@ -191,5 +191,5 @@ def test_the_coreset_curve_trades_bank_size_for_time_on_every_domain(monkeypatch
     assert (tmp_path / "patchcore" / "coreset_tex.csv").is_file()
     knn = FewShotKNN.from_params(params)
     knn.progress = False
-    single = kshot.coreset_curve(params, knn, "knn", "tex")  # keeps every patch: one point
-    assert list(single["coreset_ratio"].unique()) == [1.0]
+    none = kshot.coreset_curve(params, knn, "knn", "tex")  # keeps every patch: no trade-off, the columns only
+    assert none.empty and list(none.columns) == list(table.columns) and (tmp_path / "knn" / "coreset_tex.csv").is_file()

@@ -144,10 +144,13 @@ def _save(params: Params, detector: str, regime: str, model_key: str, domain: st
 
 
 def adapt_and_score(params: Params, model: PatchBankDetector, detector: str, regime: str, covered: list[str], seed: int,
-                    domain: str, methods: list[str] = ("fewshot",), adabn_source: "PatchBankDetector | None" = None) -> None:
-    """`seed`: the clean model's training seed (the K normals of `domain` are drawn with the data seed)."""
+                    domain: str, methods: dict[str, list[int]] | None = None, adabn_source: "PatchBankDetector | None" = None) -> None:
+    """`methods`: the adaptations to run and each one's K values (default: few-shot at every
+    few_shot.adaptation_k). `seed`: the clean model's training seed (the K normals of `domain`
+    are drawn with the data seed)."""
     view = domain_view(domain)
-    ks = params.few_shot.adaptation_k
+    methods = methods or {"fewshot": list(params.few_shot.adaptation_k)}
+    ks = sorted({k for method_ks in methods.values() for k in method_ks})
     # One feature pass per image: the largest K's images hold every smaller K's (nested draws).
     with model.clock() as clock:  # the network's time, whether it ran here or in the features stage
         added = {c: model.patch_rows(adaptation_images(view.get(c, "train"), max(ks), params.seed, c), f"features ({domain} normals, {c})")
@@ -156,11 +159,11 @@ def adapt_and_score(params: Params, model: PatchBankDetector, detector: str, reg
         rows = {key: model.patch_rows(records, f"features ({key[0]} {domain} {key[1]})") for key, records in scored.items()}
     seconds_per_extraction = clock.seconds / max(1, sum(map(len, scored.values())) + sum(map(len, added.values())))
     if "fewshot" in methods:
-        extend_bank(params, model, detector, regime, covered, seed, domain, added, scored, rows, seconds_per_extraction)
+        extend_bank(params, model, detector, regime, covered, seed, domain, added, scored, rows, seconds_per_extraction, methods["fewshot"])
     if "adabn" in methods:
         source = adabn_source or adabn_source_model(params, model, covered)
         images = {c: [read_image(r.path) for r in adaptation_images(view.get(c, "train"), max(ks), params.seed, c)] for c in covered}
-        for k in ks:
+        for k in methods["adabn"]:
             # K = 0: the unadapted model (= threshold only); else the domain's images through the
             # network on their K normals' statistics, searched in the bank made on the clean statistics
             scorer = source if k else model
@@ -182,7 +185,7 @@ def adapt_and_score(params: Params, model: PatchBankDetector, detector: str, reg
         # the source statistics: the clean train images' patches of the categories the model covers
         clean = domain_view("clean")
         source = channel_statistics(PatchRows.concat([model.patch_rows(clean.get(c, "train"), None) for c in covered]).rows)
-        for k in ks:
+        for k in methods["feature_align"]:
             target = channel_statistics(PatchRows.concat([added[c].take(range(k)) for c in covered]).rows) if k else source
             for (c, split), records in scored.items():
                 begin = time.perf_counter()
@@ -194,14 +197,14 @@ def adapt_and_score(params: Params, model: PatchBankDetector, detector: str, reg
 
 
 def extend_bank(params: Params, model: PatchBankDetector, detector: str, regime: str, covered: list[str], seed: int, domain: str,
-                added: dict, scored: dict, rows: dict, seconds_per_extraction: float) -> None:
-    """Few-shot: the K normals' patches added to the clean bank, every K."""
+                added: dict, scored: dict, rows: dict, seconds_per_extraction: float, ks: list[int]) -> None:
+    """Few-shot: the K normals' patches added to the clean bank, for each K of `ks`."""
     # The bank only grows, so each K searches just the patches added since the previous K and
     # merges them with the neighbours found so far: exact k-NN of the extended bank.
     adapted = copy.copy(model)  # shares the clean bank array; add_rows builds a new one
     found = {key: adapted.neighbours(r.rows.reshape(-1, r.rows.shape[-1])) for key, r in rows.items()}
     previous, patches = 0, 0
-    for k in params.few_shot.adaptation_k:
+    for k in ks:
         for c in covered:
             block = added[c].take(range(previous, k))
             if len(block):

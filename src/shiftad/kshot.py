@@ -91,12 +91,19 @@ def run_kshot_stage(params: Params, detector: str, progress: bool = True) -> pd.
 
 def coreset_curve(params: Params, model: PatchBankDetector, detector: str, category: str) -> pd.DataFrame:
     """The memory-bank size trade-off: the model fitted on every train image of the category at
-    each ratio of `few_shot.coreset_ratios` (PatchCore's greedy coreset; a detector that keeps
-    every patch has one point, ratio 1), image AUROC on the test images of every domain (no
-    threshold needed) and inference ms per image (search + maps, timed on up to 16 clean test
-    images, plus the network's time per image). Written to results/kshot/<detector>/coreset_<category>.csv."""
+    each ratio of `few_shot.coreset_ratios` (PatchCore's greedy coreset), image AUROC on the test
+    images of every domain (no threshold needed) and inference ms per image (search + maps,
+    timed on up to 16 clean test images, plus the network's time per image). Written to
+    results/kshot/<detector>/coreset_<category>.csv; a detector that keeps every patch (the kNN
+    without a coreset) has no trade-off and writes the columns only."""
+    columns = ["detector", "category", "coreset_ratio", "test_domain", "image_auroc", "memory_bank_size", "fit_seconds", "ms_per_image"]
     thins = hasattr(model, "coreset_ratio") and not model.keeps_every_patch
-    ratios = list(params.few_shot.coreset_ratios) if thins else [1.0]
+    if not thins:
+        table = pd.DataFrame(columns=columns)
+        with atomic_path(coreset_file(detector, category)) as tmp:
+            table.to_csv(tmp, index=False)
+        return table
+    ratios = list(params.few_shot.coreset_ratios)
     views = {d: domain_view(d) for d in params.data_domains}
     with model.clock() as clock:
         train_rows = model.patch_rows(views["clean"].get(category, "train"), None)
@@ -106,8 +113,7 @@ def coreset_curve(params: Params, model: PatchBankDetector, detector: str, categ
     rows = []
     try:
         for ratio in ratios:
-            if thins:
-                model.coreset_ratio = ratio
+            model.coreset_ratio = ratio
             begin = time.perf_counter()
             model.fit_rows(train_rows)
             fit_seconds = time.perf_counter() - begin
@@ -125,9 +131,8 @@ def coreset_curve(params: Params, model: PatchBankDetector, detector: str, categ
             log.info("coreset %s/%s ratio %g: bank %d, clean AUROC %.3f, %.1f ms/image", detector, category, ratio,
                      model.memory_bank_.shape[0], rows[-len(tests)]["image_auroc"], ms_per_image)
     finally:
-        if thins:
-            model.coreset_ratio = original
-    table = pd.DataFrame(rows)
+        model.coreset_ratio = original
+    table = pd.DataFrame(rows, columns=columns)
     with atomic_path(coreset_file(detector, category)) as tmp:
         table.to_csv(tmp, index=False, float_format="%.6g")
     return table

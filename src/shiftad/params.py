@@ -484,6 +484,7 @@ class ScenarioParams(Section):
     threshold: str = CLEAN
     test: str = CLEAN
     targets: list[str] | None = Field(None, min_length=1, description="the shift domains `target` stands for (default: every one)")
+    k: list[AdaptationK] | None = Field(None, min_length=1, description="an adaptation's K values (default: few_shot.adaptation_k)")
     detectors: list[DetectorName] | None = Field(None, min_length=1, description="the detectors it runs for, of those it applies to "
                                                                                  "(default: every one; adaptations: few_shot.detectors)")
 
@@ -733,6 +734,8 @@ class Params(Section):
                 raise ValueError(f"scenarios.{name}.targets: {unknown} are not shift domains ({', '.join(self.domains)})")
             if scenario.targets is not None and TARGET not in (scenario.model, scenario.threshold, scenario.test):
                 raise ValueError(f"scenarios.{name}.targets: the scenario names no '{TARGET}' for them to stand for")
+            if scenario.k is not None and (scenario.model not in ADAPTATIONS or len(set(scenario.k)) != len(scenario.k)):
+                raise ValueError(f"scenarios.{name}.k: K values (once each) are for adaptations ({', '.join(ADAPTATIONS)}), not model {scenario.model}")
             if scenario.model in ADAPTATIONS and (scenario.threshold, scenario.test) != (TARGET, TARGET):
                 raise ValueError(f"scenarios.{name}: model {scenario.model} adapts to each shift domain, so threshold and test must be '{TARGET}'")
         return self
@@ -764,7 +767,7 @@ class Params(Section):
                 if model not in ADAPTATIONS:
                     runs[group] = ScenarioRun(group, group, model, threshold, test, template=name, domain=domain)
                 elif detector is None or detector in self.few_shot.detectors:
-                    for k in self.few_shot.adaptation_k:
+                    for k in s.k or self.few_shot.adaptation_k:
                         runs[f"{group}_k{k}"] = ScenarioRun(f"{group}_k{k}", group, model, threshold, test, k, template=name, domain=domain)
         runs = dict(fixed)
         for domain_runs in by_domain.values():

@@ -121,14 +121,14 @@ def fewshot_outputs(params: Params, seeds: list[int]) -> list[str]:
     return [f"{FEWSHOT_DIR_NAME}/{d}/{r}/seed{s}" for d, r, s in product(params.few_shot.detectors, REGIMES, seeds)]
 
 
-def adaptations(params: Params, detector: str | None = None) -> dict[str, list[str]]:
+def adaptations(params: Params, detector: str | None = None) -> dict[str, dict[str, list[int]]]:
     """Per shift domain (params order), the adaptations (fewshot, feature_align, adabn) its
-    scenarios run (for `detector`; None: for any detector)."""
+    scenarios run and each one's K values (for `detector`; None: for any detector)."""
     from shiftad.params import ADAPTATIONS
 
     runs = params.scenario_runs(detector).values()
-    found = {d: [a for a in ADAPTATIONS if any(r.model == a and r.domain == d for r in runs)] for d in params.domains}
-    return {d: methods for d, methods in found.items() if methods}
+    found = {d: {a: sorted({r.k for r in runs if r.model == a and r.domain == d}) for a in ADAPTATIONS} for d in params.domains}
+    return {d: {a: ks for a, ks in methods.items() if ks} for d, methods in found.items() if any(methods.values())}
 
 
 def fewshot_domains(params: Params) -> list[str]:
@@ -142,8 +142,8 @@ def fewshot_score_files(params: Params, detector: str, regime: str, seed: int | 
     if detector not in params.few_shot.detectors:
         return []
     return [scores_file(detector, regime, f"{method}_k{k}", x, split, c, seed).as_posix()
-            for x, methods in adaptations(params, detector).items() for method in methods
-            for k, split, c in product(params.few_shot.adaptation_k, SCORED_SPLITS, params.categories)]
+            for x, methods in adaptations(params, detector).items() for method, ks in methods.items()
+            for k, split, c in product(ks, SCORED_SPLITS, params.categories)]
 
 
 FEWSHOT_DIR_NAME = "results/fewshot"

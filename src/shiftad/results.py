@@ -77,5 +77,5 @@ def read_kshot(folder: Path) -> pd.DataFrame:
 def read_coreset(folder: Path) -> pd.DataFrame:
     """Every memory-bank size trade-off (`results/kshot/<detector>/coreset_<category>.csv`), stacked."""
     files = sorted(folder.glob("*/coreset_*.csv")) if folder.is_dir() else []
-    frames = [pd.read_csv(f, dtype={"category": str, "test_domain": str}) for f in files]
+    frames = [frame for f in files for frame in [pd.read_csv(f, dtype={"category": str, "test_domain": str})] if not frame.empty]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

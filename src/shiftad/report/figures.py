@@ -901,6 +901,8 @@ def adaptation_figure(intervals: pd.DataFrame, curves: Mapping[str, Sequence[tup
     if not panels:
         return _no_data(title)
     color = palette(list(curves))
+    every_k = sorted({k for points in curves.values() for k, _ in points})
+    position = {k: i for i, k in enumerate(every_k)}  # one x axis for every method (their K values may differ)
     fig, axes = _grid(len(panels), 4, (4.4, 3.6), sharey=True)
     for ax, (detector, regime) in zip(axes, panels):
         for method, points in curves.items():
@@ -909,7 +911,7 @@ def adaptation_figure(intervals: pd.DataFrame, curves: Mapping[str, Sequence[tup
             if all(c is None for c in cells):
                 continue
             y = [np.nan if c is None else float(c["estimate"]) for c in cells]
-            x = np.arange(len(ks))
+            x = np.array([position[k] for k in ks])
             if method in adapted:
                 lo = [np.nan if c is None else float(c["ci_low"]) for c in cells]
                 hi = [np.nan if c is None else float(c["ci_high"]) for c in cells]
@@ -917,7 +919,7 @@ def adaptation_figure(intervals: pd.DataFrame, curves: Mapping[str, Sequence[tup
                 ax.plot(x, y, marker="o", ms=4, lw=1.8, color=color[method], label=method)
             else:
                 ax.plot(x, y, ls="--", lw=1.2, color=color[method], label=method)
-            ax.set_xticks(x, [str(k) for k in ks])
+        ax.set_xticks(range(len(every_k)), [str(k) for k in every_k])
         ax.set_xlabel("K target normals")
         ax.set_title(f"{detector} ({regime})", fontsize=10)
         ax.set_ylabel(_metric_label(metric))
