@@ -79,6 +79,8 @@ def load_params_dict(override: dict) -> Params:
     ({"domains": {"adabn": {"recipe": "mvtec_shift"}}}, "reserved"),
     ({"scenarios": {"feature_align": {"detectors": ["nobody"]}}}, "scenarios.feature_align.detectors"),
     ({"domains": {"fog": {"recipe": "corruption"}}}, "needs `corruption`"),
+    ({"robustness": {"corruptions": ["fog"]}}, "robustness.corruptions"),
+    ({"robustness": {"corruption_severities": [6]}}, "robustness.corruption_severities"),
     ({"domains": {"blur": {"recipe": "camera_change", "corruption": "contrast"}}}, "is for recipe corruption"),
     ({"scenarios": {"x": {"model": "clean", "threshold": "clean", "test": "elsewhere"}}}, "scenarios.x.test"),
     ({"scenarios": {"x": {"model": "mvtec_shift", "threshold": "clean", "test": "clean"}}}, "needs its domain in fit_domains"),

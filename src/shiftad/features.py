@@ -31,8 +31,7 @@ from shiftad.errors import ShiftadError
 from shiftad.io import atomic_dir, write_json
 from shiftad.params import Params
 from shiftad.pipeline import FEATURES_DIR, domain_feature_splits, feature_spec, feature_specs, store_spec
-from shiftad.robustness import condition_settings, shifted_test_images, sweep_conditions
-from shiftad.shift import ShiftSettings
+from shiftad.robustness import Draw, condition_drawer, shifted_test_images, sweep_conditions
 from shiftad.split import domain_view
 
 log = logging.getLogger(__name__)
@@ -60,13 +59,13 @@ def image_sets(params: Params, feature_set: str) -> Iterator[tuple[str, int, Ima
     for category in params.categories:
         records = clean.get(category, "test")
         for family, severity in sweep_conditions(params):
-            settings = condition_settings(params, family, severity)
-            yield f"{category}_{family}_{severity}", len(records), partial(_shifted_batches, records, settings, params.seed, category)
+            draw = condition_drawer(params, family, severity)
+            yield f"{category}_{family}_{severity}", len(records), partial(_shifted_batches, records, draw, params.seed, category)
 
 
-def _shifted_batches(records: list[ImageRecord], settings: ShiftSettings, seed: int, category: str, batch_size: int
+def _shifted_batches(records: list[ImageRecord], draw: Draw, seed: int, category: str, batch_size: int
                      ) -> Iterator[list[np.ndarray]]:
-    return batched((image for image, _ in shifted_test_images(records, settings, seed, category)), batch_size)
+    return batched((image for image, _ in shifted_test_images(records, draw, seed, category)), batch_size)
 
 
 def run_features_stage(params: Params, feature_set: str, spec: str | None = None, progress: bool = True) -> list[Path]:

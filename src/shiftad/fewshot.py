@@ -12,8 +12,9 @@ domain a fewshot scenario adapts to, the patch features of the first K images of
 of the domain's **normal train** images are appended to the clean bank (K in
 `few_shot.adaptation_k`; for the global model K of every category), and the extended model
 scores the category's val and test images of that domain.
-Features are extracted once per image and reused across K. K = 0 is the clean bank itself
-(= threshold only); the full refit on the domain is the `<domain>_refit` scenario.
+Features are extracted once per image and reused across K. K = 0 is the clean model itself
+(= threshold only): its scenarios read the score stage's files of the clean model on the domain,
+so this stage runs K > 0 only; the full refit on the domain is the `<domain>_refit` scenario.
 
 Output: the score files of model `fewshot_k<K>` on each domain
 (`results/fewshot/<det>/<regime>/seed<S>/fewshot_k<K>_on_<domain>/{val,test}/<cat>.npz`), which the

@@ -504,8 +504,11 @@ class ScenarioRun:
 
     @property
     def model_key(self) -> str:
-        """The score files' model name: a domain, or <adaptation>_k<K>."""
-        return f"{self.model}_k{self.k}" if self.model in ADAPTATIONS else self.model
+        """The score files' model name: a domain, or <adaptation>_k<K>. K = 0 is the clean model
+        itself (adapting to no image is no adaptation): the score stage's files, not recomputed."""
+        if self.model not in ADAPTATIONS:
+            return self.model
+        return CLEAN if self.k == 0 else f"{self.model}_k{self.k}"
 
 
 # The study's scenarios, templates over the shift domains: which model, which threshold, which test set
@@ -528,13 +531,17 @@ class EvaluationParams(Section):
 
 
 class RobustnessParams(Section):
-    """The severity sweep: test images shifted by one family at a time, scored by the clean
-    per-class models (no adaptation), for robustness curves against severity."""
+    """The severity sweep: test images shifted by one family (or one published corruption) at a
+    time, scored by the clean per-class models (no adaptation), for robustness curves against
+    severity and the corruption protocol's numbers."""
 
     severities: list[Annotated[int, Field(ge=1, le=5)]] = Field(default_factory=lambda: [1, 3, 5])
     families: list[ShiftFamily] = Field(default_factory=lambda: ["geometric", "photometric", "illumination"])
+    # the published corruption protocol (ADShift, MVTec-C): each corruption at each of its severities
+    corruptions: list[CorruptionName] = Field(default_factory=lambda: ["brightness", "contrast", "defocus_blur", "gaussian_noise"])
+    corruption_severities: list[Annotated[int, Field(ge=1, le=5)]] = Field(default_factory=lambda: [3])
 
-    @field_validator("severities", "families")
+    @field_validator("severities", "families", "corruptions", "corruption_severities")
     @classmethod
     def _no_repeats(cls, values: list) -> list:
         if len(set(values)) != len(values):
@@ -780,8 +787,8 @@ class Params(Section):
         domain's models on every fitted domain (the cross-shift matrix's rows and columns)."""
         pairs = [(m, d) for m in self.fit_domains for d in self.fit_domains]
         for run in self.scenario_runs().values():
-            if run.model not in ADAPTATIONS:
-                pairs += [(run.model, run.threshold), (run.model, run.test)]
+            if run.model_key in self.data_domains:  # not an adapted model (those are the few-shot stage's)
+                pairs += [(run.model_key, run.threshold), (run.model_key, run.test)]
         order = {d: i for i, d in enumerate(self.data_domains)}
         return sorted(set(pairs), key=lambda pair: (order[pair[0]], order[pair[1]]))
 

@@ -123,11 +123,12 @@ def fewshot_outputs(params: Params, seeds: list[int]) -> list[str]:
 
 def adaptations(params: Params, detector: str | None = None) -> dict[str, dict[str, list[int]]]:
     """Per shift domain (params order), the adaptations (fewshot, feature_align, adabn) its
-    scenarios run and each one's K values (for `detector`; None: for any detector)."""
+    scenarios run and each one's K values above 0 (for `detector`; None: for any detector). K = 0
+    is the clean model itself, whose scores the score stage writes (`ScenarioRun.model_key`)."""
     from shiftad.params import ADAPTATIONS
 
     runs = params.scenario_runs(detector).values()
-    found = {d: {a: sorted({r.k for r in runs if r.model == a and r.domain == d}) for a in ADAPTATIONS} for d in params.domains}
+    found = {d: {a: sorted({r.k for r in runs if r.model == a and r.domain == d and r.k}) for a in ADAPTATIONS} for d in params.domains}
     return {d: {a: ks for a, ks in methods.items() if ks} for d, methods in found.items() if any(methods.values())}
 
 

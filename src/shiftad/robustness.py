@@ -1,9 +1,14 @@
-"""The robustness stage: a severity sweep, one shift family at a time.
+"""The robustness stage: a severity sweep, one shift family or corruption at a time.
 
 The main study shifts with all families at one severity. Here every test image of a category
 is shifted by ONE family (`robustness.families`) at each severity in `robustness.severities`
 and scored by the clean per-class model (no adaptation), which gives robustness curves
-(metric against severity, one line per family) and the per-family breakdown.
+(metric against severity, one line per family) and the per-family breakdown. The published
+corruption protocol (ADShift, MVTec-C: `robustness.corruptions` at
+`robustness.corruption_severities`, imagecorruptions' values) runs here too, the same way: the
+clean per-class models on the corrupted test images, with the shift stage's corruption code.
+A corruption as a shift domain (params `domains`) also gives it the global models, threshold-only
+and the cross-shift matrix, at the cost of a domain.
 
 Draws: image ``i`` of the category's test list draws from
 ``default_rng([seed, crc32(category), i])`` for every condition, so an image keeps its shift
@@ -23,7 +28,7 @@ from __future__ import annotations
 import logging
 import zlib
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -38,17 +43,24 @@ from shiftad.io import save_npz
 from shiftad.params import Params
 from shiftad.paths import robustness_file
 from shiftad.pipeline import model_path
-from shiftad.shift import ShiftSettings, apply_shift, draw_shift
+from shiftad.corruptions import CORRUPTIONS
+from shiftad.shift import ShiftSettings, apply_shift, corruption_drawer, draw_shift
 from shiftad.split import domain_view
 
 log = logging.getLogger(__name__)
 
 
 def sweep_conditions(params: Params) -> list[tuple[str, int]]:
-    return [(family, severity) for family in params.robustness.families for severity in sorted(params.robustness.severities)]
+    """(shift family or corruption, severity) of every condition: the families' sweep, then the corruptions'."""
+    settings = params.robustness
+    return ([(family, severity) for family in settings.families for severity in sorted(settings.severities)]
+            + [(name, severity) for name in settings.corruptions for severity in sorted(settings.corruption_severities)])
 
 
-def shifted_test_images(records: list[ImageRecord], settings: ShiftSettings, seed: int, category: str
+Draw = Callable[[np.random.Generator, tuple[int, int], "np.ndarray | None"], dict]  # (rng, (h, w), defect mask) -> drawn shift
+
+
+def shifted_test_images(records: list[ImageRecord], draw: Draw, seed: int, category: str
                         ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     """(shifted RGB uint8 image, its shifted mask or None) of each record, in order, made one at a time."""
     for i, record in enumerate(records):
@@ -56,8 +68,7 @@ def shifted_test_images(records: list[ImageRecord], settings: ShiftSettings, see
         size = image.shape[:2]
         mask = read_mask(record.mask_path, expected_size=(size[1], size[0]), image_path=record.path) if record.mask_path else None
         rng = np.random.default_rng([seed, zlib.crc32(category.encode("utf-8")), i])
-        drawn = draw_shift(rng, settings, size, mask if record.is_anomalous else None)
-        yield apply_shift(image, mask, drawn)
+        yield apply_shift(image, mask, draw(rng, size, mask if record.is_anomalous else None))
 
 
 def _masks_at(masks: list[np.ndarray | None], records: list[ImageRecord], size: tuple[int, int], resize: str = "squash"
@@ -82,10 +93,15 @@ def _noting_masks(pairs: Iterable[tuple[np.ndarray, np.ndarray | None]], masks: 
         yield image
 
 
-def condition_settings(params: Params, family: str, severity: int) -> ShiftSettings:
-    """One condition of the sweep: one family at one severity, illumination on every image."""
-    return ShiftSettings(severity=severity, families=(family,), illumination_probability=1.0,
-                         illumination_sigma_px=params.shift.illumination_sigma_px)
+def condition_drawer(params: Params, condition: str, severity: int) -> Draw:
+    """One condition of the sweep: a corruption (the shift stage's corruption recipe), or one shift
+    family at one severity with illumination on every image."""
+    if condition in CORRUPTIONS:
+        corruption = corruption_drawer(condition, severity)
+        return lambda rng, size, mask: corruption(rng, size, mask, None)
+    settings = ShiftSettings(severity=severity, families=(condition,), illumination_probability=1.0,
+                             illumination_sigma_px=params.shift.illumination_sigma_px)
+    return lambda rng, size, mask: draw_shift(rng, settings, size, mask)
 
 
 def sweep_images(params: Params, category: str, records: list[ImageRecord]
@@ -93,7 +109,7 @@ def sweep_images(params: Params, category: str, records: list[ImageRecord]
     """Every condition of the sweep: (family, severity, its shifted copies of `records` with
     their masks, made as they are read). The features stage runs the frozen networks on the same images."""
     for family, severity in sweep_conditions(params):
-        yield family, severity, shifted_test_images(records, condition_settings(params, family, severity), params.seed, category)
+        yield family, severity, shifted_test_images(records, condition_drawer(params, family, severity), params.seed, category)
 
 
 def run_robustness_stage(params: Params, detector: str, category: str, progress: bool = True) -> Path:

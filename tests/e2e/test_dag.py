@@ -44,7 +44,7 @@ def run(args: list[str], cwd: Path) -> str:
     return result.stdout + result.stderr
 
 
-DOMAINS = ["mvtec_shift", "camera_change", "gaussian_noise"]  # tiny.yaml: one domain per recipe; camera_change is fitted and adapted to
+DOMAINS = ["mvtec_shift", "camera_change", "contrast"]  # tiny.yaml: one domain per recipe; camera_change is fitted and adapted to
 SCENARIOS = ["clean", "camera_change_refit"] + [f"{d}_{s}" for d in DOMAINS for s in ("no_adaptation", "threshold_only")]
 FEWSHOT_K = [0, 1, 4]  # tiny.yaml few_shot.adaptation_k
 MEMORY_BANK = ("patchcore", "knn")
@@ -61,7 +61,7 @@ def check_outputs(project: Path, categories=("brick", "widget"), detectors=("pad
             for split, entries in parts.items():
                 assert [e["source_path"] for e in entries] == splits[category][split]
                 assert all((project / e["path"]).is_file() and f"data/domains/{domain}/" in e["path"] for e in entries)
-    assert json.loads((project / "data/processed/domains/gaussian_noise.json").read_text())["corruption"] == "gaussian_noise"
+    assert json.loads((project / "data/processed/domains/contrast.json").read_text())["corruption"] == "contrast"
     shifted = json.loads((project / "data/processed/domains/camera_change.json").read_text())["categories"]
     for parts in splits.values():
         assert parts["train"] and not any(manifest[p]["label"] for p in parts["train"])
@@ -84,7 +84,7 @@ def check_outputs(project: Path, categories=("brick", "widget"), detectors=("pad
     shifted_rows = table[table["test_domain"] != "clean"]
     assert (shifted_rows["shift_severity"] == 3).all() and table.loc[table["test_domain"] == "clean", "shift_severity"].isna().all()
     recipes = shifted_rows.groupby("test_domain")["shift_recipe"].first().to_dict()
-    assert recipes == {"mvtec_shift": "mvtec_shift", "camera_change": "camera_change", "gaussian_noise": "corruption"}
+    assert recipes == {"mvtec_shift": "mvtec_shift", "camera_change": "camera_change", "contrast": "corruption"}
     # threshold-only reuses the no-adaptation scores: same ranking, threshold from the domain's val
     for domain in DOMAINS:
         a = table[table["scenario"] == f"{domain}_no_adaptation"].set_index(["detector", "regime", "category"])
@@ -246,8 +246,10 @@ def check_few_shot(project: Path, table: pd.DataFrame, categories, detectors) ->
             k0 = runs[runs["k"] == 0].set_index(["regime", "category"])
             pd.testing.assert_series_equal(k0["image_auroc"], only.loc[k0.index, "image_auroc"])
             sizes = {int(np.load(project / f"results/fewshot/patchcore/per_class/seed0/{method}_k{k}_on_camera_change/test/{categories[0]}.npz")
-                             ["memory_bank_size"]) for k in FEWSHOT_K}
+                             ["memory_bank_size"]) for k in FEWSHOT_K if k}
             assert len(sizes) == 1
+            # K = 0 is the clean model's own scores, not recomputed
+            assert not (project / f"results/fewshot/patchcore/per_class/seed0/{method}_k0_on_camera_change").exists()
     for detector in detectors:
         grid = json.loads((project / f"results/models/{detector}/per_class/clean/seed0/{categories[0]}/meta.json").read_text())["feature_grid"]
         patches = int(np.prod(grid))  # one image's patches (blocks.2 of Lite0: 12 x 12 at 96 px)
@@ -278,8 +280,15 @@ def check_statistics(project: Path, table: pd.DataFrame, categories, detectors) 
     assert comparisons["p_bootstrap_holm"].dropna().between(0, 1).all()
     assert (comparisons["p_bootstrap_holm"] >= comparisons["p_bootstrap"] - 1e-12).all()
     robustness = pd.read_csv(stats / "robustness.csv")
-    assert sorted(robustness["severity"].unique()) == [0, 1, 5]
-    assert set(robustness["family"]) == {"geometric", "photometric", "illumination"}
+    families = robustness[robustness["family"] != "contrast"]
+    assert sorted(families["severity"].unique()) == [0, 1, 5]
+    assert set(robustness["family"]) == {"geometric", "photometric", "illumination", "contrast"}
+    swept = robustness[(robustness["family"] == "contrast") & (robustness["category"] == "mean")].set_index(["detector", "severity"])
+    assert sorted(swept.index.get_level_values("severity").unique()) == [0, 3]
+    domain = intervals[(intervals["category"] == "mean") & (intervals["metric"] == "image_auroc") & (intervals["regime"] == "per_class")
+                       ].set_index(["detector", "scenario"])["estimate"]
+    for detector in detectors:  # the sweep's corruption condition is the corruption domain's test set, scored by the same models
+        assert swept.loc[(detector, 3), "image_auroc"] == pytest.approx(domain[(detector, "contrast_no_adaptation")], abs=1e-6), detector
     breakdowns = pd.read_csv(stats / "breakdowns.csv")
     assert {"defect_type", "defect_size"} == set(breakdowns["breakdown"])
     cross = pd.read_csv(stats / "cross_shift.csv")
@@ -312,7 +321,7 @@ def check_report(project: Path, detectors) -> None:
                  "figures/fewshot_recovery_camera_change_image_auroc.png", "figures/fewshot_recovery_camera_change_aupro.pdf",
                  "figures/adaptation_camera_change_image_auroc.png", "tables/cross_shift.md", "figures/cross_shift_per_class.png",
                  "tables/coreset.csv", "figures/coreset_tradeoff.png",
-                 "tables/domains.md", "tables/domain_recovery.csv",
+                 "tables/domains.md", "tables/domain_recovery.csv", "tables/corruptions.md",
                  f"figures/gallery_{detectors[-1]}_per_class_clean.png", "notebooks/04_shift_analysis.html",
                  "notebooks/05_statistics.ipynb"):
         assert (report / name).is_file(), name

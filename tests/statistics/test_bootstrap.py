@@ -24,6 +24,7 @@ from shiftad.statistics.bootstrap import (
     macro_interval,
     paired_bootstrap,
     percentile_interval,
+    rethreshold,
     stratified_weights,
 )
 
@@ -109,6 +110,23 @@ def test_bootstrap_uses_exactly_those_resamples_for_every_metric_and_method() ->
         result = bootstrap_metrics(test, n_resamples=40, seed=7, method=method)
         for metric in METRICS:
             np.testing.assert_allclose(result.distribution[metric], expected[metric], rtol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["percentile", "BCa"])
+def test_rethreshold_equals_a_full_bootstrap_under_the_other_threshold(method: str) -> None:
+    """Threshold-only keeps no adaptation's threshold-free metrics and bootstraps F1 alone: it must
+    be the full bootstrap of the other threshold, bit for bit (the same resamples)."""
+    test = realistic(seed=3)
+    full = bootstrap_metrics(test, n_resamples=200, seed=11, method=method)
+    other = TestSet(test.scores, test.labels, float(np.quantile(test.scores, 0.3)), test.maps, test.masks)
+    expected = bootstrap_metrics(other, n_resamples=200, seed=11, method=method)
+    got = rethreshold(full, other)
+    assert got.estimate["f1"] != full.estimate["f1"]  # the threshold moved F1, or this test shows nothing
+    for metric in METRICS:
+        assert got.estimate[metric] == expected.estimate[metric]
+        assert (got.low[metric], got.high[metric]) == (expected.low[metric], expected.high[metric])
+        np.testing.assert_array_equal(got.distribution[metric], expected.distribution[metric])
+    assert (got.seed, got.method, got.n_resamples) == (full.seed, full.method, full.n_resamples)
 
 
 # --- vectorised metrics against materialised resamples -----------------------------------------

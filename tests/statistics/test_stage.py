@@ -8,7 +8,8 @@ from shiftad.data.records import ImageRecord
 from shiftad.params import validate_params
 from shiftad.statistics.bootstrap import TestSet, bootstrap_metrics, paired_bootstrap
 from shiftad.statistics.multiple import holm
-from shiftad.statistics.stage import RunData, _error_rows, add_holm, category_seed, comparison_pairs, size_group
+from shiftad.statistics.stage import (RunData, _breakdown_rows, _error_rows, add_holm, category_seed, comparison_pairs, map_twin_groups,
+                                     size_group)
 
 
 ONE_DOMAIN = {"domains": {"shift": {"recipe": "mvtec_shift"}}, "fit_domains": ["clean", "shift"]}  # runs named shift_<template>
@@ -107,6 +108,34 @@ def test_error_lists_take_the_most_confident_mistakes(tmp_path, monkeypatch):
     fns = [r["filename"] for r in rows if r["kind"] == "false_negative"]
     assert fps == ["img1.png", "img2.png"] and fns == ["img6.png", "img4.png"]
     assert _error_rows(("d", "r", "s"), "c", data, k=1)[0]["margin"] == pytest.approx(0.4)
+
+
+def test_threshold_only_is_grouped_with_no_adaptation_and_nothing_else():
+    params = validate_params({"detectors": ["patchcore", "padim"], **ONE_DOMAIN, "scenarios": NO_FEWSHOT})
+    runs = [(d, r, s) for d in params.detectors for r in ("per_class", "global") for s in params.scenario_runs(d)]
+    groups = map_twin_groups(params, runs)
+    assert sorted(sum(groups, [])) == sorted(runs)  # every run once
+    twins = [g for g in groups if len(g) > 1]
+    assert {tuple(s for _, _, s in g) for g in twins} == {("shift_no_adaptation", "shift_threshold_only")}
+    assert len(twins) == 4 and all(len({(d, r) for d, r, _ in g}) == 1 for g in twins)  # per detector and regime
+
+
+def test_a_twins_breakdown_keeps_the_aurocs_and_recounts_the_decisions():
+    records = [ImageRecord(f"img{i}.png", "c", int(i >= 10), ("dent" if i % 2 else "scratch") if i >= 10 else "good", None, "test")
+               for i in range(22)]
+    rng = np.random.default_rng(0)
+    labels = np.array([r.label for r in records])
+    scores = rng.normal(size=22) + labels
+    params = validate_params({"statistics": {"n_resamples": 200}})
+    areas = np.where(labels == 1, 0.01, 0.0)
+    first = RunData(TestSet(scores=scores, labels=labels, threshold=0.5), records, areas)
+    second = RunData(TestSet(scores=scores, labels=labels, threshold=-0.5), records, areas)
+    twin = _breakdown_rows(("d", "r", "a"), "c", first, params, seed=3)
+    expected = _breakdown_rows(("d", "r", "b"), "c", second, params, seed=3)
+    got = _breakdown_rows(("d", "r", "b"), "c", second, params, seed=3, twin=twin)
+    assert pd.DataFrame(got[0]).equals(pd.DataFrame(expected[0]))
+    assert got[1].keys() == expected[1].keys() and all(np.array_equal(got[1][k], expected[1][k]) for k in got[1])
+    assert [r["detection_rate"] for r in got[0]] != [r["detection_rate"] for r in twin[0]]  # the threshold counts
 
 
 def test_wald_p_value_from_the_bootstrap_standard_error():

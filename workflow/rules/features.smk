@@ -12,7 +12,7 @@ if feature_specs(P):  # none when every detector trains its own networks
             images=image_inputs(P),
             splits=all_splits_inputs(P),
             code=local(source_files("src/shiftad/features.py", "src/shiftad/components/feature_store.py", "src/shiftad/backbones.py",
-                                    "src/shiftad/robustness.py", "src/shiftad/shift.py")),
+                                    "src/shiftad/robustness.py", "src/shiftad/shift.py", "src/shiftad/corruptions.py")),
         output:
             [directory(f"results/features/{{set}}/{spec}") for spec in feature_specs(P)],
         wildcard_constraints:

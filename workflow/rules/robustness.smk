@@ -5,7 +5,7 @@ rule robustness:
         models=lambda w: model_inputs(P, w.detector, "per_class", "clean", P.reference_seed),  # the reference run's models
         features=lambda w: feature_inputs(P, w.detector, "robustness"),
         splits=splits_input("clean"),
-        code=local(source_files("src/shiftad/robustness.py", "src/shiftad/shift.py")),
+        code=local(source_files("src/shiftad/robustness.py", "src/shiftad/shift.py", "src/shiftad/corruptions.py")),
     output:
         [f"results/robustness/{{detector}}/{c}.npz" for c in P.categories],
     params:

@@ -127,8 +127,10 @@ def _write_heatmaps(folder: Path, records: list[ImageRecord], maps: np.ndarray, 
 
 def evaluate_category(
     params: Params, records: list[ImageRecord], val: dict[str, np.ndarray], test: dict[str, np.ndarray], context: str,
-    heatmap_folder: Path | None, threshold_rule: str | None = None,
+    heatmap_folder: Path | None, threshold_rule: str | None = None, pixel: dict | None = None,
 ) -> tuple[dict, list[dict], pd.DataFrame, pd.DataFrame]:
+    """One run on one category. `pixel`: its pixel metrics when already computed for a run with
+    the same maps (threshold-free: a threshold-only run's are its no-adaptation twin's)."""
     settings = params.evaluation
     if list(test["paths"]) != [r.path for r in records]:
         raise RuntimeError(f"{context}: score file does not match splits.json; rerun the score stage")
@@ -140,7 +142,7 @@ def evaluate_category(
     masks, pixel_images = ground_truth_masks(records, maps.shape[1:], params.resize)
     row = {
         **image_metrics(scores, labels, thresholds.value),
-        **pixel_metrics(maps, masks, settings.aupro_fpr_limit, pixel_images),
+        **(pixel if pixel is not None else pixel_metrics(maps, masks, settings.aupro_fpr_limit, pixel_images)),
         "threshold": thresholds.value,
         "threshold_rule": thresholds.used_rule,
         "threshold_f1_max": thresholds.f1_max,
@@ -297,23 +299,34 @@ def seed_table(params: Params, seed: int, views: dict, progress: bool) -> pd.Dat
     return pd.DataFrame(rows).assign(seed=seed)
 
 
+PIXEL_METRICS = ("pixel_auroc", "aupro")
+
+
 def evaluate_run(params: Params, detector: str, regime: str, scenario: ScenarioRun, category: str, records: list[ImageRecord],
-                 heat_folder: Path | None) -> tuple[dict, list[dict], pd.DataFrame, pd.DataFrame, list[dict]]:
+                 heat_folder: Path | None, pixel: dict | None = None) -> tuple[dict, list[dict], pd.DataFrame, pd.DataFrame, list[dict]]:
     """One run on one category with the reference seed's scores: its scenarios.csv row, per-image
-    predictions (heatmaps drawn into `heat_folder`), ROC and PR curves, routing counts."""
+    predictions (heatmaps drawn into `heat_folder`), ROC and PR curves, routing counts. `pixel`:
+    see `evaluate_category`."""
     context = f"{detector}/{regime}/{scenario.name}/{category}"
     reference = params.reference_seed
     val = load_npz(scores_file(detector, regime, scenario.model_key, scenario.threshold, "val", category, reference))
     test = load_npz(scores_file(detector, regime, scenario.model_key, scenario.test, "test", category, reference))
-    row, predictions, roc, pr = evaluate_category(params, records, val, test, context, heat_folder, params.threshold_rule(detector))
+    row, predictions, roc, pr = evaluate_category(params, records, val, test, context, heat_folder, params.threshold_rule(detector), pixel)
     routing = routing_counts(test, {"detector": detector, "regime": regime, "scenario": scenario.name, "model_domain": scenario.model,
                                     "test_domain": scenario.test, "category": category})
     log.info("%s: image AUROC %.3f, pixel AUROC %.3f, AU-PRO %.3f", context, row["image_auroc"], row["pixel_auroc"], row["aupro"])
     return _row(params, detector, regime, scenario, category, row), predictions, roc, pr, routing
 
 
-def _evaluate_task(task: tuple) -> tuple:
-    return evaluate_run(*task)
+def _evaluate_task(task: tuple) -> list[tuple]:
+    """Runs of one category that share a model and test images (threshold-only and no adaptation):
+    the pixel metrics (threshold-free, most of the metrics' cost) are computed once, for the first."""
+    results, pixel = [], None
+    for run_task in task:
+        result = evaluate_run(*run_task, pixel=pixel)
+        pixel = {m: result[0][m] for m in PIXEL_METRICS}
+        results.append(result)
+    return results
 
 
 def run_evaluate_stage(params: Params, progress: bool = True) -> pd.DataFrame:
@@ -326,14 +339,20 @@ def run_evaluate_stage(params: Params, progress: bool = True) -> pd.DataFrame:
         def final(path: str) -> str:  # an overlay's path once the temporary heatmaps folder is renamed into place
             return (HEATMAPS_DIR / Path(path).relative_to(heatmaps_dir)).as_posix()
 
-        tasks = []
+        tasks, groups = [], {}  # groups: task indices of the runs with the same model and test images (map twins), per category
         for detector, regime, scenario in runs:
             for category in params.categories:
                 # few-shot runs: metrics and curves only (their maps look like threshold-only's; the report draws recovery curves)
                 draw = params.evaluation.heatmaps and scenario.k is None
                 heat_folder = heatmaps_dir / detector / regime / scenario.name / category if draw else None
+                groups.setdefault((detector, regime, scenario.model_key, scenario.test, category), []).append(len(tasks))
                 tasks.append((params, detector, regime, scenario, category, views[scenario.test].get(category, "test"), heat_folder))
-        results = parallel_map(_evaluate_task, tasks, params.threads, "evaluate", progress)
+        indices = list(groups.values())
+        grouped = parallel_map(_evaluate_task, [[tasks[i] for i in group] for group in indices], params.threads, "evaluate", progress)
+        results: list = [None] * len(tasks)
+        for group, outcomes in zip(indices, grouped):
+            for i, outcome in zip(group, outcomes):
+                results[i] = outcome
         for (_, detector, regime, scenario, category, _, heat_folder), (row, predictions, roc, pr, counts) in zip(tasks, results):
             run_path = Path(detector) / regime / scenario.name
             if heat_folder is not None:  # record the final location, not the temporary one

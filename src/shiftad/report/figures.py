@@ -45,11 +45,13 @@ __all__ = [
 CAPTIONS: dict[str, str] = {
     "curves_figure": (
         "Image-level ROC (top) and precision-recall (bottom) curves per shift scenario, one line per category "
-        "with its AUROC / AUPRC in the legend; the dotted diagonal is chance and the dashed line the anomalous share."
+        "with its AUROC / AUPRC in the legend; the dotted diagonal is chance and the dashed line the anomalous share; "
+        "a threshold-only run has the curves of its no-adaptation run (the same model and images): one panel shows both."
     ),
     "score_distributions_figure": (
         "Test anomaly-score histograms of normal and anomalous images per category (rows) and scenario (columns), "
-        "with the decision threshold chosen on validation images as a vertical line."
+        "with the decision threshold chosen on validation images as a vertical line; a threshold-only run scores "
+        "as its no-adaptation run does (the same model and images): its threshold is in the tables."
     ),
     "cross_shift_figure": (
         "Cross-shift generalisation: macro image AUROC of the models fitted on each domain (rows; model and threshold from "
@@ -71,8 +73,8 @@ CAPTIONS: dict[str, str] = {
         "and each adaptation minus no adaptation (recovery); * marks Holm-adjusted bootstrap p < 0.05."
     ),
     "robustness_figure": (
-        "Macro-mean metric against shift severity (0 = clean) for each shift family, per detector, "
-        "with the bootstrap CI as a shaded band where available."
+        "Macro-mean metric against shift severity (0 = clean) for each shift family and published corruption, "
+        "per detector (clean per-class models), with the bootstrap CI as a shaded band where available."
     ),
     "kshot_figure": (
         "Image AUROC against the number K of clean training images in the memory bank (log scale), per detector: "
@@ -511,7 +513,7 @@ def robustness_figure(robustness: pd.DataFrame, metric: str = "image_auroc", *,
             ticks = sorted(severities)
             ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
         if drawn:
-            ax.legend(title="shift family", fontsize=8, title_fontsize=8, framealpha=0.85)
+            ax.legend(title="shift family / corruption", fontsize=8, title_fontsize=8, framealpha=0.85)
             ax.grid(alpha=0.3)
         else:
             _panel_no_data(ax)

@@ -102,6 +102,21 @@ def adaptation_curves(params: Params, domain: str) -> dict[str, list[tuple[int, 
     return curves
 
 
+def map_twins(params: Params) -> dict[str, str]:
+    """Scenario -> the earlier scenario with the same model and test images (threshold only -> no
+    adaptation): the same scores, maps and curves under another threshold. Figures of scores,
+    curves and heatmaps show the first of each such group once."""
+    first: dict[tuple[str, str], str] = {}
+    twins = {}
+    for name, run in params.scenario_runs().items():
+        key = (run.model_key, run.test)
+        if key in first:
+            twins[name] = first[key]
+        else:
+            first[key] = name
+    return twins
+
+
 def headline_scenarios(params: Params) -> list[str]:
     """The headline's columns: the clean scenario(s), then each shift domain's no-adaptation run
     (what the shift costs an unadapted model); the domains' other runs have their own section."""
@@ -115,6 +130,8 @@ def run_report_stage(params: Params, progress: bool = True) -> Path:
     # Few-shot runs have their own section (table, recovery figures); tables by scenario and galleries show the rest.
     scenario_order = [n for n, s in all_runs.items() if s.k is None]
     shown = set(scenario_order)
+    twins = map_twins(params)
+    drawn = [n for n in scenario_order if n not in twins]  # one panel or gallery per model and test set
     results = load_results()
     scenarios, intervals, comparisons = results.scenarios, results.intervals, results.comparisons
     breakdowns, robustness, errors, roc, pr = results.breakdowns, results.robustness, results.errors, results.roc, results.pr
@@ -160,6 +177,14 @@ def run_report_stage(params: Params, progress: bool = True) -> Path:
             table("Domains", "cross_shift", T.cross_shift_table(cross, params.data_domains),
                   f"Cross-shift generalisation: macro image AUROC [{level} CI; {boot}] of the models fitted on each domain (rows; "
                   "model and threshold from it) on each domain's test images (columns); – where the pair is not scored.", cross)
+        corruptions = T.corruption_table(robustness, params.robustness.corruptions) if not robustness.empty else pd.DataFrame()
+        if not corruptions.empty:
+            table("Domains", "corruptions", corruptions,
+                  f"The published corruption protocol (ADShift, Cao et al. ICCV 2023; MVTec-C): macro image AUROC [{level} CI; "
+                  f"{boot}] of the clean per-class models on the test images under each common corruption (imagecorruptions' "
+                  "values), no adaptation, and the macro pixel AUROC; the robustness sweep's conditions. As a shift domain "
+                  "(params `domains`, config/corruptions.yaml) a corruption also gets the global models, threshold only and the "
+                  "cross-shift matrix.", robustness[robustness["family"].isin(params.robustness.corruptions)])
         recovery = T.domain_recovery_table(intervals, params)
         if not recovery.empty:
             table("Domains", "domains", T.domains_table(params), "The shift domains: recipe, settings, and whether models are fitted on them.")
@@ -220,7 +245,7 @@ def run_report_stage(params: Params, progress: bool = True) -> Path:
                   "Image AUROC per category and K (mean ± sd over draws).")
         if not robustness.empty:
             table("Robustness", "robustness", T.robustness_table(robustness),
-                  "Macro image AUROC [CI] under one shift family at increasing severity (clean per-class models, no adaptation).",
+                  "Macro image AUROC [CI] under one shift family or published corruption at increasing severity (clean per-class models, no adaptation).",
                   robustness)
         for kind, title in (("defect_type", "per defect type"), ("defect_size", "per defect size (macro)")):
             table("Breakdowns", f"breakdown_{kind}", T.breakdown_table(breakdowns, kind),
@@ -240,11 +265,13 @@ def run_report_stage(params: Params, progress: bool = True) -> Path:
               "(lowest-scored anomalous images) per run and category.")
 
         figures = FigureWriter(figures_dir, params.report.pdf, progress)
+        roc_drawn, pr_drawn = roc[roc["scenario"].isin(drawn)], pr[pr["scenario"].isin(drawn)]
+        predictions_drawn = predictions[predictions["scenario"].isin(drawn)]
         for detector, regime in runs:
             stem = f"{detector}_{regime}"
-            figures.add("Curves", f"curves_{stem}", F.curves_figure, (roc, pr, intervals, detector, regime),
+            figures.add("Curves", f"curves_{stem}", F.curves_figure, (roc_drawn, pr_drawn, intervals, detector, regime),
                         f"{detector} ({regime}): {F.CAPTIONS['curves_figure']}")
-            figures.add("Score distributions", f"scores_{stem}", F.score_distributions_figure, (predictions, detector, regime),
+            figures.add("Score distributions", f"scores_{stem}", F.score_distributions_figure, (predictions_drawn, detector, regime),
                         f"{detector} ({regime}): {F.CAPTIONS['score_distributions_figure']}")
             figures.add("Breakdowns", f"defect_types_{stem}", F.defect_type_figure, (breakdowns, detector, regime, scenario_order),
                         f"{detector} ({regime}): {F.CAPTIONS['defect_type_figure']}")
@@ -283,7 +310,7 @@ def run_report_stage(params: Params, progress: bool = True) -> Path:
             for metric in ("image_auroc", "pixel_auroc"):
                 figures.add("Robustness", f"robustness_{metric}", F.robustness_figure, (robustness,),
                             f"{T.METRIC_NAMES[metric]}: {F.CAPTIONS['robustness_figure']}", metric=metric)
-        for (detector, regime, scenario), group in predictions.groupby(["detector", "regime", "scenario"], sort=False):
+        for (detector, regime, scenario), group in predictions_drawn.groupby(["detector", "regime", "scenario"], sort=False):
             if regime != REGIMES[0]:  # figure galleries of the per-class models; the page shows every run's images
                 continue
             picked = []

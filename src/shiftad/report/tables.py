@@ -156,6 +156,31 @@ def robustness_table(robustness: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def corruption_table(robustness: pd.DataFrame, corruptions: list[str]) -> pd.DataFrame:
+    """The published corruption protocol: per detector (clean per-class models) and severity, macro
+    image AUROC [CI] clean and under each corruption, the mean over the corruptions, and the
+    macro pixel AUROC under each (no CI: the sweep stores its point value)."""
+    mean = robustness[(robustness["category"] == "mean") & robustness["family"].isin(corruptions)]
+    if mean.empty:
+        return pd.DataFrame()
+    clean = robustness[(robustness["category"] == "mean") & (robustness["severity"] == 0)].drop_duplicates("detector").set_index("detector")
+    rows = []
+    for (detector, severity), group in mean[mean["severity"] > 0].groupby(["detector", "severity"], sort=False):
+        by_name = group.set_index("family")
+        row = {"detector": detector, "severity": int(severity),
+               "clean": ci_cell(*clean.loc[detector, ["image_auroc", "ci_low", "ci_high"]]) if detector in clean.index else "–"}
+        for name in corruptions:
+            if name in by_name.index:
+                r = by_name.loc[name]
+                row[name] = ci_cell(r["image_auroc"], r["ci_low"], r["ci_high"])
+        row["mean of corruptions"] = fmt(float(group["image_auroc"].mean()))
+        for name in corruptions:
+            if name in by_name.index:
+                row[f"{name} pixel AUROC"] = fmt(float(by_name.loc[name, "pixel_auroc"]))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def breakdown_table(breakdowns: pd.DataFrame, kind: str) -> pd.DataFrame:
     picked = breakdowns[breakdowns["breakdown"] == kind]
     if kind == "defect_size":

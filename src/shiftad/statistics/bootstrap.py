@@ -572,6 +572,30 @@ def bootstrap_metrics(
     )
 
 
+THRESHOLD_METRICS: tuple[str, ...] = ("f1",)  # the metrics a decision threshold enters; the others are threshold-free
+
+
+def rethreshold(result: MetricIntervals, test: TestSet) -> MetricIntervals:
+    """`result` of the same scores, labels and maps under `test.threshold`: the threshold-free
+    metrics are the same numbers by definition and are kept; the threshold's metrics (F1) are
+    bootstrapped on the same resamples (`result`'s seed and method), so the outcome equals a
+    full `bootstrap_metrics(test, ...)` bit for bit at a fraction of its cost (no pixel metrics)."""
+    engine = ResampleMetrics(TestSet(scores=test.scores, labels=test.labels, threshold=test.threshold), metrics=THRESHOLD_METRICS)
+    estimate = {**result.estimate, "f1": float(image_metrics(test.scores, test.labels, test.threshold)["f1"])}
+    available = [m for m in THRESHOLD_METRICS if math.isfinite(estimate[m])]
+    low, high, distribution = dict(result.low), dict(result.high), dict(result.distribution)
+    for m in THRESHOLD_METRICS:
+        low[m] = high[m] = NAN
+        distribution[m] = np.full(result.n_resamples, NAN)
+    if available:
+        dist, lo, hi = _run_bootstrap(test.labels, lambda w: np.stack([engine(w)[m] for m in available]), result.n_resamples,
+                                      result.confidence, result.seed, result.method)
+        for k, m in enumerate(available):
+            low[m], high[m], distribution[m] = float(lo[k]), float(hi[k]), dist[k]
+    return MetricIntervals(estimate=estimate, low=low, high=high, distribution=distribution, confidence=result.confidence,
+                           method=result.method, n_resamples=result.n_resamples, seed=result.seed)
+
+
 def _check_same_images(a: TestSet, b: TestSet) -> None:
     if len(a) != len(b) or not np.array_equal(a.labels, b.labels):
         raise ValueError("paired bootstrap needs the same images in the same order: the labels of a and b differ")

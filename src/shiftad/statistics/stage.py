@@ -34,6 +34,7 @@ from __future__ import annotations
 import logging
 import zlib
 from collections import defaultdict
+from dataclasses import replace
 from itertools import combinations
 
 import numpy as np
@@ -49,7 +50,8 @@ from shiftad.pipeline import REGIMES
 from shiftad.split import domain_view
 from scipy.stats import norm
 
-from shiftad.statistics.bootstrap import METRICS, TestSet, bootstrap_metrics, macro_distribution, macro_interval, percentile_interval
+from shiftad.statistics.bootstrap import (METRICS, TestSet, bootstrap_metrics, macro_distribution, macro_interval, percentile_interval,
+                                         rethreshold)
 from shiftad.statistics.delong import delong_test
 from shiftad.statistics.multiple import holm
 
@@ -209,9 +211,12 @@ def add_holm(table: pd.DataFrame) -> pd.DataFrame:
     return table.drop(columns="level")
 
 
-def _breakdown_rows(run: Run, category: str, data: RunData, params: Params, seed: int) -> tuple[list[dict], dict]:
+def _breakdown_rows(run: Run, category: str, data: RunData, params: Params, seed: int,
+                    twin: tuple[list[dict], dict] | None = None) -> tuple[list[dict], dict]:
     """Per defect type and per size group: normals vs that group's anomalous images. Size groups
-    come from the clean masks (`data.areas`), so a shifted image stays in its source's group."""
+    come from the clean masks (`data.areas`), so a shifted image stays in its source's group.
+    `twin`: the rows and replicates of a run with the same scores under another threshold, whose
+    image AUROC and CI are kept (only the detection and false-positive rates change)."""
     test, records = data.test, data.records
     labels = test.labels.astype(bool)
     groups: dict[tuple[str, str], np.ndarray] = {}
@@ -223,19 +228,23 @@ def _breakdown_rows(run: Run, category: str, data: RunData, params: Params, seed
             if (sizes == group).any():
                 groups[("defect_size", group)] = sizes == group
     rows, distributions = [], {}
+    twin_rows = {(r["breakdown"], r["group"]): r for r in twin[0]} if twin else {}
     for (kind, group), members in groups.items():
-        keep = ~labels | members
-        subset = TestSet(scores=test.scores[keep], labels=test.labels[keep], threshold=test.threshold)
-        result = bootstrap_metrics(subset, params.statistics.n_resamples, params.statistics.confidence, seed=seed)
         detected = float(np.mean(test.scores[members] >= test.threshold))
-        small = int(members.sum()) < MIN_GROUP_ANOMALOUS
-        rows.append({"detector": run[0], "regime": run[1], "scenario": run[2], "category": category, "breakdown": kind, "group": group,
-                     "n_normal": int((~labels).sum()), "n_anomalous": int(members.sum()),
-                     "image_auroc": result.estimate["image_auroc"],
-                     "ci_low": float("nan") if small else result.low["image_auroc"],
-                     "ci_high": float("nan") if small else result.high["image_auroc"],
-                     "detection_rate": detected, "false_positive_rate": float(np.mean(test.scores[~labels] >= test.threshold))})
-        distributions[(kind, group)] = result.distribution["image_auroc"]
+        row = {"detector": run[0], "regime": run[1], "scenario": run[2], "category": category, "breakdown": kind, "group": group,
+               "n_normal": int((~labels).sum()), "n_anomalous": int(members.sum())}
+        if twin:
+            row |= {m: twin_rows[(kind, group)][m] for m in ("image_auroc", "ci_low", "ci_high")}
+            distributions[(kind, group)] = twin[1][(kind, group)]
+        else:
+            keep = ~labels | members
+            subset = TestSet(scores=test.scores[keep], labels=test.labels[keep], threshold=test.threshold)
+            result = bootstrap_metrics(subset, params.statistics.n_resamples, params.statistics.confidence, seed=seed)
+            small = int(members.sum()) < MIN_GROUP_ANOMALOUS
+            row |= {"image_auroc": result.estimate["image_auroc"], "ci_low": float("nan") if small else result.low["image_auroc"],
+                    "ci_high": float("nan") if small else result.high["image_auroc"]}
+            distributions[(kind, group)] = result.distribution["image_auroc"]
+        rows.append(row | {"detection_rate": detected, "false_positive_rate": float(np.mean(test.scores[~labels] >= test.threshold))})
     return rows, distributions
 
 
@@ -374,23 +383,47 @@ def _round(x: float) -> float | None:
     return None if x is None or np.isnan(x) else round(float(x), 4)
 
 
-def _run_category_task(task: tuple) -> tuple:
-    """One run on one category: its bootstrap (MetricIntervals), its test set without the maps
-    (scores and labels, for DeLong), its breakdown rows and replicates, its error rows."""
-    params, run, category, threshold, records, areas, seed = task
-    data = load_run(params, run, category, threshold, records, areas)
+def _run_category_task(task: tuple) -> list[tuple]:
+    """Runs that share a model and test images (threshold-only and no adaptation: the same scores
+    and maps under another threshold) on one category: per run its bootstrap (MetricIntervals),
+    its test set without the maps (scores and labels, for DeLong), its breakdown rows and
+    replicates, its error rows. The threshold-free metrics (pixel ones above all) are
+    bootstrapped once, for the first run, and kept for the others (`rethreshold`)."""
+    params, runs, category, thresholds, records, areas, seed = task
     settings = params.statistics
-    result = bootstrap_metrics(data.test, settings.n_resamples, settings.confidence, seed=seed, fpr_limit=params.evaluation.aupro_fpr_limit)
-    rows, distributions = _breakdown_rows(run, category, data, params, seed)
-    errors = _error_rows(run, category, data, settings.top_errors)
-    test = TestSet(scores=data.test.scores, labels=data.test.labels, threshold=data.test.threshold)
-    return result, test, rows, distributions, errors
+    first = load_run(params, runs[0], category, thresholds[0], records, areas)
+    outcomes, shared = [], None
+    for run, threshold in zip(runs, thresholds):
+        data = first if shared is None else RunData(replace(first.test, threshold=threshold), first.records, first.areas)
+        if shared is None:
+            result = bootstrap_metrics(data.test, settings.n_resamples, settings.confidence, seed=seed,
+                                       fpr_limit=params.evaluation.aupro_fpr_limit)
+            rows, distributions = _breakdown_rows(run, category, data, params, seed)
+            shared = (result, (rows, distributions))
+        else:
+            result = rethreshold(shared[0], data.test)
+            rows, distributions = _breakdown_rows(run, category, data, params, seed, twin=shared[1])
+        errors = _error_rows(run, category, data, settings.top_errors)
+        test = TestSet(scores=data.test.scores, labels=data.test.labels, threshold=data.test.threshold)
+        outcomes.append((result, test, rows, distributions, errors))
+    return outcomes
+
+
+def map_twin_groups(params: Params, runs: list[Run]) -> list[list[Run]]:
+    """`runs` grouped by what their threshold-free metrics depend on (detector, regime, model,
+    test images: `test_signature`), in order; a group's runs differ only in their threshold."""
+    groups: dict[tuple, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(test_signature(params, run, "image_auroc"), []).append(run)
+    return list(groups.values())
 
 
 def run_statistics_stage(params: Params, progress: bool = True) -> dict[str, pd.DataFrame]:
     settings = params.statistics
     thresholds = _thresholds(params)
     runs: list[Run] = [(d, r, s) for d in params.detectors for r in REGIMES for s in params.scenario_runs(d)]
+    scenario_runs = params.scenario_runs()
+    twin_groups = map_twin_groups(params, runs)
     pairs = comparison_pairs(params)
     views = {domain: domain_view(domain) for domain in {s.test for s in params.scenario_runs().values()}}
     seeds = {c: category_seed(params.seed, c) for c in params.categories}
@@ -409,12 +442,15 @@ def run_statistics_stage(params: Params, progress: bool = True) -> dict[str, pd.
         if any(order != reference for order in orders.values()):
             raise RuntimeError(f"{category}: the clean and shifted test lists are not in the same image order; rerun the shift stage")
         areas = defect_areas(records["clean"]) if "clean" in records else defect_areas(next(iter(records.values())))
-        for run in runs:
-            domain = params.scenario_runs()[run[2]].test
-            tasks.append((params, run, category, thresholds[(*run, category)], records[domain], areas, seeds[category]))
-    # Every (run, category) on its own (a worker process each, `threads` of them); the pairs below only combine their results.
-    for task, outcome in zip(tasks, parallel_map(_run_category_task, tasks, params.threads, "statistics", progress)):
-        prepared[(task[1], task[2])] = outcome
+        for group in twin_groups:
+            domain = scenario_runs[group[0][2]].test
+            tasks.append((params, group, category, [thresholds[(*run, category)] for run in group], records[domain], areas,
+                          seeds[category]))
+    # Every (group of map twins, category) on its own (a worker process each, `threads` of them); the pairs below only combine
+    # their results.
+    for task, outcomes in zip(tasks, parallel_map(_run_category_task, tasks, params.threads, "statistics", progress)):
+        for run, outcome in zip(task[1], outcomes):
+            prepared[(run, task[2])] = outcome
 
     for category in params.categories:
         results, tests = {}, {}
