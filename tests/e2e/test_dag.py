@@ -17,6 +17,7 @@ import yaml
 from safetensors.numpy import load_file
 
 from shiftad.params import deep_merge
+from shiftad.pipeline import GLOBAL_CATEGORY
 
 from conftest import REPO
 
@@ -253,9 +254,11 @@ def check_few_shot(project: Path, table: pd.DataFrame, categories, detectors) ->
     for detector in detectors:
         grid = json.loads((project / f"results/models/{detector}/per_class/clean/seed0/{categories[0]}/meta.json").read_text())["feature_grid"]
         patches = int(np.prod(grid))  # one image's patches (blocks.2 of Lite0: 12 x 12 at 96 px)
-        for regime, covered in (("per_class", 1), ("global", len(categories))):
+        for regime, covered, model in (("per_class", 1, categories[0]), ("global", len(categories), GLOBAL_CATEGORY)):
             sizes = {k: int(np.load(project / f"results/fewshot/{detector}/{regime}/seed0/fewshot_k{k}_on_camera_change/test/{categories[0]}.npz")["memory_bank_size"])
-                     for k in FEWSHOT_K}
+                     for k in FEWSHOT_K if k}
+            # K = 0 is the clean model itself: its bank
+            sizes[0] = json.loads((project / f"results/models/{detector}/{regime}/clean/seed0/{model}/meta.json").read_text())["memory_bank_size"]
             assert sizes[4] - sizes[0] == 4 * patches * covered and sizes[1] - sizes[0] == patches * covered  # exactly their patches
     for detector in detectors:
         for category in categories:
