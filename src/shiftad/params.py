@@ -510,6 +510,12 @@ class ScenarioRun:
             return self.model
         return CLEAN if self.k == 0 else f"{self.model}_k{self.k}"
 
+    @property
+    def test_scores(self) -> tuple[str, str]:
+        """(model, test domain): what its test scores and maps depend on. Runs that share it (threshold
+        only, no adaptation, K = 0) differ only in their threshold."""
+        return self.model_key, self.test
+
 
 # The study's scenarios, templates over the shift domains: which model, which threshold, which test set
 # (params.yaml limits the adaptations to some domains and detectors, for the DAG's time budget).

@@ -345,7 +345,7 @@ def run_evaluate_stage(params: Params, progress: bool = True) -> pd.DataFrame:
                 # few-shot runs: metrics and curves only (their maps look like threshold-only's; the report draws recovery curves)
                 draw = params.evaluation.heatmaps and scenario.k is None
                 heat_folder = heatmaps_dir / detector / regime / scenario.name / category if draw else None
-                groups.setdefault((detector, regime, scenario.model_key, scenario.test, category), []).append(len(tasks))
+                groups.setdefault((detector, regime, *scenario.test_scores, category), []).append(len(tasks))
                 tasks.append((params, detector, regime, scenario, category, views[scenario.test].get(category, "test"), heat_folder))
         indices = list(groups.values())
         grouped = parallel_map(_evaluate_task, [[tasks[i] for i in group] for group in indices], params.threads, "evaluate", progress)

@@ -109,7 +109,7 @@ def map_twins(params: Params) -> dict[str, str]:
     first: dict[tuple[str, str], str] = {}
     twins = {}
     for name, run in params.scenario_runs().items():
-        key = (run.model_key, run.test)
+        key = run.test_scores
         if key in first:
             twins[name] = first[key]
         else:

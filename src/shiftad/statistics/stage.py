@@ -88,7 +88,7 @@ def test_signature(params: Params, run: Run, metric: str) -> tuple:
     """What a metric of a run depends on: threshold-free metrics only on the model and the test
     images, F1 also on the threshold's domain. Equal signatures = the same numbers."""
     scenario = params.scenario_runs()[run[2]]
-    base = (run[0], run[1], scenario.model_key, scenario.test)
+    base = (run[0], run[1], *scenario.test_scores)
     return base if metric in THRESHOLD_FREE else (*base, scenario.threshold)
 
 
