@@ -7,7 +7,7 @@
 from pathlib import Path
 
 from shiftad.params import validate_params
-from shiftad.pipeline import (all_splits_inputs, bundle_dirs, data_outputs, feature_inputs, image_inputs, source_files, storage_root, splits_input,
+from shiftad.pipeline import (all_splits_inputs, data_outputs, export_outputs, feature_inputs, image_inputs, source_files, storage_root, splits_input,
                               teacher_source_inputs, untracked, user_image_inputs)
 
 configfile: "params.yaml"
@@ -37,5 +37,5 @@ include: "workflow/rules/export.smk"
 rule all:
     input:
         rules.report.output,
-        bundle_dirs(P),
+        export_outputs(P),
     default_target: True

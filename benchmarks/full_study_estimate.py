@@ -87,13 +87,13 @@ def estimate(params) -> dict[str, float]:
     def stage(name: str) -> Work:
         return work.setdefault(name, Work())
 
-    # Each detector: per seed, every fitted domain (params fit_domains), per-class (one model per
-    # category) + global (all pooled). A model scores val + test of the data domains of its pairs
-    # (Params.scored_pairs): per class its own category, global every category.
-    n_fit, n_pairs = len(params.fit_domains), len(params.scored_pairs())
-    fits_per_image = n_fit * n_seeds * 2  # domains x seeds x (per-class + global: each train image is fitted twice)
-    scores_per_image = n_pairs * n_seeds * 2  # (model, data) domain pairs x seeds x regimes
+    # Each detector: per seed, every domain it is fitted on (clean + refit.domains for refit.detectors),
+    # per-class (one model per category) + global (all pooled). A model scores val + test of the data
+    # domains of its pairs (Params.scored_pairs): per class its own category, global every category.
     for detector in params.detectors:
+        n_fit, n_pairs = len(params.fit_domains_of(detector)), len(params.scored_pairs(detector))
+        fits_per_image = n_fit * n_seeds * 2  # domains x seeds x (per-class + global: each train image is fitted twice)
+        scores_per_image = n_pairs * n_seeds * 2  # (model, data) domain pairs x seeds x regimes
         if detector in ("patchcore", "padim", "routed_ae", "knn"):
             section = getattr(params, detector)
             name = params.backbone.name if detector != "knn" or section.backbone == "default" else section.backbone

@@ -1,4 +1,4 @@
-"""Shift domains as data: params (domains, fit_domains, scenario templates) and the recipes
+"""Shift domains as data: params (domains, refit, scenario templates) and the recipes
 (camera change: one shared change per category, a pose without padding; corruptions)."""
 
 from __future__ import annotations
@@ -27,6 +27,11 @@ def test_default_domains_and_the_scenarios_they_expand_to():
 
     p = load_params([REPO / "params.yaml"])
     assert p.data_domains == ["clean", "mvtec_shift", "camera_change"] and p.fit_domains == ["clean", "camera_change"]
+    # the trained detectors are fitted on clean only (refit.detectors: the 15-minute budget)
+    assert p.fit_domains_of("padim") == ["clean", "camera_change"] and p.fit_domains_of("efficientad") == ["clean"]
+    assert "camera_change_refit" not in p.scenario_runs("efficientad") and "camera_change_threshold_only" in p.scenario_runs("efficientad")
+    assert p.scored_pairs("efficientad") == [("clean", "clean"), ("clean", "mvtec_shift"), ("clean", "camera_change")]
+    assert ("camera_change", "clean") in p.scored_pairs("padim")  # the cross-shift matrix's camera_change row
     runs = p.scenario_runs("padim")  # no adaptation runs for a detector without a memory bank
     assert list(runs) == ["clean", "mvtec_shift_no_adaptation", "mvtec_shift_threshold_only", "camera_change_no_adaptation",
                           "camera_change_threshold_only", "camera_change_refit"]  # mvtec_shift is not fitted: no refit
@@ -73,8 +78,11 @@ def load_params_dict(override: dict) -> Params:
 
 
 @pytest.mark.parametrize("override, message", [
-    ({"fit_domains": ["clean", "nowhere"]}, "fit_domains"),
-    ({"fit_domains": ["mvtec_shift"]}, "fit_domains"),
+    ({"refit": {"domains": ["nowhere"]}}, "refit.domains"),
+    ({"refit": {"domains": ["clean"]}}, "refit.domains"),
+    ({"refit": {"detectors": ["nobody"]}}, "refit.detectors"),
+    ({"refit": {"domains": ["camera_change", "camera_change"]}}, "refit.domains"),
+    ({"fit_domains": ["clean", "camera_change"]}, "fit_domains: replaced by `refit`"),
     ({"domains": {"clean": {"recipe": "mvtec_shift"}}}, "reserved"),
     ({"domains": {"adabn": {"recipe": "mvtec_shift"}}}, "reserved"),
     ({"scenarios": {"feature_align": {"detectors": ["nobody"]}}}, "scenarios.feature_align.detectors"),
@@ -83,7 +91,7 @@ def load_params_dict(override: dict) -> Params:
     ({"robustness": {"corruption_severities": [6]}}, "robustness.corruption_severities"),
     ({"domains": {"blur": {"recipe": "camera_change", "corruption": "contrast"}}}, "is for recipe corruption"),
     ({"scenarios": {"x": {"model": "clean", "threshold": "clean", "test": "elsewhere"}}}, "scenarios.x.test"),
-    ({"scenarios": {"x": {"model": "mvtec_shift", "threshold": "clean", "test": "clean"}}}, "needs its domain in fit_domains"),
+    ({"scenarios": {"x": {"model": "mvtec_shift", "threshold": "clean", "test": "clean"}}}, "needs its domain in refit.domains"),
     ({"scenarios": {"x": {"model": "fewshot", "threshold": "clean", "test": "target"}}}, "threshold and test must be 'target'"),
     ({"scenarios": {"x": {"model": "clean", "threshold": "clean", "test": "target", "targets": ["fog"]}}}, "scenarios.x.targets"),
 ])
@@ -93,8 +101,12 @@ def test_bad_domain_params_name_the_key(override, message):
 
 
 def test_the_cli_refuses_a_domain_it_does_not_fit():
-    with pytest.raises(ParamsError, match="fit_domains"):
+    with pytest.raises(ParamsError, match="refit.domains"):
         Params().check_fit_domain("mvtec_shift")
+    narrow = Params(refit={"detectors": ["patchcore"]})
+    assert narrow.check_fit_domain("camera_change", "patchcore") == "camera_change"
+    with pytest.raises(ParamsError, match="refit.detectors"):
+        narrow.check_fit_domain("camera_change", "padim")
 
 
 def test_params_yaml_holds_the_defaults():
@@ -102,6 +114,7 @@ def test_params_yaml_holds_the_defaults():
 
     p = load_params([REPO / "params.yaml"])
     assert p.domains == Params().domains and p.fit_domains == Params().fit_domains
+    assert p.refit.detectors == ["patchcore", "padim", "knn", "routed_ae"] and Params().refit.detectors == list(Params().detectors)
     assert list(p.scenarios) == list(Params().scenarios)  # the same templates; params.yaml limits the adaptations' domains and detectors
     assert {r.domain for r in p.scenario_runs().values() if r.k is not None} == {"camera_change"}
 

@@ -123,7 +123,7 @@ def _adapted(monkeypatch, tmp_path, data, darker_domain, method):
     clean = {("tex", "train"): train, ("tex", "val"): val, ("tex", "test"): test}
     monkeypatch.setattr(fewshot, "domain_view", lambda domain: FakeView(clean if domain == "clean" else darker_domain))
     monkeypatch.chdir(tmp_path)
-    params = validate_params({"categories": ["tex"], "domains": {"dark": {"recipe": "camera_change"}}, "fit_domains": ["clean"],
+    params = validate_params({"categories": ["tex"], "domains": {"dark": {"recipe": "camera_change"}}, "refit": {"domains": []},
                               "few_shot": {"adaptation_k": [0, 4]}, "image_size": 64})
     model = FewShotKNN.from_params(params).fit(train)
     model.progress = False
@@ -177,7 +177,7 @@ def test_the_coreset_curve_trades_bank_size_for_time_on_every_domain(monkeypatch
     clean = {("tex", "train"): train, ("tex", "val"): val, ("tex", "test"): test}
     monkeypatch.setattr(kshot, "domain_view", lambda domain: FakeView(clean if domain == "clean" else darker_domain))
     monkeypatch.setattr(kshot, "KSHOT_DIR", tmp_path)
-    params = validate_params({"categories": ["tex"], "domains": {"dark": {"recipe": "camera_change"}}, "fit_domains": ["clean"],
+    params = validate_params({"categories": ["tex"], "domains": {"dark": {"recipe": "camera_change"}}, "refit": {"domains": []},
                               "few_shot": {"coreset_ratios": [0.25, 0.05]}, "image_size": 64})
     model = PatchCore(image_size=64, coreset_ratio=0.1)
     model.progress = False

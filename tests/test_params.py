@@ -98,7 +98,7 @@ def test_few_shot_detectors_default_to_the_memory_bank_detectors_listed():
 
 def test_fewshot_scenario_expands_to_one_run_per_k_for_memory_bank_detectors_only():
     params = validate_params({"scenarios": {"clean": {}, "few": {"model": "fewshot", "threshold": "target", "test": "target"}},
-                              "domains": {"shift": {"recipe": "mvtec_shift"}}, "fit_domains": ["clean"], "few_shot": {"adaptation_k": [4, 0, 2]}})
+                              "domains": {"shift": {"recipe": "mvtec_shift"}}, "refit": {"domains": []}, "few_shot": {"adaptation_k": [4, 0, 2]}})
     runs = params.scenario_runs("knn")
     assert list(runs) == ["clean", "shift_few_k0", "shift_few_k2", "shift_few_k4"]
     assert runs["shift_few_k2"].k == 2 and runs["shift_few_k2"].model_key == "fewshot_k2" and runs["shift_few_k2"].group == "shift_few"

@@ -42,7 +42,7 @@ class UncertainDetector(Detector):
         pass
 
 
-ONE_DOMAIN = {"domains": {"shift": {"recipe": "mvtec_shift"}}, "fit_domains": ["clean", "shift"]}
+ONE_DOMAIN = {"domains": {"shift": {"recipe": "mvtec_shift"}}, "refit": {"domains": ["shift"]}}
 
 
 def test_the_score_stage_scores_the_pairs_the_scenarios_and_fitted_domains_name(tmp_path, monkeypatch):
@@ -53,11 +53,17 @@ def test_the_score_stage_scores_the_pairs_the_scenarios_and_fitted_domains_name(
     monkeypatch.setattr(score_stage, "load_detector", lambda name, folder, params: UncertainDetector())
     monkeypatch.chdir(tmp_path)
     params = validate_params({"categories": ["c"], "domains": {"a": {"recipe": "mvtec_shift"}, "b": {"recipe": "corruption", "corruption": "contrast"}},
-                              "fit_domains": ["clean", "a"]})
+                              "refit": {"domains": ["a"]}})
     assert params.scored_pairs() == [("clean", "clean"), ("clean", "a"), ("clean", "b"), ("a", "clean"), ("a", "a")]
-    score_stage.run_score_stage(params, "uncertain", "per_class", None, "c", 0, progress=False)
+    score_stage.run_score_stage(params, "padim", "per_class", None, "c", 0, progress=False)
     written = sorted(p.parent.parent.name for p in Path("results/scores").rglob("test/c.npz"))
     assert written == ["a_on_a", "a_on_clean", "clean_on_a", "clean_on_b", "clean_on_clean"]  # no model fitted on b, no a-on-b
+    # a detector outside refit.detectors has clean models only: the clean row of the matrix
+    narrow = validate_params({**params.model_dump(), "refit": {"domains": ["a"], "detectors": ["knn"]}})
+    assert narrow.scored_pairs("padim") == [("clean", "clean"), ("clean", "a"), ("clean", "b")]
+    score_stage.run_score_stage(narrow, "padim", "global", None, None, 0, progress=False)
+    written = sorted(p.parent.parent.name for p in Path("results/scores/padim/global").rglob("test/c.npz"))
+    assert written == ["clean_on_a", "clean_on_b", "clean_on_clean"]
 
 
 def test_the_score_stage_writes_each_extra_map(tmp_path, monkeypatch):
@@ -85,11 +91,11 @@ def test_one_score_job_uses_each_per_class_model_on_its_own_category_and_the_glo
     monkeypatch.setattr(score_stage, "load_detector", lambda name, folder, params: loaded.append(Path(folder).name) or UncertainDetector())
     monkeypatch.chdir(tmp_path)
     params = validate_params({"categories": ["c", "d"], **ONE_DOMAIN})
-    score_stage.run_score_stage(params, "uncertain", "per_class", "clean", None, 0, progress=False)
+    score_stage.run_score_stage(params, "padim", "per_class", "clean", None, 0, progress=False)
     assert loaded == ["c", "d"]  # each category's own model, once
-    score_stage.run_score_stage(params, "uncertain", "global", "shift", None, 0, progress=False)
+    score_stage.run_score_stage(params, "padim", "global", "shift", None, 0, progress=False)
     assert loaded[2:] == ["all"]  # the global model, loaded once for every category
     for regime, model in (("per_class", "clean"), ("global", "shift")):
         for category in ("c", "d"):
             for data in ("clean", "shift"):
-                assert Path(scores_file("uncertain", regime, model, data, "test", category, 0)).is_file()
+                assert Path(scores_file("padim", regime, model, data, "test", category, 0)).is_file()

@@ -103,13 +103,13 @@ def cmd_distill_teacher(params: Params, args: argparse.Namespace) -> None:
 def cmd_fit(params: Params, args: argparse.Namespace) -> None:
     from shiftad.fit import run_fit_stage
 
-    run_fit_stage(params, args.detector, args.regime, params.check_fit_domain(args.domain), args.category, _training_seed(params, args), progress=not args.quiet)
+    run_fit_stage(params, args.detector, args.regime, params.check_fit_domain(args.domain, args.detector), args.category, _training_seed(params, args), progress=not args.quiet)
 
 
 def cmd_score(params: Params, args: argparse.Namespace) -> None:
     from shiftad.score import run_score_stage
 
-    model = params.check_fit_domain(args.model) if args.model else None
+    model = params.check_fit_domain(args.model, args.detector) if args.model else None
     run_score_stage(params, args.detector, args.regime, model, args.category, _training_seed(params, args), progress=not args.quiet)
 
 
@@ -172,7 +172,7 @@ def cmd_export(params: Params, args: argparse.Namespace) -> None:
         raise ShiftadError("export --out: names one bundle; give --regime and --domain with it")
     onnx_files: dict = {}  # one ONNX export per feature network, copied into every bundle that runs it
     for regime in [args.regime] if args.regime else REGIMES:
-        for domain in [params.check_fit_domain(args.domain)] if args.domain else params.fit_domains:
+        for domain in [params.check_fit_domain(args.domain, args.detector)] if args.domain else params.fit_domains_of(args.detector):
             path = export_bundle(params, args.detector, regime, domain, args.out or bundle_dir(args.detector, regime, domain),
                                  onnx_files=onnx_files)
             log.info("%s: bundle of %s/%s/%s", path, args.detector, regime, domain)
@@ -236,13 +236,13 @@ def build_parser() -> argparse.ArgumentParser:
     fit = add("fit", cmd_fit, "fit a detector's models of one regime and training domain (every category, or --category)")
     fit.add_argument("--detector", required=True)
     fit.add_argument("--regime", required=True, choices=REGIMES)
-    fit.add_argument("--domain", required=True, help="domain of the training images (one of params fit_domains)")
+    fit.add_argument("--domain", required=True, help="domain of the training images (clean, or one of params refit.domains for a detector of refit.detectors)")
     fit.add_argument("--category", help=f"only this category's model (or '{GLOBAL_CATEGORY}', the global model); default: every model of the regime")
     fit.add_argument("--seed", type=int, help="training seed, one of params' seeds (default: the first)")
     score = add("score", cmd_score, "score the val and test images of every domain with a regime's fitted models (per class: each its own category; global: every category)")
     score.add_argument("--detector", required=True)
     score.add_argument("--regime", required=True, choices=REGIMES)
-    score.add_argument("--model", help="only the models fitted on this domain (default: the models of every domain in fit_domains)")
+    score.add_argument("--model", help="only the models fitted on this domain (default: the models of every domain the detector is fitted on)")
     score.add_argument("--category", help=f"only this category's model (or '{GLOBAL_CATEGORY}', the global model); default: every model of the regime")
     score.add_argument("--seed", type=int, help="the model's training seed, one of params' seeds (default: the first)")
     add("evaluate", cmd_evaluate, "thresholds from val, metrics on test, per-image records and heatmaps")
@@ -266,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
                  "one per regime and domain of a detector (results/bundles/<detector>/<regime>/<domain>), or the one of --regime and --domain")
     export.add_argument("--detector", required=True)
     export.add_argument("--regime", choices=REGIMES, help="only this regime's bundles")
-    export.add_argument("--domain", help="only this training domain's bundles (one of params fit_domains)")
+    export.add_argument("--domain", help="only this training domain's bundles (default: every domain the detector is fitted on)")
     export.add_argument("--out", help="bundle folder to write (one bundle: with --regime and --domain; default results/bundles/...)")
     predict = add("predict", cmd_predict, "inspect images with a bundle: JSON record + heatmap overlay per image, a summary line")
     predict.add_argument("--bundle", required=True)

@@ -470,6 +470,22 @@ class DomainParams(Section):
 DomainName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$")]
 
 
+class RefitParams(Section):
+    """The shift domains models are fitted on besides clean, and the detectors that are."""
+
+    domains: list[str] = Field(default_factory=lambda: ["camera_change"],
+                               description="shift domains whose train images the detectors are fitted on too (the refit scenario, the "
+                                           "cross-shift matrix's rows); the other domains are evaluated only")
+    detectors: list[DetectorName] | None = Field(None, description="the detectors fitted on them (default: every one in `detectors`)")
+
+    @field_validator("domains", "detectors")
+    @classmethod
+    def _once_each(cls, values: list[str] | None) -> list[str] | None:
+        if values is not None and len(set(values)) != len(values):
+            raise ValueError(f"names repeat in {values}")
+        return values
+
+
 def default_domains() -> dict[str, "DomainParams"]:
     return {"mvtec_shift": DomainParams(recipe="mvtec_shift"), "camera_change": DomainParams(recipe="camera_change")}
 
@@ -477,7 +493,7 @@ def default_domains() -> dict[str, "DomainParams"]:
 class ScenarioParams(Section):
     # A domain name (clean or a key of `domains`), or `target`: the template becomes one
     # scenario per shift domain (<domain>_<name>; with model: target, per domain in
-    # fit_domains). model fewshot / feature_align: the clean model adapted to K normal train
+    # refit.domains). model fewshot / feature_align: the clean model adapted to K normal train
     # images of the target domain (ADAPTATIONS), one run per K in few_shot.adaptation_k
     # (memory-bank detectors only).
     model: str = CLEAN
@@ -659,10 +675,11 @@ class Params(Section):
     few_shot: FewShotParams = FewShotParams()
     shift: ShiftParams = ShiftParams()
     # The shift domains by name (clean, the data set itself, is always there): each a recipe
-    # for a copy of every split (data/domains/<name>/). Models are fitted on the domains of
-    # fit_domains; every model of a fitted domain scores every domain's val and test images.
+    # for a copy of every split (data/domains/<name>/). Models are fitted on clean and on the
+    # domains of refit.domains (the detectors of refit.detectors); every model scores the val
+    # and test images of every domain a scenario or the cross-shift matrix names.
     domains: dict[DomainName, DomainParams] = Field(default_factory=default_domains, min_length=1)
-    fit_domains: list[str] = Field(default_factory=lambda: [CLEAN, "camera_change"], min_length=1)
+    refit: RefitParams = RefitParams()
     scenarios: dict[str, ScenarioParams] = Field(default_factory=lambda: dict(DEFAULT_SCENARIOS), min_length=1)
     evaluation: EvaluationParams = EvaluationParams()
     robustness: RobustnessParams = RobustnessParams()
@@ -691,8 +708,19 @@ class Params(Section):
     @model_validator(mode="before")
     @classmethod
     def _few_shot_defaults(cls, raw: Any) -> Any:
-        """few_shot.detectors defaults to the memory-bank detectors among `detectors`."""
+        """few_shot.detectors defaults to the memory-bank detectors among `detectors`, and
+        refit.detectors to every detector."""
         if isinstance(raw, dict):
+            if "fit_domains" in raw:
+                raise ValueError("fit_domains: replaced by `refit` (refit.domains: the shift domains models are fitted on "
+                                 "besides clean, which is always fitted; refit.detectors: the detectors that are); "
+                                 f"e.g. fit_domains {raw['fit_domains']} -> refit: {{domains: "
+                                 f"{[d for d in raw['fit_domains'] or [] if d != CLEAN]}}}")
+            refit = dict(raw.get("refit") or {})
+            if refit.get("detectors") is None:
+                detectors = raw.get("detectors", cls.model_fields["detectors"].default_factory())
+                if isinstance(detectors, list):
+                    raw = {**raw, "refit": {**refit, "detectors": list(detectors)}}
             few_shot = dict(raw.get("few_shot") or {})
             if few_shot.get("detectors") is None:
                 detectors = raw.get("detectors", cls.model_fields["detectors"].default_factory())
@@ -732,16 +760,19 @@ class Params(Section):
         if reserved:
             raise ValueError(f"domains: {sorted(reserved)} are reserved names ({CLEAN}, {TARGET}, {', '.join(ADAPTATIONS)}); rename that domain")
         known = [CLEAN, *self.domains]
-        unknown = [d for d in self.fit_domains if d not in known]
-        if unknown or CLEAN not in self.fit_domains or len(set(self.fit_domains)) != len(self.fit_domains):
-            raise ValueError(f"fit_domains: {self.fit_domains} must hold '{CLEAN}' and names of `domains` ({', '.join(self.domains)}), "
-                             f"once each{f'; unknown: {unknown}' if unknown else ''}")
+        unknown = [d for d in self.refit.domains if d not in self.domains]
+        if unknown:
+            raise ValueError(f"refit.domains: {unknown} are not shift domains ({', '.join(self.domains)}); "
+                             f"'{CLEAN}' is always fitted and is not listed")
+        missing = [d for d in self.refit.detectors or [] if d not in self.detectors]
+        if missing:
+            raise ValueError(f"refit.detectors: {missing} are not in detectors {self.detectors}; add them there or drop them here")
         for name, scenario in self.scenarios.items():
             for field, allowed in (("model", [*self.fit_domains, TARGET, *ADAPTATIONS]), ("threshold", [*known, TARGET]), ("test", [*known, TARGET])):
                 value = getattr(scenario, field)
                 if value not in allowed:
                     raise ValueError(f"scenarios.{name}.{field}: '{value}' is none of {allowed}"
-                                     + (" (a model needs its domain in fit_domains)" if field == "model" and value in known else ""))
+                                     + (" (a model needs its domain in refit.domains)" if field == "model" and value in known else ""))
             unknown = [d for d in scenario.targets or [] if d not in self.domains]
             if unknown:
                 raise ValueError(f"scenarios.{name}.targets: {unknown} are not shift domains ({', '.join(self.domains)})")
@@ -758,9 +789,18 @@ class Params(Section):
         """Every domain: clean, then the shift domains in params order."""
         return [CLEAN, *self.domains]
 
+    @property
+    def fit_domains(self) -> list[str]:
+        """The domains some detector's models are fitted on: clean, then refit.domains."""
+        return [CLEAN, *self.refit.domains]
+
+    def fit_domains_of(self, detector: str) -> list[str]:
+        """The domains `detector`'s models are fitted on: clean, and refit.domains when it is in refit.detectors."""
+        return self.fit_domains if detector in (self.refit.detectors or []) else [CLEAN]
+
     def scenario_runs(self, detector: str | None = None) -> dict[str, "ScenarioRun"]:
         """The concrete scenarios, by name. A template with `target` becomes one run per shift
-        domain, `<domain>_<template>` (model: target only for the domains in fit_domains); a
+        domain, `<domain>_<template>` (model: target only for the domains the detector is fitted on, `fit_domains_of`); a
         fewshot / feature_align template one run per domain and K (`<domain>_<template>_k<K>`), for the
         detectors in few_shot.detectors (all of them when `detector` is None)."""
         fixed: dict[str, ScenarioRun] = {}
@@ -772,8 +812,11 @@ class Params(Section):
             if TARGET not in fields:
                 fixed[name] = ScenarioRun(name, name, *fields, template=name)
                 continue
+            fitted = self.fit_domains if detector is None else self.fit_domains_of(detector)
+            if s.model not in (TARGET, *ADAPTATIONS) and s.model not in fitted:
+                continue  # a model this detector is not fitted on (refit.detectors)
             for domain in s.targets or self.domains:
-                if s.model == TARGET and domain not in self.fit_domains:
+                if s.model == TARGET and domain not in fitted:
                     continue
                 model, threshold, test = (domain if f == TARGET else f for f in fields)
                 group, runs = f"{domain}_{name}", by_domain[domain]
@@ -787,21 +830,25 @@ class Params(Section):
             runs.update(domain_runs)
         return runs
 
-    def scored_pairs(self) -> list[tuple[str, str]]:
-        """(model domain, data domain) pairs the score stage runs, on val and test images: those
-        the scenarios name (model on its threshold's and its test's domain) and every fitted
-        domain's models on every fitted domain (the cross-shift matrix's rows and columns)."""
-        pairs = [(m, d) for m in self.fit_domains for d in self.fit_domains]
-        for run in self.scenario_runs().values():
+    def scored_pairs(self, detector: str | None = None) -> list[tuple[str, str]]:
+        """(model domain, data domain) pairs the score stage runs for `detector` (None: for any),
+        on val and test images: those the scenarios name (model on its threshold's and its test's
+        domain) and every fitted domain's models on every fitted domain (the cross-shift matrix's
+        rows and columns: the fitted domains of any detector)."""
+        fitted = self.fit_domains if detector is None else self.fit_domains_of(detector)
+        pairs = [(m, d) for m in fitted for d in self.fit_domains]
+        for run in self.scenario_runs(detector).values():
             if run.model_key in self.data_domains:  # not an adapted model (those are the few-shot stage's)
                 pairs += [(run.model_key, run.threshold), (run.model_key, run.test)]
         order = {d: i for i, d in enumerate(self.data_domains)}
         return sorted(set(pairs), key=lambda pair: (order[pair[0]], order[pair[1]]))
 
-    def check_fit_domain(self, domain: str) -> str:
-        if domain not in self.fit_domains:
-            raise ParamsError(f"fit_domains: models are fitted on {self.fit_domains}, not '{domain}'; add it there "
-                              f"(domains: {', '.join(self.data_domains)})")
+    def check_fit_domain(self, domain: str, detector: str | None = None) -> str:
+        fitted = self.fit_domains if detector is None else self.fit_domains_of(detector)
+        if domain not in fitted:
+            where = "refit.domains" if domain not in self.fit_domains else "refit.detectors"
+            raise ParamsError(f"{where}: {detector or 'the'} models are fitted on {fitted}, not '{domain}'; add "
+                              f"{'it' if where == 'refit.domains' else detector} there (domains: {', '.join(self.data_domains)})")
         return domain
 
     @property

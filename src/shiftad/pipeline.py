@@ -98,10 +98,15 @@ def domain_feature_splits(params: Params) -> dict[str, list[str]]:
 
 
 def model_score_files(params: Params, detector: str, regime: str, seed: int | str) -> list[str]:
-    """What one score job writes: its regime's models on every scored (model, data) domain pair
-    (wildcards: detector, regime and seed may be Snakemake patterns such as "{detector}")."""
+    """What one score job writes: its regime's models on every (model, data) domain pair scored for `detector`."""
     return [scores_file(detector, regime, m, x, split, c, seed).as_posix()
-            for (m, x), split, c in product(params.scored_pairs(), SCORED_SPLITS, params.categories)]
+            for (m, x), split, c in product(params.scored_pairs(detector), SCORED_SPLITS, params.categories)]
+
+
+def score_dir(detector: str, regime: str, seed: int | str) -> str:
+    """What one score job writes, as a folder (wildcards may be Snakemake patterns such as "{detector}"):
+    its files (`model_score_files`) differ by detector (refit.detectors), a rule's output pattern cannot."""
+    return f"results/scores/{detector}/{regime}/seed{seed}"
 
 
 def score_files(params: Params, seeds: list[int] | None = None) -> list[str]:
@@ -109,8 +114,7 @@ def score_files(params: Params, seeds: list[int] | None = None) -> list[str]:
     (`Params.scored_pairs`), plus the few-shot adapted banks' scores. Of every training seed, or
     of `seeds` (statistics reads the reference seed's only)."""
     seeds = params.seeds if seeds is None else seeds
-    files = [f for d, r, s in product(params.detectors, REGIMES, seeds) for f in model_score_files(params, d, r, s)]
-    return files + fewshot_outputs(params, seeds)
+    return [score_dir(d, r, s) for d, r, s in product(params.detectors, REGIMES, seeds)] + fewshot_outputs(params, seeds)
 
 
 def fewshot_outputs(params: Params, seeds: list[int]) -> list[str]:
@@ -163,16 +167,20 @@ def kshot_files(params: Params) -> list[str]:
 
 
 def bundle_dirs(params: Params) -> list[str]:
-    """One bundle per fitted model of the reference seed (detector × regime × fitted domain)."""
-    return [bundle_dir(d, r, m).as_posix() for d, r, m in product(params.detectors, REGIMES, params.fit_domains)]
+    """One bundle per fitted model of the reference seed (detector × regime × domain it is fitted on)."""
+    return [bundle_dir(d, r, m).as_posix() for d in params.detectors for r in REGIMES for m in params.fit_domains_of(d)]
+
+
+def export_outputs(params: Params) -> list[str]:
+    """The export jobs' folders, one per detector: its bundles (`bundle_dirs`) differ by detector."""
+    return [f"results/bundles/{d}" for d in params.detectors]
 
 
 def export_inputs(params: Params, detector: str, regime: str, domain: str) -> list[str]:
-    """What a bundle is made of: the reference seed's model folder(s) and the validation scores behind its thresholds."""
+    """What a bundle is made of: the reference seed's model folder(s) and the validation scores
+    behind its thresholds (in its score job's folder)."""
     seed = params.reference_seed
-    models = model_inputs(params, detector, regime, domain, seed)
-    val = [scores_file(detector, regime, domain, domain, "val", c, seed).as_posix() for c in params.categories]
-    return models + val
+    return model_inputs(params, detector, regime, domain, seed) + [score_dir(detector, regime, seed)]
 
 
 TEACHER_DETECTORS = ("efficientad", "uninformed_students")  # detectors whose fits share a teacher from the distill-teacher stage

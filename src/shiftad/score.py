@@ -27,12 +27,12 @@ log = logging.getLogger(__name__)
 def run_score_stage(params: Params, detector: str, regime: str, model_domain: str | None, category: str | None, seed: int,
                     progress: bool = True) -> None:
     """Score with every model of the regime fitted on `model_domain` (None: every domain of
-    fit_domains), or the one of `category`, on the data domains of its pairs (`Params.scored_pairs`):
+    `Params.fit_domains_of`), or the one of `category`, on the data domains of its pairs (`Params.scored_pairs`):
     a per-class model its own category, the global model (loaded once) every category."""
     seed = params.check_training_seed(seed)
-    pairs = params.scored_pairs()
+    pairs = params.scored_pairs(detector)
     views = {data_domain: domain_view(data_domain) for data_domain in dict.fromkeys(x for _, x in pairs)}
-    for model_domain, model_name in [(d, m) for d in ([model_domain] if model_domain else params.fit_domains)
+    for model_domain, model_name in [(d, m) for d in ([model_domain] if model_domain else params.fit_domains_of(detector))
                                      for m in model_categories(params, regime, category)]:
         model = load_detector(detector, model_dir(detector, regime, model_domain, model_name, seed), params)
         model.progress = progress

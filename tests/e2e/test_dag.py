@@ -16,7 +16,7 @@ import pytest
 import yaml
 from safetensors.numpy import load_file
 
-from shiftad.params import deep_merge
+from shiftad.params import deep_merge, load_params
 from shiftad.pipeline import GLOBAL_CATEGORY
 
 from conftest import REPO
@@ -51,6 +51,11 @@ FEWSHOT_K = [0, 1, 4]  # tiny.yaml few_shot.adaptation_k
 MEMORY_BANK = ("patchcore", "knn")
 
 
+def project_params(project: Path):
+    """The params the project's DAG ran with (params.yaml + tiny.yaml)."""
+    return load_params([project / "params.yaml", project / "tiny.yaml"])
+
+
 def check_outputs(project: Path, categories=("brick", "widget"), detectors=("padim", "knn", "routed_ae", "efficientad", "uninformed_students", "patchcore")) -> pd.DataFrame:
     manifest = {r["path"]: r for r in json.loads((project / "data/processed/manifest.json").read_text())["records"]}
     splits = json.loads((project / "data/processed/splits.json").read_text())["categories"]
@@ -74,7 +79,9 @@ def check_outputs(project: Path, categories=("brick", "widget"), detectors=("pad
     assert (table["threshold_rule"] == table["detector"].map(own_rules).fillna("f1_max")).all()
     # every detector x regime x scenario x category, once; few-shot runs (one per K) for memory-bank detectors
     label_free = 2 * len(FEWSHOT_K)  # feature_align and adabn on camera_change, PatchCore only (params.yaml)
-    runs_per_regime = sum(len(SCENARIOS) + (len(FEWSHOT_K) if d in MEMORY_BANK else 0)
+    refitted = [d for d in detectors if "camera_change" in project_params(project).fit_domains_of(d)]
+    assert refitted == [d for d in detectors if d not in ("efficientad", "uninformed_students")]  # params.yaml refit.detectors
+    runs_per_regime = sum(len(SCENARIOS) - (d not in refitted) + (len(FEWSHOT_K) if d in MEMORY_BANK else 0)
                           + (label_free if d == "patchcore" else 0) for d in detectors)
     assert len(table) == runs_per_regime * 2 * len(categories)
     fewshot_names = [f"camera_change_fewshot_k{k}" for k in FEWSHOT_K]
@@ -96,8 +103,10 @@ def check_outputs(project: Path, categories=("brick", "widget"), detectors=("pad
     mean = effects[(effects["category"] == "mean") & (effects["metric"] == "image_auroc")]
     assert len(mean) == len(detectors) * 2 * len(DOMAINS)
     assert (mean["degradation"] - (mean["clean"] - mean["no_adaptation"])).abs().max() < 1e-5  # CSV keeps 6 digits
-    assert mean.loc[mean["domain"] == "camera_change", "recovery_refit"].notna().all()
-    assert mean.loc[mean["domain"] == "mvtec_shift", "recovery_refit"].isna().all()  # not in fit_domains
+    camera = mean[mean["domain"] == "camera_change"]
+    assert camera.loc[camera["detector"].isin(refitted), "recovery_refit"].notna().all()
+    assert camera.loc[~camera["detector"].isin(refitted), "recovery_refit"].isna().all()  # not in refit.detectors
+    assert mean.loc[mean["domain"] == "mvtec_shift", "recovery_refit"].isna().all()  # not in refit.domains
     for category in categories:
         records = json.loads((project / f"results/predictions/{detectors[-1]}/per_class/camera_change_refit/{category}.json").read_text())
         assert len(records) == len(shifted[category]["test"])
@@ -111,6 +120,10 @@ def check_outputs(project: Path, categories=("brick", "widget"), detectors=("pad
     check_statistics(project, table, categories, detectors)
     check_report(project, detectors)
     check_bundles(project, table, categories, detectors)
+    for detector in set(detectors) - set(refitted):  # fitted on clean only: no camera_change model, scores or bundle
+        assert not (project / f"results/models/{detector}/per_class/camera_change").exists()
+        assert not list((project / f"results/scores/{detector}").rglob("camera_change_on_*"))
+        assert sorted(p.name for p in (project / f"results/bundles/{detector}/global").iterdir()) == ["clean"]
     if "routed_ae" in detectors:
         check_routing(project, table, categories)
     if "efficientad" in detectors:
@@ -197,9 +210,10 @@ def check_routing(project: Path, table: pd.DataFrame, categories) -> None:
 def check_bundles(project: Path, table: pd.DataFrame, categories, detectors) -> None:
     """One bundle per fitted model; `shiftad predict` with a bundle reproduces the pipeline's
     test scores and uses the threshold validation chose (torch exactly, ONNX Runtime closely)."""
+    params = project_params(project)
     for detector in detectors:
         for regime in ("per_class", "global"):
-            for domain in ("clean", "camera_change"):  # fit_domains
+            for domain in params.fit_domains_of(detector):  # clean, and camera_change for refit.detectors
                 meta = json.loads((project / f"results/bundles/{detector}/{regime}/{domain}/bundle.json").read_text())
                 assert meta["categories"] == list(categories)
                 # export chooses thresholds from the validation scores itself: the same as the evaluate stage's
@@ -295,13 +309,17 @@ def check_statistics(project: Path, table: pd.DataFrame, categories, detectors) 
     breakdowns = pd.read_csv(stats / "breakdowns.csv")
     assert {"defect_type", "defect_size"} == set(breakdowns["breakdown"])
     cross = pd.read_csv(stats / "cross_shift.csv")
-    assert set(zip(cross["model_domain"], cross["test_domain"])) == {("clean", d) for d in ["clean", *DOMAINS]} | {
-        ("camera_change", "clean"), ("camera_change", "camera_change")}
+    params = project_params(project)
+    for detector in detectors:  # a row per domain the detector is fitted on
+        rows = cross[cross["detector"] == detector]
+        assert set(zip(rows["model_domain"], rows["test_domain"])) == {("clean", d) for d in ["clean", *DOMAINS]} | (
+            {("camera_change", "clean"), ("camera_change", "camera_change")} if "camera_change" in params.fit_domains_of(detector) else set())
     mean = cross[cross["category"] == "mean"].set_index(["detector", "regime", "model_domain", "test_domain"])["image_auroc"]
     same = intervals[(intervals["category"] == "mean") & (intervals["metric"] == "image_auroc")].set_index(["detector", "regime", "scenario"])["estimate"]
     for detector in detectors:  # the matrix's cells are the scenarios' numbers where both exist
         assert mean[(detector, "per_class", "clean", "camera_change")] == pytest.approx(same[(detector, "per_class", "camera_change_no_adaptation")], abs=1e-6)
-        assert mean[(detector, "global", "camera_change", "camera_change")] == pytest.approx(same[(detector, "global", "camera_change_refit")], abs=1e-6)
+        if "camera_change" in params.fit_domains_of(detector):
+            assert mean[(detector, "global", "camera_change", "camera_change")] == pytest.approx(same[(detector, "global", "camera_change_refit")], abs=1e-6)
     if "patchcore" in detectors:
         coreset = pd.concat([pd.read_csv(project / f"results/kshot/patchcore/coreset_{c}.csv") for c in categories])
         assert sorted(coreset["coreset_ratio"].unique()) == [0.01, 0.05, 0.1, 0.25] and set(coreset["test_domain"]) == {"clean", *DOMAINS}
@@ -493,7 +511,7 @@ def test_dvc_repro_two_seeds_remote_round_trip_and_reruns_only_what_a_patchcore_
     project = copy_project(tmp_path / "project")
     params = deep_merge(yaml.safe_load((project / "params.yaml").read_text()), yaml.safe_load((project / "tiny.yaml").read_text()))
     params.update(detectors=["patchcore"], categories=["widget"], seeds=[0, 1])  # stage behaviour, not coverage: keep it quick
-    params["few_shot"]["detectors"] = ["patchcore"]
+    params["few_shot"]["detectors"] = params["refit"]["detectors"] = ["patchcore"]
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "init", "-q"], project)
     run([str(BIN / "dvc"), "repro"], project)
@@ -510,7 +528,8 @@ def test_dvc_repro_two_seeds_remote_round_trip_and_reruns_only_what_a_patchcore_
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     status = run([str(BIN / "dvc"), "status", "--json"], project)
     changed = set(json.loads(status[status.index("{"):]))
-    fits = {f"fit@patchcore-{r}-{d}-{seed}" for r in ("per_class", "global") for d in ("clean", "camera_change") for seed in (0, 1)}
+    fits = ({f"fit@patchcore-{r}-{seed}" for r in ("per_class", "global") for seed in (0, 1)}  # the clean models
+            | {f"refit@patchcore-{r}-camera_change-{seed}" for r in ("per_class", "global") for seed in (0, 1)})
     assert changed == fits | {"kshot@patchcore"}, changed  # later stages follow once fit's outputs change
     manifest_mtime = (project / "data/processed/manifest.json").stat().st_mtime_ns
     log = run([str(BIN / "dvc"), "repro"], project)

@@ -12,7 +12,7 @@ from shiftad.statistics.stage import (RunData, _breakdown_rows, _error_rows, add
                                      size_group)
 
 
-ONE_DOMAIN = {"domains": {"shift": {"recipe": "mvtec_shift"}}, "fit_domains": ["clean", "shift"]}  # runs named shift_<template>
+ONE_DOMAIN = {"domains": {"shift": {"recipe": "mvtec_shift"}}, "refit": {"domains": ["shift"]}}  # runs named shift_<template>
 NO_FEWSHOT = {"clean": {}, "no_adaptation": {"test": "target"}, "threshold_only": {"threshold": "target", "test": "target"},
               "refit": {"model": "target", "threshold": "target", "test": "target"}}
 
@@ -34,7 +34,7 @@ def test_adaptation_is_measured_against_no_adaptation_on_the_same_domain():
     domains = {"mvtec_shift": {"recipe": "mvtec_shift"}, "camera_change": {"recipe": "camera_change"},
                "brightness": {"recipe": "corruption", "corruption": "brightness"}}
     pairs = comparison_pairs(validate_params({"detectors": ["padim"], "scenarios": NO_FEWSHOT, "domains": domains,
-                                              "fit_domains": ["clean", "camera_change"]}))
+                                              "refit": {"domains": ["camera_change"]}}))
     adaptation = {(a[2], b[2]) for f, a, b in pairs if f == "adaptation"}
     assert ("camera_change_refit", "camera_change_no_adaptation") in adaptation
     assert ("brightness_threshold_only", "brightness_no_adaptation") in adaptation

@@ -1,4 +1,4 @@
-from shiftad.pipeline import bundle_dirs, export_inputs
+from shiftad.pipeline import export_inputs
 
 
 # The bundles of one detector, one per fitted model of the reference seed (`shiftad predict` /
@@ -7,12 +7,12 @@ from shiftad.pipeline import bundle_dirs, export_inputs
 # against torch. One job per detector: a bundle is mostly copying.
 rule export:
     input:
-        images=image_inputs(P, P.fit_domains),
-        models=lambda w: [m for r in REGIMES for d in P.fit_domains for m in export_inputs(P, w.detector, r, d)],
-        splits=[f for d in P.fit_domains for f in splits_input(d)],
+        images=lambda w: image_inputs(P, P.fit_domains_of(w.detector)),
+        models=lambda w: [m for r in REGIMES for d in P.fit_domains_of(w.detector) for m in export_inputs(P, w.detector, r, d)],
+        splits=lambda w: [f for d in P.fit_domains_of(w.detector) for f in splits_input(d)],
         code=local(source_files("src/shiftad/export.py", "src/shiftad/bundle.py", "src/shiftad/evaluate/thresholds.py")),
     output:
-        [directory(f"results/bundles/{{detector}}/{r}/{d}") for r in REGIMES for d in P.fit_domains],
+        directory("results/bundles/{detector}"),  # <regime>/<domain> per fitted model (the domains differ by detector)
     params:
         cli=untracked(PARAMS),
         root=untracked(ROOT),

@@ -22,7 +22,7 @@ if feature_specs(P):  # none when every detector trains its own networks
             root=untracked(ROOT),
             networks=feature_specs(P),
             features=P.features.model_dump(),
-            domains=lambda w: {"fit": P.fit_domains, "fewshot": P.few_shot.adaptation_k} if w.set == "study" else {},
+            domains=lambda w: {"fit": P.refit.model_dump(), "fewshot": P.few_shot.adaptation_k} if w.set == "study" else {},
             sweep=lambda w: {"robustness": P.robustness.model_dump(), "sigma": P.shift.illumination_sigma_px, "seed": P.seed} if w.set == "robustness" else {},
             batch_size=P.backbone.batch_size,
         priority: 20  # every model job waits for it; the sweep set feeds robustness

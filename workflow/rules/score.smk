@@ -1,18 +1,19 @@
-from shiftad.pipeline import TEACHER_DETECTORS, model_score_files
+from shiftad.pipeline import TEACHER_DETECTORS, score_dir
 
-# One job per detector, regime and seed: the regime's models of every fitted domain score the
-# val and test images of the domains their pairs name (Params.scored_pairs; each per-class model
+# One job per detector, regime and seed: the regime's models of every domain the detector is
+# fitted on score the val and test images of the domains their pairs name (Params.scored_pairs,
+# `pipeline.model_score_files`: a folder, as the files differ by detector; each per-class model
 # its own category, the global model, loaded once, every category). Every domain's models in one
 # job: one process start, not several.
 rule score:
     input:
         images=image_inputs(P),
-        models=lambda w: [m for d in P.fit_domains for m in model_inputs(P, w.detector, w.regime, d, w.seed)],
+        models=lambda w: [m for d in P.fit_domains_of(w.detector) for m in model_inputs(P, w.detector, w.regime, d, w.seed)],
         features=lambda w: feature_inputs(P, w.detector),
         splits=all_splits_inputs(P),
         code=local(source_files("src/shiftad/score.py")),
     output:
-        model_score_files(P, "{detector}", "{regime}", "{seed}"),
+        directory(score_dir("{detector}", "{regime}", "{seed}")),
     params:
         cli=untracked(PARAMS),
         root=untracked(ROOT),

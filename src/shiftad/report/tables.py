@@ -425,7 +425,15 @@ def domain_summary(params: Params, domain: str) -> str:
 
 def domains_table(params: Params) -> pd.DataFrame:
     return pd.DataFrame([{"domain": d, "recipe": params.domains[d].recipe, "settings": domain_summary(params, d),
-                          "models fitted on it": "yes" if d in params.fit_domains else "no (evaluated only)"} for d in params.domains])
+                          "models fitted on it": fitted_detectors(params, d)} for d in params.domains])
+
+
+def fitted_detectors(params: Params, domain: str) -> str:
+    """Which detectors are fitted on `domain` (refit), in words."""
+    fitted = [d for d in params.detectors if domain in params.fit_domains_of(d)]
+    if not fitted:
+        return "none (evaluated only)"
+    return "every detector" if fitted == list(params.detectors) else ", ".join(fitted)
 
 
 def domain_recovery_table(intervals: pd.DataFrame, params: Params, metric: str = "image_auroc", k: int = 8) -> pd.DataFrame:

@@ -270,13 +270,13 @@ def _error_rows(run: Run, category: str, data: RunData, k: int) -> list[dict]:
 def cross_shift_rows(params: Params, seeds: dict[str, int]) -> pd.DataFrame:
     """The cross-shift matrix: image AUROC [CI] of each fitted domain's models (the row; model
     and threshold from that domain: AUROC needs no threshold) on each domain's test images (the
-    column), per detector, regime and category plus the macro mean, for every scored pair
-    (`Params.scored_pairs`). The diagonal is each domain's own model; the clean row is no adaptation."""
+    column), per detector, regime and category plus the macro mean, for every pair scored for
+    the detector (`Params.scored_pairs`: a row for each domain it is fitted on). The diagonal is each domain's own model; the clean row is no adaptation."""
     settings = params.statistics
     rows = []
     for detector in params.detectors:
         for regime in REGIMES:
-            for model, test in params.scored_pairs():
+            for model, test in params.scored_pairs(detector):
                 distributions, estimates = [], []
                 for category in params.categories:
                     scores = load_npz(scores_file(detector, regime, model, test, "test", category, params.reference_seed))
