@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from conftest import texture_records, with_defect
@@ -15,8 +16,8 @@ from shiftad.shift import apply_shift, corruption_drawer
 
 def test_the_sweep_holds_the_families_then_the_published_corruptions():
     conditions = sweep_conditions(Params())
-    assert conditions[:9] == [(f, s) for f in ("geometric", "photometric", "illumination") for s in (1, 3, 5)]
-    assert conditions[9:] == [(c, 3) for c in ("brightness", "contrast", "defocus_blur", "gaussian_noise")]
+    assert conditions[:6] == [(f, s) for f in ("geometric", "photometric", "illumination") for s in (3, 5)]
+    assert conditions[6:] == [(c, 3) for c in ("brightness", "contrast", "defocus_blur", "gaussian_noise")]
     params = Params.model_validate({"robustness": {"families": ["geometric"], "severities": [2], "corruptions": ["contrast"],
                                                    "corruption_severities": [5, 1]}})
     assert sweep_conditions(params) == [("geometric", 2), ("contrast", 1), ("contrast", 5)]
@@ -51,3 +52,18 @@ def test_noise_is_drawn_per_image_and_repeats_with_the_seed(tmp_path):
     assert not np.array_equal(first[0], other[0])
     noise = [a.astype(int) - read_image(r.path).astype(int) for a, r in zip(first, records)]
     assert not np.array_equal(noise[0], noise[1])  # each image its own draw
+
+
+def test_the_sweep_runs_for_robustness_detectors_only(tmp_path, capsys):
+    import yaml
+
+    from shiftad.cli import main
+
+    p = Params.model_validate({"detectors": ["patchcore", "padim"], "robustness": {"detectors": ["padim"]}})
+    assert p.robustness.detectors == ["padim"] and Params.model_validate({"detectors": ["padim"]}).robustness.detectors == ["padim"]
+    with pytest.raises(Exception, match="robustness.detectors"):
+        Params.model_validate({"detectors": ["patchcore"], "robustness": {"detectors": ["padim"]}})
+    config = tmp_path / "params.yaml"
+    config.write_text(yaml.safe_dump({"detectors": ["patchcore", "padim"], "robustness": {"detectors": ["padim"]}}))
+    assert main(["robustness", "--params", str(config), "--detector", "patchcore"]) == 2
+    assert "robustness.detectors" in capsys.readouterr().err

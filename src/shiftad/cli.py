@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from shiftad.errors import ShiftadError
+from shiftad.errors import ParamsError, ShiftadError
 from shiftad.params import RULE_NAMES, Params, load_params
 from shiftad.pipeline import GLOBAL_CATEGORY, REGIMES, RUNTIMES, TEACHER_DETECTORS
 
@@ -123,6 +123,8 @@ def cmd_robustness(params: Params, args: argparse.Namespace) -> None:
     from shiftad.robustness import run_robustness_stage
     from shiftad.pipeline import model_categories
 
+    if args.detector not in (params.robustness.detectors or []):
+        raise ParamsError(f"robustness.detectors: the sweep runs for {params.robustness.detectors}, not '{args.detector}'; add it there")
     for category in model_categories(params, "per_class", args.category):
         run_robustness_stage(params, args.detector, category, progress=not args.quiet)
 

@@ -349,7 +349,7 @@ class UninformedStudentsParams(ScaledDetectorParams):
         "paper": USArchitecture(patch_sizes=[33], image_size=256, width=1.0, descriptor_dim=128)})
     training: dict[Scale, USStudentTraining] = Field(default_factory=lambda: {
         "smoke": USStudentTraining(epochs=3, learning_rate=1e-3),
-        "cpu": USStudentTraining(epochs=6, learning_rate=1e-3),
+        "cpu": USStudentTraining(epochs=3, learning_rate=1e-3),
         "paper": USStudentTraining(epochs=25, learning_rate=1e-4)})
     teacher: USTeacherParams = USTeacherParams()
     scoring_batch: int = Field(8, ge=1, description="images per forward pass when scoring")
@@ -557,16 +557,17 @@ class RobustnessParams(Section):
     time, scored by the clean per-class models (no adaptation), for robustness curves against
     severity and the corruption protocol's numbers."""
 
-    severities: list[Annotated[int, Field(ge=1, le=5)]] = Field(default_factory=lambda: [1, 3, 5])
+    detectors: list[DetectorName] | None = Field(None, description="the detectors swept (default: every one in `detectors`)")
+    severities: list[Annotated[int, Field(ge=1, le=5)]] = Field(default_factory=lambda: [3, 5])
     families: list[ShiftFamily] = Field(default_factory=lambda: ["geometric", "photometric", "illumination"])
     # the published corruption protocol (ADShift, MVTec-C): each corruption at each of its severities
     corruptions: list[CorruptionName] = Field(default_factory=lambda: ["brightness", "contrast", "defocus_blur", "gaussian_noise"])
     corruption_severities: list[Annotated[int, Field(ge=1, le=5)]] = Field(default_factory=lambda: [3])
 
-    @field_validator("severities", "families", "corruptions", "corruption_severities")
+    @field_validator("detectors", "severities", "families", "corruptions", "corruption_severities")
     @classmethod
-    def _no_repeats(cls, values: list) -> list:
-        if len(set(values)) != len(values):
+    def _no_repeats(cls, values: list | None) -> list | None:
+        if values is not None and len(set(values)) != len(values):
             raise ValueError(f"values repeat in {values}")
         return values
 
@@ -709,18 +710,18 @@ class Params(Section):
     @classmethod
     def _few_shot_defaults(cls, raw: Any) -> Any:
         """few_shot.detectors defaults to the memory-bank detectors among `detectors`, and
-        refit.detectors to every detector."""
+        refit.detectors and robustness.detectors to every detector."""
         if isinstance(raw, dict):
             if "fit_domains" in raw:
                 raise ValueError("fit_domains: replaced by `refit` (refit.domains: the shift domains models are fitted on "
                                  "besides clean, which is always fitted; refit.detectors: the detectors that are); "
                                  f"e.g. fit_domains {raw['fit_domains']} -> refit: {{domains: "
                                  f"{[d for d in raw['fit_domains'] or [] if d != CLEAN]}}}")
-            refit = dict(raw.get("refit") or {})
-            if refit.get("detectors") is None:
+            for section in ("refit", "robustness"):  # default: every detector
+                values = dict(raw.get(section) or {})
                 detectors = raw.get("detectors", cls.model_fields["detectors"].default_factory())
-                if isinstance(detectors, list):
-                    raw = {**raw, "refit": {**refit, "detectors": list(detectors)}}
+                if values.get("detectors") is None and isinstance(detectors, list):
+                    raw = {**raw, section: {**values, "detectors": list(detectors)}}
             few_shot = dict(raw.get("few_shot") or {})
             if few_shot.get("detectors") is None:
                 detectors = raw.get("detectors", cls.model_fields["detectors"].default_factory())
@@ -764,9 +765,10 @@ class Params(Section):
         if unknown:
             raise ValueError(f"refit.domains: {unknown} are not shift domains ({', '.join(self.domains)}); "
                              f"'{CLEAN}' is always fitted and is not listed")
-        missing = [d for d in self.refit.detectors or [] if d not in self.detectors]
-        if missing:
-            raise ValueError(f"refit.detectors: {missing} are not in detectors {self.detectors}; add them there or drop them here")
+        for key, listed in (("refit.detectors", self.refit.detectors), ("robustness.detectors", self.robustness.detectors)):
+            missing = [d for d in listed or [] if d not in self.detectors]
+            if missing:
+                raise ValueError(f"{key}: {missing} are not in detectors {self.detectors}; add them there or drop them here")
         for name, scenario in self.scenarios.items():
             for field, allowed in (("model", [*self.fit_domains, TARGET, *ADAPTATIONS]), ("threshold", [*known, TARGET]), ("test", [*known, TARGET])):
                 value = getattr(scenario, field)

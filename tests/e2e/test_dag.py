@@ -304,7 +304,10 @@ def check_statistics(project: Path, table: pd.DataFrame, categories, detectors) 
     assert sorted(swept.index.get_level_values("severity").unique()) == [0, 3]
     domain = intervals[(intervals["category"] == "mean") & (intervals["metric"] == "image_auroc") & (intervals["regime"] == "per_class")
                        ].set_index(["detector", "scenario"])["estimate"]
-    for detector in detectors:  # the sweep's corruption condition is the corruption domain's test set, scored by the same models
+    swept_detectors = project_params(project).robustness.detectors
+    assert sorted(swept.index.get_level_values("detector").unique()) == sorted(d for d in detectors if d in swept_detectors)
+    assert set(swept_detectors) == {"patchcore", "padim", "knn", "routed_ae"} & set(detectors)  # params.yaml: no trained detector
+    for detector in swept_detectors:  # the sweep's corruption condition is the corruption domain's test set, scored by the same models
         assert swept.loc[(detector, 3), "image_auroc"] == pytest.approx(domain[(detector, "contrast_no_adaptation")], abs=1e-6), detector
     breakdowns = pd.read_csv(stats / "breakdowns.csv")
     assert {"defect_type", "defect_size"} == set(breakdowns["breakdown"])
@@ -511,7 +514,7 @@ def test_dvc_repro_two_seeds_remote_round_trip_and_reruns_only_what_a_patchcore_
     project = copy_project(tmp_path / "project")
     params = deep_merge(yaml.safe_load((project / "params.yaml").read_text()), yaml.safe_load((project / "tiny.yaml").read_text()))
     params.update(detectors=["patchcore"], categories=["widget"], seeds=[0, 1])  # stage behaviour, not coverage: keep it quick
-    params["few_shot"]["detectors"] = params["refit"]["detectors"] = ["patchcore"]
+    params["few_shot"]["detectors"] = params["refit"]["detectors"] = params["robustness"]["detectors"] = ["patchcore"]
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "init", "-q"], project)
     run([str(BIN / "dvc"), "repro"], project)

@@ -7,7 +7,7 @@ rule statistics:
         table="results/metrics/scenarios.csv",
         seeds="results/metrics/seeds.csv",
         predictions="results/predictions",
-        robustness=expand("results/robustness/{detector}/{category}.npz", detector=P.detectors, category=P.categories),
+        robustness=expand("results/robustness/{detector}/{category}.npz", detector=P.robustness.detectors, category=P.categories),
         code=local(source_files("src/shiftad/statistics")),
     output:
         intervals=report("results/statistics/intervals.csv", caption="../report/intervals.rst", category="Statistics"),

@@ -301,12 +301,9 @@ def robustness_rows(params: Params, thresholds: dict, clean_results: dict, seeds
         log.warning("robustness: no clean scenario (model, threshold and test clean) in params.scenarios; sweep not reported")
         return pd.DataFrame()
     rows, replicates = [], defaultdict(list)
-    for detector in params.detectors:
+    for detector in params.robustness.detectors or []:
         for category in params.categories:
-            path = robustness_file(detector, category)
-            if not path.exists():
-                continue
-            sweep = load_npz(path)
+            sweep = load_npz(robustness_file(detector, category))
             threshold = thresholds.get((detector, "per_class", clean_names[0], category), float("nan")) if clean_names else float("nan")
             for c, (family, severity) in enumerate(zip(sweep["families"], sweep["severities"])):
                 test = TestSet(scores=sweep["image_scores"][c], labels=sweep["labels"], threshold=threshold)
