@@ -160,7 +160,7 @@ def main() -> None:
     parser.add_argument("--config", default=str(ROOT / "config/mvtec_full.yaml"))
     parser.add_argument("--tflops", type=float, default=40.0,
                         help="assumed sustained TFLOP/s of one GPU (default 40: about a quarter of an A100's dense TF32 peak)")
-    parser.add_argument("--jobs", type=int, default=651, help="jobs of the dry run (README)")
+    parser.add_argument("--jobs", type=int, default=657, help="jobs of the dry run (README)")
     parser.add_argument("--job-overhead-s", type=float, default=60.0,
                         help="fixed GPU-held seconds per job: container start, imports, CUDA init, image reading")
     args = parser.parse_args()

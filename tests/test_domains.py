@@ -32,16 +32,18 @@ def test_default_domains_and_the_scenarios_they_expand_to():
     assert "camera_change_refit" not in p.scenario_runs("efficientad") and "camera_change_threshold_only" in p.scenario_runs("efficientad")
     assert p.scored_pairs("efficientad") == [("clean", "clean"), ("clean", "mvtec_shift"), ("clean", "camera_change")]
     assert ("camera_change", "clean") in p.scored_pairs("padim")  # the cross-shift matrix's camera_change row
-    runs = p.scenario_runs("padim")  # no adaptation runs for a detector without a memory bank
+    runs = p.scenario_runs("padim")  # PaDiM: the label-free adaptations, no bank to extend (no fewshot)
     assert list(runs) == ["clean", "mvtec_shift_no_adaptation", "mvtec_shift_threshold_only", "camera_change_no_adaptation",
-                          "camera_change_threshold_only", "camera_change_refit"]  # mvtec_shift is not fitted: no refit
+                          "camera_change_threshold_only", "camera_change_refit",  # mvtec_shift is not fitted: no refit
+                          *(f"camera_change_{m}_k{k}" for m in ("feature_align", "adabn") for k in (0, 2, 8))]
     run = runs["camera_change_threshold_only"]
     assert (run.model, run.threshold, run.test, run.domain, run.template) == ("clean", "camera_change", "camera_change", "camera_change",
                                                                               "threshold_only")
     patchcore, knn = p.scenario_runs("patchcore"), p.scenario_runs("knn")
     assert patchcore["camera_change_fewshot_k8"].model_key == "fewshot_k8" and patchcore["camera_change_fewshot_k8"].group == "camera_change_fewshot"
     assert "camera_change_feature_align_k8" in patchcore and "camera_change_adabn_k8" in patchcore
-    assert "camera_change_feature_align_k8" not in knn and "camera_change_fewshot_k8" in knn  # label-free: PatchCore only (params)
+    assert "camera_change_feature_align_k8" not in knn and "camera_change_fewshot_k8" in knn  # label-free: PatchCore and PaDiM (params)
+    assert p.scenario_runs("efficientad").keys() == {r for r in runs if "_k" not in r and r != "camera_change_refit"}  # no adaptation
     assert not any(r.domain == "mvtec_shift" and r.k is not None for r in patchcore.values())  # adaptations target camera_change
 
 

@@ -193,3 +193,63 @@ def test_the_coreset_curve_trades_bank_size_for_time_on_every_domain(monkeypatch
     knn.progress = False
     none = kshot.coreset_curve(params, knn, "knn", "tex")  # keeps every patch: no trade-off, the columns only
     assert none.empty and list(none.columns) == list(table.columns) and (tmp_path / "knn" / "coreset_tex.csv").is_file()
+
+
+def test_padim_gets_the_label_free_adaptations_on_its_embeddings(monkeypatch, tmp_path, data, darker_domain):
+    """PaDiM, no memory bank: feature_align re-standardises its embeddings' channels with K
+    unlabelled target normals (the clean Gaussians unchanged), adabn scores through the network on
+    their batch-norm statistics against Gaussians refitted on the clean images' own; fewshot is not its."""
+    import torch
+
+    from shiftad.detectors.padim import PaDiM
+    from shiftad.io import load_npz
+    from shiftad.paths import scores_file
+
+    train, val, test = data
+    clean = {("tex", "train"): train, ("tex", "val"): val, ("tex", "test"): test}
+    monkeypatch.setattr(fewshot, "domain_view", lambda domain: FakeView(clean if domain == "clean" else darker_domain))
+    monkeypatch.chdir(tmp_path)
+    params = validate_params({"categories": ["tex"], "domains": {"dark": {"recipe": "camera_change"}}, "refit": {"domains": []},
+                              "few_shot": {"adaptation_k": [0, 4]}, "image_size": 64, "padim": {"n_features": 20}})
+    runs = params.scenario_runs("padim")
+    assert "dark_feature_align_k4" in runs and "dark_adabn_k4" in runs and not any(r.model == "fewshot" for r in runs.values())
+    assert params.adapts("padim", "adabn") and not params.adapts("padim", "fewshot") and params.adapts("knn", "fewshot")
+    model = PaDiM.from_params(params).fit(train)
+    model.progress = False
+    before = model.score(test).image_scores
+    mean, inv = model.gaussian_mean_.clone(), model.inv_covariance_.clone()
+    fewshot.adapt_gaussians(params, model, "padim", "per_class", ["tex"], 0, "dark", {"feature_align": [4], "adabn": [4]})
+    aligned, adabn = (load_npz(scores_file("padim", "per_class", f"{m}_k4", "dark", "test", "tex", 0)) for m in ("feature_align", "adabn"))
+    shifted = model.score(darker_domain[("tex", "test")]).image_scores
+    normal = np.array([r.label == 0 for r in test])
+    gap = shifted[normal].mean() - before[normal].mean()
+    assert abs(gap) > 1  # the darker camera moves the normal images' scores (PaDiM's: down, its activations shrink) ...
+    assert abs(aligned["image_scores"][normal].mean() - before[normal].mean()) < 0.75 * abs(gap)  # ... 4 unlabelled normals win back over a quarter
+    assert aligned["maps"].shape == (len(test), 64, 64) and adabn["maps"].shape == aligned["maps"].shape
+    assert not np.allclose(adabn["image_scores"], shifted)
+    # the clean model is untouched: same Gaussians, same scores
+    assert torch.equal(model.gaussian_mean_, mean) and torch.equal(model.inv_covariance_, inv)
+    np.testing.assert_array_equal(model.score(test).image_scores, before)
+    # K of the domain's normals: the statistics are exactly the embeddings' per-channel ones
+    embedding, _ = model.embedding_of(darker_domain[("tex", "train")][:4])
+    m, s = fewshot.embedding_statistics(embedding)
+    np.testing.assert_allclose(m, embedding.mean(dim=(0, 2, 3)).double().numpy(), rtol=1e-5, atol=1e-6)
+    realigned = fewshot.align_embedding(embedding, (m, s), (m, s))
+    torch.testing.assert_close(realigned, embedding, rtol=1e-5, atol=1e-5)  # aligning onto its own statistics changes nothing
+
+
+def test_padim_refits_its_gaussians_on_embeddings_as_fit_does(data):
+    import torch
+
+    from shiftad.detectors.padim import PaDiM
+
+    train = data[0]
+    model = PaDiM(image_size=64, n_features=20).fit(train)
+    model.progress = False
+    again = PaDiM(image_size=64, n_features=20).fit(train)
+    again.progress = False
+    again.fit_embeddings(again.embedding_of(train)[0])
+    torch.testing.assert_close(again.gaussian_mean_, model.gaussian_mean_)
+    torch.testing.assert_close(again.inv_covariance_, model.inv_covariance_, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="at least 2"):
+        again.fit_embeddings(again.embedding_of(train[:1])[0])

@@ -1,4 +1,4 @@
-"""The adaptation stage: a clean memory-bank model adapted to K normal images of a shift domain.
+"""The adaptation stage: a clean memory-bank model (or PaDiM) adapted to K normal images of a shift domain.
 
 Three adaptations (params ADAPTATIONS; a scenario names one as its model): `fewshot` appends
 the K images' patches to the bank; two label-free ones search the clean bank unchanged:
@@ -6,6 +6,9 @@ the K images' patches to the bank; two label-free ones search the clean bank unc
 patch statistics onto those of the clean train images; `adabn` re-estimates the frozen
 network's batch-norm statistics on the K images (AdaBN, Li et al. 2016) and runs it on the
 domain's images (the feature store holds the unadapted network's outputs, so it runs here).
+PaDiM (in `few_shot.adaptation_detectors`) gets the two label-free ones on its per-position
+embeddings: aligned embeddings against the clean Gaussians, and AdaBN against Gaussians refitted
+on the clean train images run on their own statistics (`adapt_gaussians`).
 
 For each memory-bank detector in `few_shot.detectors` and regime (one job), and each shift
 domain a fewshot scenario adapts to, the patch features of the first K images of a seeded order
@@ -20,7 +23,7 @@ Output: the score files of model `fewshot_k<K>` on each domain
 (`results/fewshot/<det>/<regime>/seed<S>/fewshot_k<K>_on_<domain>/{val,test}/<cat>.npz`), which the
 evaluate stage reads as scenario `<domain>_fewshot` with a K column. They hold the score stage's
 keys (`paths`, `labels`, `image_scores`, `maps`, `seconds_per_image`, any `extra_map_<name>`)
-plus `added_patches` and `memory_bank_size`.
+plus, for a memory bank, `added_patches` and `memory_bank_size`.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from shiftad.data.images import read_image
 from shiftad.data.records import ImageRecord
 from shiftad.detectors import load_detector
 from shiftad.detectors.memory_bank import PatchBankDetector, PatchRows
+from shiftad.detectors.padim import PaDiM
 from shiftad.errors import ParamsError
 from shiftad.io import save_npz
 from shiftad.params import Params
@@ -61,14 +65,21 @@ def run_fewshot_stage(params: Params, detector: str, regime: str, seed: int, pro
     category that model covers, by each adaptation the domain's scenarios name."""
     from shiftad.pipeline import adaptations
 
-    if detector not in params.few_shot.detectors:
-        raise ParamsError(f"few_shot.detectors: '{detector}' is not listed (listed: {params.few_shot.detectors})")
+    if detector not in (params.few_shot.adaptation_detectors or []):
+        raise ParamsError(f"few_shot.adaptation_detectors: '{detector}' is not listed (listed: {params.few_shot.adaptation_detectors})")
+    if not adaptations(params, detector):
+        raise ParamsError(f"few_shot.adaptation_detectors: no adaptation scenario runs for '{detector}' (scenarios.<name>.detectors, "
+                          "targets); drop it there")
     groups = [(GLOBAL_CATEGORY, list(params.categories))] if regime == "global" else [(c, [c]) for c in params.categories]
     for model_category, covered in groups:
         model = load_detector(detector, model_dir(detector, regime, "clean", model_category, params.check_training_seed(seed)), params)
-        if not isinstance(model, PatchBankDetector):
-            raise ParamsError(f"few_shot.detectors: '{detector}' has no memory bank to extend; list memory-bank detectors only")
         model.progress = progress
+        if isinstance(model, PaDiM):  # Gaussians per position: the label-free adaptations only (params refuse fewshot)
+            for domain, methods in adaptations(params, detector).items():
+                adapt_gaussians(params, model, detector, regime, covered, seed, domain, methods)
+            continue
+        if not isinstance(model, PatchBankDetector):
+            raise ParamsError(f"few_shot.adaptation_detectors: '{detector}' has neither a memory bank nor PaDiM's Gaussians to adapt")
         source = None  # adabn: the clean model on the clean images' own batch-norm statistics, made once per model
         for domain, methods in adaptations(params, detector).items():
             if "adabn" in methods and source is None:
@@ -195,6 +206,74 @@ def adapt_and_score(params: Params, model: PatchBankDetector, detector: str, reg
                 _save(params, detector, regime, f"feature_align_k{k}", domain, split, c, seed, records, scores, seconds,
                       memory_bank_size=model.memory_bank_.shape[0])
             log.info("%s/%s %s aligned to %d %s normals per category", detector, regime, "+".join(covered), k, domain)
+
+
+def adapt_gaussians(params: Params, model: PaDiM, detector: str, regime: str, covered: list[str], seed: int, domain: str,
+                    methods: dict[str, list[int]]) -> None:
+    """PaDiM's label-free adaptations (K > 0; K = 0 is the clean model's own scores): feature_align
+    re-standardises each channel of the domain's embeddings from the K normals' statistics (over
+    images and positions) onto the clean train images', then scores them against the clean
+    Gaussians; adabn runs the domain's images through the network on the K normals' batch-norm
+    statistics, against Gaussians refitted on the clean train images run on their own."""
+    import torch
+
+    view, clean = domain_view(domain), domain_view("clean")
+    ks = sorted({k for method_ks in methods.values() for k in method_ks})
+    scored = {(c, split): view.get(c, split) for c in covered for split in SCORED_SPLITS}
+    normals = {c: adaptation_images(view.get(c, "train"), max(ks), params.seed, c) for c in covered}
+    clean_train = [r for c in covered for r in clean.get(c, "train")]
+
+    def save(method: str, k: int, key: tuple[str, str], scores, seconds: float) -> None:
+        _save(params, detector, regime, f"{method}_k{k}", domain, key[1], key[0], seed, scored[key], scores, seconds)
+
+    if "feature_align" in methods:
+        with model.clock() as clock:
+            embeddings = {key: model.embedding_of(records, f"features ({key[0]} {domain} {key[1]})") for key, records in scored.items()}
+            added = {c: model.embedding_of(normals[c], f"features ({domain} normals, {c})")[0] for c in covered}
+            source = embedding_statistics(model.embedding_of(clean_train, "features (clean train)")[0])
+        n_images = sum(map(len, scored.values())) + sum(map(len, normals.values())) + len(clean_train)
+        extraction = clock.seconds / max(1, n_images)
+        for k in methods["feature_align"]:
+            target = embedding_statistics(torch.cat([added[c][:k] for c in covered]))
+            for key, (embedding, shapes) in embeddings.items():
+                begin = time.perf_counter()
+                scores = model.score_embedding(align_embedding(embedding, target, source), shapes)
+                save("feature_align", k, key, scores, (time.perf_counter() - begin) / max(len(shapes), 1) + extraction)
+            log.info("%s/%s %s aligned to %d %s normals per category", detector, regime, "+".join(covered), k, domain)
+    if "adabn" in methods:
+        reference = copy.copy(model)  # the Gaussians refitted on the clean images run on their own statistics
+        reference.use_feature_store(None)
+        reference.use_feature_runner(adabn_network(model, [read_image(r.path) for r in clean_train]))
+        try:
+            reference.fit_embeddings(reference.embedding_of(clean_train, "features (clean train, own statistics)")[0])
+        finally:
+            reference.use_feature_runner(None)
+        images = {c: [read_image(r.path) for r in normals[c]] for c in covered}
+        for k in methods["adabn"]:
+            reference.use_feature_runner(adabn_network(model, [image for c in covered for image in images[c][:k]]))
+            try:
+                for key, records in scored.items():
+                    begin = time.perf_counter()
+                    scores = reference.score(records)
+                    save("adabn", k, key, scores, (time.perf_counter() - begin) / max(len(records), 1))
+            finally:
+                reference.use_feature_runner(None)
+            log.info("%s/%s %s: batch-norm statistics from %d %s normals per category", detector, regime, "+".join(covered), k, domain)
+
+
+def embedding_statistics(embedding) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and standard deviation of embeddings (N, C, h, w) over images and positions."""
+    return channel_statistics(embedding.permute(0, 2, 3, 1).numpy())
+
+
+def align_embedding(embedding, target: tuple[np.ndarray, np.ndarray], source: tuple[np.ndarray, np.ndarray], eps: float = 1e-6):
+    """`align_rows` for embeddings (N, C, h, w): each channel from the target's statistics onto the source's."""
+    import torch
+
+    (mean_t, sd_t), (mean_s, sd_s) = target, source
+    shape = (1, -1, 1, 1)
+    scale = torch.from_numpy(sd_s / np.maximum(sd_t, eps)).float().reshape(shape)
+    return (embedding - torch.from_numpy(mean_t).float().reshape(shape)) * scale + torch.from_numpy(mean_s).float().reshape(shape)
 
 
 def extend_bank(params: Params, model: PatchBankDetector, detector: str, regime: str, covered: list[str], seed: int, domain: str,

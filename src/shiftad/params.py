@@ -373,6 +373,9 @@ AdaptationK = Annotated[int, Field(ge=0)]
 
 
 MEMORY_BANK_DETECTORS = ("patchcore", "knn")  # the detectors whose bank K-shot fits and few-shot adaptation extend
+# the detectors the adaptation stage serves: the label-free adaptations (feature_align, adabn)
+# need a frozen network's per-position features, which PaDiM's Gaussians read too
+ADAPTABLE_DETECTORS = (*MEMORY_BANK_DETECTORS, "padim")
 
 
 class FewShotParams(Section):
@@ -380,6 +383,9 @@ class FewShotParams(Section):
     for the memory-bank detectors."""
 
     detectors: list[Literal["patchcore", "knn"]] | None = Field(None, description="default: every memory-bank detector in `detectors`")
+    adaptation_detectors: list[Literal["patchcore", "knn", "padim"]] | None = Field(
+        None, description="the adaptation stage's detectors: fewshot for the memory-bank ones, feature_align and adabn for "
+                          "PaDiM too (default: every one of them in `detectors`)")
     kshot: list[PositiveK] = Field(default_factory=lambda: [1, 2, 4, 8, 16, 32], min_length=1, description="training images per K-shot fit")
     kshot_seeds: int = Field(3, ge=1, description="draws of the K images per K (seeds 0..n-1 offset by the global seed)")
     coreset_ratios: list[Annotated[float, Field(gt=0, le=1)]] = Field(default_factory=lambda: [0.01, 0.05, 0.1, 0.25], min_length=1,
@@ -387,7 +393,7 @@ class FewShotParams(Section):
     adaptation_k: list[AdaptationK] = Field(default_factory=lambda: [0, 1, 2, 4, 8, 16], min_length=1,
                                             description="shifted normal train images added to the clean bank")
 
-    @field_validator("kshot", "adaptation_k", "coreset_ratios", "detectors")
+    @field_validator("kshot", "adaptation_k", "coreset_ratios", "detectors", "adaptation_detectors")
     @classmethod
     def _sorted_unique(cls, values: list | None) -> list | None:
         if values is None:
@@ -502,7 +508,7 @@ class ScenarioParams(Section):
     targets: list[str] | None = Field(None, min_length=1, description="the shift domains `target` stands for (default: every one)")
     k: list[AdaptationK] | None = Field(None, min_length=1, description="an adaptation's K values (default: few_shot.adaptation_k)")
     detectors: list[DetectorName] | None = Field(None, min_length=1, description="the detectors it runs for, of those it applies to "
-                                                                                 "(default: every one; adaptations: few_shot.detectors)")
+                                                                                 "(default: every one; adaptations: those `Params.adapts`)")
 
 
 @dataclass(frozen=True)
@@ -728,6 +734,10 @@ class Params(Section):
                 if isinstance(detectors, list):
                     few_shot["detectors"] = [d for d in detectors if d in MEMORY_BANK_DETECTORS]
                     raw = {**raw, "few_shot": few_shot}
+            if few_shot.get("adaptation_detectors") is None:
+                detectors = raw.get("detectors", cls.model_fields["detectors"].default_factory())
+                if isinstance(detectors, list):
+                    raw = {**raw, "few_shot": {**few_shot, "adaptation_detectors": [d for d in detectors if d in ADAPTABLE_DETECTORS]}}
         return raw
 
     @model_validator(mode="after")
@@ -750,9 +760,10 @@ class Params(Section):
         unknown = set(self.evaluation.threshold.detector_rules) - set(DETECTOR_NAMES)
         if unknown:
             raise ValueError(f"evaluation.threshold.detector_rules: unknown detectors {sorted(unknown)}")
-        missing = [d for d in self.few_shot.detectors if d not in self.detectors]
-        if missing:
-            raise ValueError(f"few_shot.detectors: {missing} are not in detectors {self.detectors}; add them there or drop them here")
+        for key, listed in (("few_shot.detectors", self.few_shot.detectors), ("few_shot.adaptation_detectors", self.few_shot.adaptation_detectors)):
+            missing = [d for d in listed or [] if d not in self.detectors]
+            if missing:
+                raise ValueError(f"{key}: {missing} are not in detectors {self.detectors}; add them there or drop them here")
         for name, why in (("routed_ae", "stops early and sets its thresholds"), ("efficientad", "normalises its maps"),
                           ("uninformed_students", "standardises its scores")):
             if name in self.detectors and self.split.policy == "ratios" and self.split.ratios.val == 0:
@@ -804,7 +815,7 @@ class Params(Section):
         """The concrete scenarios, by name. A template with `target` becomes one run per shift
         domain, `<domain>_<template>` (model: target only for the domains the detector is fitted on, `fit_domains_of`); a
         fewshot / feature_align template one run per domain and K (`<domain>_<template>_k<K>`), for the
-        detectors in few_shot.detectors (all of them when `detector` is None)."""
+        detectors the stage adapts (`adapts`; all of them when `detector` is None)."""
         fixed: dict[str, ScenarioRun] = {}
         by_domain: dict[str, dict[str, ScenarioRun]] = {d: {} for d in self.domains}  # runs grouped by domain, templates in order
         for name, s in self.scenarios.items():
@@ -824,13 +835,20 @@ class Params(Section):
                 group, runs = f"{domain}_{name}", by_domain[domain]
                 if model not in ADAPTATIONS:
                     runs[group] = ScenarioRun(group, group, model, threshold, test, template=name, domain=domain)
-                elif detector is None or detector in self.few_shot.detectors:
+                elif detector is None or self.adapts(detector, model):
                     for k in s.k or self.few_shot.adaptation_k:
                         runs[f"{group}_k{k}"] = ScenarioRun(f"{group}_k{k}", group, model, threshold, test, k, template=name, domain=domain)
         runs = dict(fixed)
         for domain_runs in by_domain.values():
             runs.update(domain_runs)
         return runs
+
+    def adapts(self, detector: str, adaptation: str) -> bool:
+        """Whether the adaptation stage runs `adaptation` for `detector`: fewshot extends a memory
+        bank (few_shot.detectors), the label-free ones serve few_shot.adaptation_detectors."""
+        if detector not in (self.few_shot.adaptation_detectors or []):
+            return False
+        return adaptation != "fewshot" or detector in self.few_shot.detectors
 
     def scored_pairs(self, detector: str | None = None) -> list[tuple[str, str]]:
         """(model domain, data domain) pairs the score stage runs for `detector` (None: for any),

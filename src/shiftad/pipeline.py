@@ -118,11 +118,10 @@ def score_files(params: Params, seeds: list[int] | None = None) -> list[str]:
 
 
 def fewshot_outputs(params: Params, seeds: list[int]) -> list[str]:
-    """The few-shot stage's output folders (one per memory-bank detector, regime and seed; a
+    """The adaptation stage's output folders (one per adapted detector, regime and seed; a
     detector's adaptations are the scenarios that run for it, so their files differ by detector)."""
-    if not any(fewshot_score_files(params, d, "per_class", 0) for d in params.few_shot.detectors):
-        return []
-    return [f"{FEWSHOT_DIR_NAME}/{d}/{r}/seed{s}" for d, r, s in product(params.few_shot.detectors, REGIMES, seeds)]
+    adapted = [d for d in params.few_shot.adaptation_detectors or [] if fewshot_score_files(params, d, "per_class", 0)]
+    return [f"{FEWSHOT_DIR_NAME}/{d}/{r}/seed{s}" for d, r, s in product(adapted, REGIMES, seeds)]
 
 
 def adaptations(params: Params, detector: str | None = None) -> dict[str, dict[str, list[int]]]:
@@ -144,7 +143,7 @@ def fewshot_domains(params: Params) -> list[str]:
 def fewshot_score_files(params: Params, detector: str, regime: str, seed: int | str) -> list[str]:
     """Score files of one few-shot job: the clean model adapted to K normals of each domain by each
     of its adaptations (the scenarios that run for `detector`), on that domain."""
-    if detector not in params.few_shot.detectors:
+    if detector not in (params.few_shot.adaptation_detectors or []):
         return []
     return [scores_file(detector, regime, f"{method}_k{k}", x, split, c, seed).as_posix()
             for x, methods in adaptations(params, detector).items() for method, ks in methods.items()

@@ -49,6 +49,7 @@ DOMAINS = ["mvtec_shift", "camera_change", "contrast"]  # tiny.yaml: one domain 
 SCENARIOS = ["clean", "camera_change_refit"] + [f"{d}_{s}" for d in DOMAINS for s in ("no_adaptation", "threshold_only")]
 FEWSHOT_K = [0, 1, 4]  # tiny.yaml few_shot.adaptation_k
 MEMORY_BANK = ("patchcore", "knn")
+LABEL_FREE = {"patchcore", "padim"}  # params.yaml: the label-free adaptations' detectors
 
 
 def project_params(project: Path):
@@ -78,17 +79,18 @@ def check_outputs(project: Path, categories=("brick", "widget"), detectors=("pad
     own_rules = {"knn": "percentile", "routed_ae": "mean_std"}  # the methods' own defaults
     assert (table["threshold_rule"] == table["detector"].map(own_rules).fillna("f1_max")).all()
     # every detector x regime x scenario x category, once; few-shot runs (one per K) for memory-bank detectors
-    label_free = 2 * len(FEWSHOT_K)  # feature_align and adabn on camera_change, PatchCore only (params.yaml)
+    label_free = 2 * len(FEWSHOT_K)  # feature_align and adabn on camera_change, PatchCore and PaDiM (params.yaml)
     refitted = [d for d in detectors if "camera_change" in project_params(project).fit_domains_of(d)]
     assert refitted == [d for d in detectors if d not in ("efficientad", "uninformed_students")]  # params.yaml refit.detectors
     runs_per_regime = sum(len(SCENARIOS) - (d not in refitted) + (len(FEWSHOT_K) if d in MEMORY_BANK else 0)
-                          + (label_free if d == "patchcore" else 0) for d in detectors)
+                          + (label_free if d in LABEL_FREE else 0) for d in detectors)
     assert len(table) == runs_per_regime * 2 * len(categories)
     fewshot_names = [f"camera_change_fewshot_k{k}" for k in FEWSHOT_K]
-    if "patchcore" in detectors:
+    if LABEL_FREE & set(detectors):
         fewshot_names += [f"camera_change_{m}_k{k}" for m in ("feature_align", "adabn") for k in FEWSHOT_K]
     assert sorted(table["scenario"].unique()) == sorted(SCENARIOS + fewshot_names) and sorted(table["regime"].unique()) == ["global", "per_class"]
     check_few_shot(project, table, categories, [d for d in detectors if d in MEMORY_BANK])
+    check_label_free(project, table, categories, [d for d in detectors if d in LABEL_FREE])
     shifted_rows = table[table["test_domain"] != "clean"]
     assert (shifted_rows["shift_severity"] == 3).all() and table.loc[table["test_domain"] == "clean", "shift_severity"].isna().all()
     recipes = shifted_rows.groupby("test_domain")["shift_recipe"].first().to_dict()
@@ -253,18 +255,6 @@ def check_few_shot(project: Path, table: pd.DataFrame, categories, detectors) ->
         only = table[table["scenario"] == f"{domain}_threshold_only"].set_index(["detector", "regime", "category"]).loc[k0.index]
         pd.testing.assert_series_equal(k0["image_auroc"], only["image_auroc"])
         pd.testing.assert_series_equal(k0["threshold"], only["threshold"])
-    if "patchcore" in detectors:  # the label-free adaptations: K = 0 is threshold only too; the bank stays the clean one
-        only = table[(table["scenario"] == "camera_change_threshold_only") & (table["detector"] == "patchcore")].set_index(["regime", "category"])
-        for method in ("feature_align", "adabn"):
-            runs = table[table["scenario_group"] == f"camera_change_{method}"]
-            assert set(runs["detector"]) == {"patchcore"} and sorted(runs["k"].unique()) == FEWSHOT_K
-            k0 = runs[runs["k"] == 0].set_index(["regime", "category"])
-            pd.testing.assert_series_equal(k0["image_auroc"], only.loc[k0.index, "image_auroc"])
-            sizes = {int(np.load(project / f"results/fewshot/patchcore/per_class/seed0/{method}_k{k}_on_camera_change/test/{categories[0]}.npz")
-                             ["memory_bank_size"]) for k in FEWSHOT_K if k}
-            assert len(sizes) == 1
-            # K = 0 is the clean model's own scores, not recomputed
-            assert not (project / f"results/fewshot/patchcore/per_class/seed0/{method}_k0_on_camera_change").exists()
     for detector in detectors:
         grid = json.loads((project / f"results/models/{detector}/per_class/clean/seed0/{categories[0]}/meta.json").read_text())["feature_grid"]
         patches = int(np.prod(grid))  # one image's patches (blocks.2 of Lite0: 12 x 12 at 96 px)
@@ -280,6 +270,24 @@ def check_few_shot(project: Path, table: pd.DataFrame, categories, detectors) ->
             assert list(kshot["k"]) == [1, 1, 2, 2, 4, 4] and list(kshot["draw"]) == [0, 1] * 3
             assert kshot["image_auroc"].between(0, 1).all() and (kshot["memory_bank_size"] > 0).all()
             assert all(len(set(map(int, images.split()))) == k for images, k in zip(kshot["train_images"].astype(str), kshot["k"]))
+
+
+def check_label_free(project: Path, table: pd.DataFrame, categories, detectors) -> None:
+    """The label-free adaptations (PatchCore and PaDiM): K = 0 is threshold only; a bank stays the clean one."""
+    for method in ("feature_align", "adabn"):
+        runs = table[table["scenario_group"] == f"camera_change_{method}"]
+        assert set(runs["detector"]) == set(detectors) and sorted(runs["k"].unique()) == FEWSHOT_K
+        for detector in detectors:
+            only = table[(table["scenario"] == "camera_change_threshold_only") & (table["detector"] == detector)].set_index(["regime", "category"])
+            k0 = runs[(runs["k"] == 0) & (runs["detector"] == detector)].set_index(["regime", "category"])
+            pd.testing.assert_series_equal(k0["image_auroc"], only.loc[k0.index, "image_auroc"])
+            # K = 0 is the clean model's own scores, not recomputed
+            assert not (project / f"results/fewshot/{detector}/per_class/seed0/{method}_k0_on_camera_change").exists()
+            files = [project / f"results/fewshot/{detector}/{regime}/seed0/{method}_k{k}_on_camera_change/test/{c}.npz"
+                     for regime in ("per_class", "global") for k in FEWSHOT_K if k for c in categories]
+            assert all(f.is_file() for f in files)
+            if detector == "patchcore":
+                assert len({int(np.load(f)["memory_bank_size"]) for f in files if "per_class" in str(f) and categories[0] in f.name}) == 1
 
 
 def check_statistics(project: Path, table: pd.DataFrame, categories, detectors) -> None:
@@ -514,7 +522,9 @@ def test_dvc_repro_two_seeds_remote_round_trip_and_reruns_only_what_a_patchcore_
     project = copy_project(tmp_path / "project")
     params = deep_merge(yaml.safe_load((project / "params.yaml").read_text()), yaml.safe_load((project / "tiny.yaml").read_text()))
     params.update(detectors=["patchcore"], categories=["widget"], seeds=[0, 1])  # stage behaviour, not coverage: keep it quick
-    params["few_shot"]["detectors"] = params["refit"]["detectors"] = params["robustness"]["detectors"] = ["patchcore"]
+    for section in ("few_shot", "refit", "robustness"):
+        params[section]["detectors"] = ["patchcore"]
+    params["few_shot"]["adaptation_detectors"] = ["patchcore"]
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "init", "-q"], project)
     run([str(BIN / "dvc"), "repro"], project)

@@ -1,4 +1,4 @@
-# Few-shot adaptation: one job per memory-bank detector and regime; each clean model plus K
+# Few-shot and label-free adaptation: one job per adapted detector (few_shot.adaptation_detectors) and regime; each clean model plus K
 # normal train images of a shift domain (every K, every few-shot domain) scores that domain's
 # val and test images.
 from shiftad.pipeline import fewshot_domains
@@ -10,7 +10,7 @@ rule fewshot:
         models=lambda w: model_inputs(P, w.detector, w.regime, "clean", w.seed),
         features=lambda w: feature_inputs(P, w.detector),
         splits=[f for d in ["clean", *fewshot_domains(P)] for f in splits_input(d)],
-        code=local(source_files("src/shiftad/fewshot.py", "src/shiftad/detectors/memory_bank.py")),
+        code=local(source_files("src/shiftad/fewshot.py", "src/shiftad/detectors/memory_bank.py", "src/shiftad/detectors/padim.py")),
     output:
         # a folder: a detector's files depend on the scenarios that run for it (Params.scenario_runs)
         directory("results/fewshot/{detector}/{regime}/seed{seed}"),

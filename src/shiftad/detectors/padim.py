@@ -345,14 +345,48 @@ class PaDiM(Detector):
             raise RuntimeError("PaDiM.score called before fit/load")
         if not len(images):
             return Scores(np.zeros(0), np.zeros((0, self.image_size, self.image_size), dtype=np.float32))
-        embedding = self.embed(images)
+        return self.score_embedding(self.embed(images), [image.shape[:2] for image in images])
+
+    @torch.no_grad()
+    def score_embedding(self, embedding: torch.Tensor, shapes: Sequence[tuple[int, int]]) -> Scores:
+        """Scores and maps from embeddings (B, n_features, h, w) of images of `shapes` (height, width)."""
         # anomalib's eval forward from the embedding on (Mahalanobis grid -> bilinear upsampling ->
         # Gaussian blur, σ = map_sigma; anomalib's own is 4), the blur as `upsample_and_smooth`:
         # anomalib's 33x33 2-D convolution was a third of a scoring job.
         distances = mahalanobis_grid(embedding, self._mean, self._inv_covariance)  # (B, 1, h, w)
-        maps = to_map_frame(upsample_and_smooth(distances[:, 0], self.image_size, self.map_sigma), [image.shape[:2] for image in images], self.resize)
+        maps = to_map_frame(upsample_and_smooth(distances[:, 0], self.image_size, self.map_sigma), list(shapes), self.resize)
         image_scores = maps.reshape(len(maps), -1).max(axis=1).astype(np.float64)  # anomalib's pred_score: the map's max
         return Scores(np.asarray(image_scores, dtype=np.float64), maps.astype(np.float32, copy=False))
+
+    @torch.no_grad()
+    def embedding_of(self, records: Sequence[ImageRecord], desc: str | None = None) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+        """The embeddings (N, n_features, h, w) of `records` (the feature store's outputs where it
+        holds them) and the images' (height, width), for adaptations that work on embeddings."""
+        parts, shapes = [], []
+        for images in self._batches(records, desc or "features"):
+            parts.append(self.embed(images))
+            shapes += [image.shape[:2] for image in images]
+        if not parts:
+            return torch.zeros(0, self.n_features, *getattr(self, "feature_grid_", (0, 0))), shapes
+        return torch.cat(parts), shapes
+
+    @torch.no_grad()
+    def fit_embeddings(self, embedding: torch.Tensor) -> "PaDiM":
+        """Refit the per-position Gaussians on embeddings (N, n_features, h, w) made with this
+        model's channel subset (anomalib's MultiVariateGaussian, as `fit`); the subset is kept."""
+        if self._idx is None:
+            raise RuntimeError("PaDiM.fit_embeddings needs the channel subset of a fitted or loaded model")
+        if len(embedding) < 2:
+            raise ValueError(f"PaDiM.fit_embeddings needs at least 2 images, got {len(embedding)}")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            from anomalib.models.components.stats import MultiVariateGaussian
+        gaussian = MultiVariateGaussian()
+        gaussian.fit(embedding)
+        self._mean, self._inv_covariance = gaussian.mean.contiguous(), gaussian.inv_covariance.contiguous()
+        self._model = None  # a built anomalib model would hold the old Gaussians
+        self.n_train_images_ = len(embedding)
+        return self
 
     # ------------------------------------------------------------------ save / load
 
