@@ -18,9 +18,10 @@ rule score:
         cli=untracked(PARAMS),
         root=untracked(ROOT),
     # the longest scoring jobs first, so short ones fill the cores up to evaluate: a global model
-    # searches every category's bank for every category's images; EfficientAD and Uninformed
-    # Students run trained networks on every image
-    priority: lambda w: int(w.regime == "global") + int(w.detector in TEACHER_DETECTORS)
+    # searches every category's bank for every category's images, the kNN's banks keep every
+    # patch (its per-class job outlasts the other detectors' global ones), EfficientAD and
+    # Uninformed Students run trained networks on every image
+    priority: lambda w: int(w.regime == "global") + int(w.detector in TEACHER_DETECTORS) + 2 * int(w.detector == "knn")
     threads: P.rule_threads("score")
     resources:
         **P.rule_resources("score"),
