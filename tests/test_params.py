@@ -92,8 +92,25 @@ def test_folder_source_has_exactly_one_category():
 def test_few_shot_detectors_default_to_the_memory_bank_detectors_listed():
     assert validate_params({"detectors": ["padim", "knn"]}).few_shot.detectors == ["knn"]
     assert validate_params({"detectors": ["padim"]}).few_shot.detectors == []
-    with pytest.raises(ParamsError, match=r"few_shot\.detectors: \['knn'\] are not in detectors"):
+    with pytest.raises(ParamsError, match=r"few_shot\.detectors: \['knn'\] not in detectors"):
         validate_params({"detectors": ["patchcore"], "few_shot": {"detectors": ["knn"]}})
+    assert validate_params({"detectors": ["padim", "knn"]}).few_shot.adaptation_detectors == ["padim", "knn"]
+
+
+def test_narrowing_detectors_names_every_stage_list_to_narrow_at_once():
+    import yaml
+
+    from conftest import REPO
+    from shiftad.params import load_params
+
+    override = REPO / "params.yaml"
+    with pytest.raises(ParamsError) as error:
+        validate_params({**yaml.safe_load(override.read_text()), "detectors": ["patchcore"]})
+    message = str(error.value)
+    for key in ("few_shot.detectors: ['knn']", "few_shot.adaptation_detectors: ['knn', 'padim']", "refit.detectors: ['padim', 'knn', 'routed_ae']",
+                "robustness.detectors: ['padim', 'knn', 'routed_ae']"):
+        assert key in message, message
+    assert load_params([override]).detectors == ["patchcore", "padim", "knn", "routed_ae", "efficientad", "uninformed_students"]
 
 
 def test_fewshot_scenario_expands_to_one_run_per_k_for_memory_bank_detectors_only():

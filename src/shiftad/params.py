@@ -251,7 +251,7 @@ class EfficientADParams(ScaledDetectorParams):
         "paper": EfficientADArchitecture(image_size=256, width=1.0, channels=384)})
     training: dict[Scale, EfficientADTraining] = Field(default_factory=lambda: {
         "smoke": EfficientADTraining(steps=150, learning_rate=1e-3),
-        "cpu": EfficientADTraining(steps=300, learning_rate=1e-3),
+        "cpu": EfficientADTraining(steps=200, learning_rate=1e-3),
         "paper": EfficientADTraining(steps=70000, learning_rate=1e-4)})
     teacher: TeacherParams = TeacherParams()
     scoring_batch: int = Field(8, ge=1, description="images per forward pass when scoring")
@@ -386,7 +386,7 @@ class FewShotParams(Section):
     adaptation_detectors: list[Literal["patchcore", "knn", "padim"]] | None = Field(
         None, description="the adaptation stage's detectors: fewshot for the memory-bank ones, feature_align and adabn for "
                           "PaDiM too (default: every one of them in `detectors`)")
-    kshot: list[PositiveK] = Field(default_factory=lambda: [1, 2, 4, 8, 16, 32], min_length=1, description="training images per K-shot fit")
+    kshot: list[PositiveK] = Field(default_factory=lambda: [1, 2, 4, 8, 16], min_length=1, description="training images per K-shot fit")
     kshot_seeds: int = Field(3, ge=1, description="draws of the K images per K (seeds 0..n-1 offset by the global seed)")
     coreset_ratios: list[Annotated[float, Field(gt=0, le=1)]] = Field(default_factory=lambda: [0.01, 0.05, 0.1, 0.25], min_length=1,
                                                                        description="the memory-bank size trade-off (kshot stage, PatchCore)")
@@ -760,10 +760,15 @@ class Params(Section):
         unknown = set(self.evaluation.threshold.detector_rules) - set(DETECTOR_NAMES)
         if unknown:
             raise ValueError(f"evaluation.threshold.detector_rules: unknown detectors {sorted(unknown)}")
-        for key, listed in (("few_shot.detectors", self.few_shot.detectors), ("few_shot.adaptation_detectors", self.few_shot.adaptation_detectors)):
-            missing = [d for d in listed or [] if d not in self.detectors]
-            if missing:
-                raise ValueError(f"{key}: {missing} are not in detectors {self.detectors}; add them there or drop them here")
+        # every per-stage detector list at once: an override that narrows `detectors` narrows them too
+        lists = {"few_shot.detectors": self.few_shot.detectors, "few_shot.adaptation_detectors": self.few_shot.adaptation_detectors,
+                 "refit.detectors": self.refit.detectors, "robustness.detectors": self.robustness.detectors}
+        stray = {key: [d for d in listed or [] if d not in self.detectors] for key, listed in lists.items()}
+        stray = {key: names for key, names in stray.items() if names}
+        if stray:
+            raise ValueError("; ".join(f"{key}: {names}" for key, names in stray.items())
+                             + f" not in detectors {self.detectors}; add them there or drop them from "
+                             + ("that list" if len(stray) == 1 else "those lists (each stage's detectors are some of `detectors`)"))
         for name, why in (("routed_ae", "stops early and sets its thresholds"), ("efficientad", "normalises its maps"),
                           ("uninformed_students", "standardises its scores")):
             if name in self.detectors and self.split.policy == "ratios" and self.split.ratios.val == 0:
@@ -776,10 +781,6 @@ class Params(Section):
         if unknown:
             raise ValueError(f"refit.domains: {unknown} are not shift domains ({', '.join(self.domains)}); "
                              f"'{CLEAN}' is always fitted and is not listed")
-        for key, listed in (("refit.detectors", self.refit.detectors), ("robustness.detectors", self.robustness.detectors)):
-            missing = [d for d in listed or [] if d not in self.detectors]
-            if missing:
-                raise ValueError(f"{key}: {missing} are not in detectors {self.detectors}; add them there or drop them here")
         for name, scenario in self.scenarios.items():
             for field, allowed in (("model", [*self.fit_domains, TARGET, *ADAPTATIONS]), ("threshold", [*known, TARGET]), ("test", [*known, TARGET])):
                 value = getattr(scenario, field)

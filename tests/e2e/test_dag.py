@@ -564,7 +564,8 @@ def test_jobs_that_share_no_filesystem_work_only_through_storage(tmp_path):
         pytest.skip("Snakemake's fs storage plugin needs rsync (apt-get install rsync)")
     project = copy_project(tmp_path / "project")
     (project / "small.yaml").write_text(yaml.safe_dump({"detectors": ["patchcore"], "categories": ["widget"],
-                                                        "few_shot": {"detectors": ["patchcore"]}}))
+                                                        "few_shot": {"detectors": ["patchcore"], "adaptation_detectors": ["patchcore"]},
+                                                        "refit": {"detectors": ["patchcore"]}, "robustness": {"detectors": ["patchcore"]}}))
     store = tmp_path / "store"
     store.mkdir()
     log = run([str(BIN / "snakemake"), "--cores", "2", "--configfile", "tiny.yaml", "small.yaml", "--printshellcmds",
