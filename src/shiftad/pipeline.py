@@ -97,15 +97,10 @@ def domain_feature_splits(params: Params) -> dict[str, list[str]]:
     return {d: (["train"] if d in training else []) + list(SCORED_SPLITS) for d in params.data_domains}
 
 
-def model_score_files(params: Params, detector: str, regime: str, seed: int | str) -> list[str]:
-    """What one score job writes: its regime's models on every (model, data) domain pair scored for `detector`."""
-    return [scores_file(detector, regime, m, x, split, c, seed).as_posix()
-            for (m, x), split, c in product(params.scored_pairs(detector), SCORED_SPLITS, params.categories)]
-
-
 def score_dir(detector: str, regime: str, seed: int | str) -> str:
     """What one score job writes, as a folder (wildcards may be Snakemake patterns such as "{detector}"):
-    its files (`model_score_files`) differ by detector (refit.detectors), a rule's output pattern cannot."""
+    its files (the regime's models on each pair of `Params.scored_pairs(detector)`) differ by
+    detector (refit.detectors), which a rule's output pattern cannot say."""
     return f"results/scores/{detector}/{regime}/seed{seed}"
 
 

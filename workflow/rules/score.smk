@@ -2,7 +2,7 @@ from shiftad.pipeline import TEACHER_DETECTORS, score_dir
 
 # One job per detector, regime and seed: the regime's models of every domain the detector is
 # fitted on score the val and test images of the domains their pairs name (Params.scored_pairs,
-# `pipeline.model_score_files`: a folder, as the files differ by detector; each per-class model
+# `pipeline.score_dir`: a folder, as the files differ by detector; each per-class model
 # its own category, the global model, loaded once, every category). Every domain's models in one
 # job: one process start, not several.
 rule score:
