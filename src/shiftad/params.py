@@ -715,29 +715,25 @@ class Params(Section):
     @model_validator(mode="before")
     @classmethod
     def _few_shot_defaults(cls, raw: Any) -> Any:
-        """few_shot.detectors defaults to the memory-bank detectors among `detectors`, and
-        refit.detectors and robustness.detectors to every detector."""
+        """few_shot.detectors defaults to the memory-bank detectors among `detectors`,
+        few_shot.adaptation_detectors to the adaptable ones, refit.detectors and
+        robustness.detectors to every detector."""
         if isinstance(raw, dict):
             if "fit_domains" in raw:
                 raise ValueError("fit_domains: replaced by `refit` (refit.domains: the shift domains models are fitted on "
                                  "besides clean, which is always fitted; refit.detectors: the detectors that are); "
                                  f"e.g. fit_domains {raw['fit_domains']} -> refit: {{domains: "
                                  f"{[d for d in raw['fit_domains'] or [] if d != CLEAN]}}}")
-            for section in ("refit", "robustness"):  # default: every detector
-                values = dict(raw.get(section) or {})
-                detectors = raw.get("detectors", cls.model_fields["detectors"].default_factory())
-                if values.get("detectors") is None and isinstance(detectors, list):
-                    raw = {**raw, section: {**values, "detectors": list(detectors)}}
-            few_shot = dict(raw.get("few_shot") or {})
-            if few_shot.get("detectors") is None:
-                detectors = raw.get("detectors", cls.model_fields["detectors"].default_factory())
-                if isinstance(detectors, list):
-                    few_shot["detectors"] = [d for d in detectors if d in MEMORY_BANK_DETECTORS]
-                    raw = {**raw, "few_shot": few_shot}
-            if few_shot.get("adaptation_detectors") is None:
-                detectors = raw.get("detectors", cls.model_fields["detectors"].default_factory())
-                if isinstance(detectors, list):
-                    raw = {**raw, "few_shot": {**few_shot, "adaptation_detectors": [d for d in detectors if d in ADAPTABLE_DETECTORS]}}
+            detectors = raw.get("detectors", cls.model_fields["detectors"].default_factory())
+            if isinstance(detectors, list):
+                # (section, key): the detectors among `detectors` that a missing per-stage list defaults to
+                for (section, key), kinds in {("few_shot", "detectors"): MEMORY_BANK_DETECTORS,
+                                              ("few_shot", "adaptation_detectors"): ADAPTABLE_DETECTORS,
+                                              ("refit", "detectors"): DETECTOR_NAMES,
+                                              ("robustness", "detectors"): DETECTOR_NAMES}.items():
+                    values = dict(raw.get(section) or {})
+                    if values.get(key) is None:
+                        raw = {**raw, section: {**values, key: [d for d in detectors if d in kinds]}}
         return raw
 
     @model_validator(mode="after")
